@@ -1,0 +1,1 @@
+"""ClipCap captioning: a mapping network from a frozen encoder into a frozen causal LM."""

@@ -1,0 +1,33 @@
+"""Shared command-line plumbing: recipe/config/override arguments and one-line error reporting."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pretrain.runtime.errors import NonFiniteError, UserError
+
+
+def add_recipe_args(parser: argparse.ArgumentParser, default_recipe: str) -> None:
+    """`--recipe NAME [--config FILE.yaml] key=value ...` as every trainer takes them."""
+    parser.add_argument("--recipe", default=default_recipe, help=f"named recipe (default: {default_recipe})")
+    parser.add_argument("--config", default=None, help="YAML file laid over the recipe (print one with `recipe NAME`)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
+    """Run `main`, turning user errors into one `error: ...` line (exit 2) and a non-finite stop into exit 3."""
+    try:
+        result = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteError as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

@@ -1,0 +1,302 @@
+"""The one training loop: a task object (model + loss, `forward(batch) -> {"loss": ...}`) over a batch stream.
+
+Every trainer (SuperClass, CLIP, LiT, ClipCap, the VLM) is a small task module; this loop owns precision,
+distribution, optimisation, schedules, the non-finite guard, metrics, checkpoints and exact resume.
+Optional task hooks: `after_step()` (e.g. clamp a temperature), `lr_scales()` (per-prefix lr multipliers),
+`export_artifact(out_dir, state, samples_seen)` (rank 0, full state dict), `set_grad_checkpointing(bool)`,
+`fsdp_units()`, `compile_units()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from pretrain.runtime import checkpoint as ckpt
+from pretrain.runtime.distributed import (
+    DistInfo,
+    all_reduce_min_flag,
+    barrier,
+    is_distributed,
+    rng_state,
+    set_rng_state,
+)
+from pretrain.runtime.errors import ConfigError, NonFiniteError
+from pretrain.runtime.metrics import MetricsLogger
+from pretrain.runtime.optim import OptimConfig, build_optimizer, lr_at, set_lr
+from pretrain.runtime.parallelize import parallelize
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/pretrain"  # run directory: metrics.jsonl, checkpoints/, the artifact
+    total_samples: int = 0  # samples to train on (steps = total_samples / global_batch_size)
+    steps: int = 0  # if > 0, the number of optimizer steps (overrides total_samples)
+    global_batch_size: int = 256  # samples per optimizer step over all ranks
+    grad_accum: int = 1  # micro-batches per optimizer step (per rank)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto | cpu | cuda
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # multi-GPU wrapping; fsdp = FSDP2 per block
+    grad_checkpointing: bool = False  # activation checkpointing in the towers
+    compile: bool = False  # torch.compile the model
+    log_every: int = 10  # steps between metric records
+    save_every: int = 1000  # steps between checkpoints (and artifact refreshes); 0 = only at the end
+    keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
+    seed: int = 0  # seeds model init, data order and augmentation
+    resume: str = ""  # "latest" or a checkpoint directory; "" starts fresh
+    tensorboard: bool = False  # also write TensorBoard scalars
+    num_threads: int = 0  # torch CPU threads (0 = torch default)
+
+
+class BatchSource(Protocol):
+    """What the loop needs from a data loader: an endless iterator, skip counts and a resumable state."""
+
+    def __iter__(self) -> Any: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    @property
+    def skipped(self) -> dict[str, int]: ...
+
+
+def total_steps(run: RunConfig) -> int:
+    """Optimizer steps of a run: `steps`, or `total_samples` over the global batch (at least one)."""
+    if run.steps > 0:
+        return run.steps
+    if run.total_samples <= 0:
+        raise ConfigError("run.steps or run.total_samples must be > 0")
+    return max(1, run.total_samples // run.global_batch_size)
+
+
+def local_batch_size(run: RunConfig, world_size: int) -> int:
+    """Per-rank micro-batch size; the global batch must split evenly over ranks and accumulation steps."""
+    denom = world_size * run.grad_accum
+    if run.global_batch_size % denom:
+        raise ConfigError(
+            f"run.global_batch_size={run.global_batch_size} must be divisible by world_size x grad_accum = {denom}"
+        )
+    return run.global_batch_size // denom
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _gather_objects(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class Trainer:
+    """Runs `task` for the configured number of steps, checkpointing and resuming exactly."""
+
+    def __init__(
+        self,
+        task: nn.Module,
+        loader: BatchSource,
+        run: RunConfig,
+        optim: OptimConfig,
+        dist_info: DistInfo,
+        config_yaml: str = "",
+    ) -> None:
+        self.task, self.loader, self.run, self.optim_cfg, self.dist = task, loader, run, optim, dist_info
+        self.config_yaml = config_yaml
+        self.run_dir = Path(run.out_dir)
+        self.total_steps = total_steps(run)
+        self.model = parallelize(task, dist_info, run.strategy, run.grad_checkpointing, run.compile)
+        self.optimizer = build_optimizer(task, optim, task.lr_scales() if hasattr(task, "lr_scales") else None)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.step = 0
+        self.samples_seen = 0
+        self.skipped_base: dict[str, int] = {}
+        self.last_checkpoint: Path | None = None
+        self._stop_requested = False
+        use_bf16 = run.precision == "bf16" or (run.precision == "auto" and dist_info.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+
+    # ----------------------------------------------------------------------------------- state
+    def _state_options(self) -> StateDictOptions:
+        return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return get_model_state_dict(self.task, options=self._state_options())
+
+    def save(self) -> Path | None:
+        """Checkpoint on rank 0 (all ranks contribute their RNG and data positions), then refresh the artifact."""
+        model_state = self.model_state()
+        optim_state = get_optimizer_state_dict(self.task, self.optimizer, options=self._state_options())
+        per_rank = _gather_objects({"rng": rng_state(), "data": self.loader.state_dict(), "skipped": self.skipped()})
+        path = None
+        if self.dist.is_main:
+            train_state = {
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "optimizer": optim_state,
+                "ranks": per_rank,
+                "world_size": self.dist.world_size,
+            }
+            path = ckpt.save_checkpoint(
+                self.run_dir, self.step, model_state, train_state, self.config_yaml, self.run.keep_checkpoints
+            )
+            if hasattr(self.task, "export_artifact"):
+                self.task.export_artifact(self.run_dir, model_state, self.samples_seen)
+        barrier()
+        self.last_checkpoint = ckpt.step_dir(self.run_dir, self.step)
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Load a checkpoint written by `save` so that training continues exactly."""
+        model_state, train_state = ckpt.load_checkpoint(path)
+        if train_state["world_size"] != self.dist.world_size:
+            raise ConfigError(
+                f"checkpoint {path} was written by {train_state['world_size']} ranks; resuming on "
+                f"{self.dist.world_size} would change the data order (exact resume needs the same world size)"
+            )
+        set_model_state_dict(self.task, model_state, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            self.task, self.optimizer, train_state["optimizer"], options=StateDictOptions(full_state_dict=True)
+        )
+        mine = train_state["ranks"][self.dist.rank]
+        set_rng_state(mine["rng"])
+        self.loader.load_state_dict(mine["data"])
+        self.skipped_base = dict(mine["skipped"])
+        self.step = int(train_state["step"])
+        self.samples_seen = int(train_state["samples_seen"])
+        self.last_checkpoint = Path(path)
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines a killed run wrote after the checkpoint we resume from."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.dist.is_main or not path.is_file():
+            return
+        import json
+
+        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        path.write_text("".join(f"{ln}\n" for ln in kept))
+
+    def skipped(self) -> dict[str, int]:
+        """Samples skipped by this rank's loader since the run began (across resumes)."""
+        out = dict(self.skipped_base)
+        for key, value in self.loader.skipped.items():
+            out[key] = out.get(key, 0) + value
+        return out
+
+    # ------------------------------------------------------------------------------------ loop
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+
+    def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        if not last and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches; raises NonFiniteError before a bad update."""
+        set_lr(self.optimizer, lr_at(self.step, self.total_steps, self.optim_cfg))
+        extras: dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros((), device=self.dist.device)
+        for i, batch in enumerate(batches):
+            with self._no_sync(i == len(batches) - 1), self._autocast():
+                out = self.model(_to_device(batch, self.dist.device))
+            loss = out["loss"].float()
+            (loss / len(batches)).backward()
+            loss_sum += loss.detach()
+            extras = {k: v.detach() for k, v in out.items() if k != "loss" and isinstance(v, torch.Tensor)}
+        max_norm = self.optim_cfg.clip_grad_norm if self.optim_cfg.clip_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        loss_mean = loss_sum / len(batches)
+        finite = bool(torch.isfinite(loss_mean).item() and torch.isfinite(grad_norm).item())
+        if not all_reduce_min_flag(finite, self.dist.device):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = str(self.last_checkpoint) if self.last_checkpoint else "none written yet"
+            raise NonFiniteError(
+                f"non-finite loss ({loss_mean.item():.4g}) or grad norm ({float(grad_norm):.4g}) at step {self.step}; "
+                f"stopped before the optimizer update; last good checkpoint: {where}"
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.task, "after_step"):
+            self.task.after_step()
+        record = {"loss": loss_mean, "grad_norm": grad_norm, **extras}
+        return record  # tensors; converted on log steps only
+
+    def _next_batches(self, it: Any) -> list[dict[str, Any]]:
+        return [next(it) for _ in range(self.run.grad_accum)]
+
+    def _request_stop(self, *_: Any) -> None:
+        self._stop_requested = True
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `total_steps`, resuming first if asked; returns the last logged record."""
+        if self.dist.is_main:
+            ckpt.clean_stale_tmp(self.run_dir)
+        resume_from = ckpt.resolve_resume(self.run_dir, self.run.resume)
+        if resume_from is not None:
+            self.restore(resume_from)
+        logger = MetricsLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard)
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if self.dist.is_main else None
+        last: dict[str, Any] = {}
+        it = iter(self.loader)
+        self.task.train()
+        tick, tick_step = time.perf_counter(), self.step
+        try:
+            while self.step < self.total_steps:
+                record = self.train_step(self._next_batches(it))
+                self.step += 1
+                self.samples_seen += self.run.global_batch_size
+                logger.advance()
+                if self.step % self.run.log_every == 0 or self.step == self.total_steps:
+                    last = self._log(logger, record, tick, tick_step)
+                    tick, tick_step = time.perf_counter(), self.step
+                stop = all_reduce_min_flag(not self._stop_requested, self.dist.device) is False
+                at_save = self.run.save_every > 0 and self.step % self.run.save_every == 0
+                if at_save or self.step == self.total_steps or stop:
+                    self.save()
+                if stop:
+                    break
+        finally:
+            logger.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return last
+
+    def _log(self, logger: MetricsLogger, record: dict[str, torch.Tensor], tick: float, tick_step: int) -> dict:
+        if self.dist.device.type == "cuda":
+            torch.cuda.synchronize(self.dist.device)
+        elapsed = max(time.perf_counter() - tick, 1e-9)
+        skipped = self.skipped()
+        totals = _gather_objects(skipped)
+        summed: dict[str, int] = {}
+        for rank_counts in totals:
+            for key, value in rank_counts.items():
+                summed[key] = summed.get(key, 0) + value
+        out: dict[str, Any] = {
+            "step": self.step,
+            "samples": self.samples_seen,
+            "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
+            "samples_per_s": (self.step - tick_step) * self.run.global_batch_size / elapsed,
+            "skipped": summed,
+        }
+        out.update({k: float(v) for k, v in record.items()})
+        logger.log(out)
+        return out

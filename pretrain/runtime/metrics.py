@@ -1,0 +1,83 @@
+"""Run metrics: one JSON line per logged step, a tqdm bar, and TensorBoard behind a no-op stand-in."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+
+class _NoWriter:
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _tensorboard_writer(log_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        warnings.warn("tensorboard is not installed (pip install tensorboard); logging JSONL only", stacklevel=2)
+        return _NoWriter()
+    return SummaryWriter(str(log_dir))
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}/{key}" if prefix else key, inner, out)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = float(value)
+
+
+class MetricsLogger:
+    """Rank-0 logger: appends to `metrics.jsonl`, drives the progress bar, mirrors to TensorBoard."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.bar = None
+        self.writer: Any = _NoWriter()
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not sys.stderr.isatty())
+            if tensorboard:
+                self.writer = _tensorboard_writer(Path(run_dir) / "tensorboard")
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, allow_nan=True) + "\n")
+        flat: dict[str, float] = {}
+        _flatten("", record, flat)
+        step = int(record.get("step", 0))
+        for key, value in flat.items():
+            if key != "step" and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}")
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The logged records of a run, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,84 @@
+"""AdamW with OpenCLIP's decay rule and a warmup + cosine schedule that is a pure function of the step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4  # peak learning rate (after warmup)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    eps: float = 1e-6  # AdamW epsilon
+    weight_decay: float = 0.2  # decoupled decay on weight matrices only (not norms, biases, 1-D params)
+    warmup_steps: int = 500  # linear warmup from ~0 to lr
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    min_lr: float = 0.0  # floor of the cosine
+    clip_grad_norm: float = 0.0  # global grad-norm clipping; 0 disables
+
+
+_NO_DECAY_PARTS = ("bn", "ln", "norm", "bias", "logit_scale", "cls_token", "class_embedding")
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """OpenCLIP's rule: no decay on 1-D params, norms, biases, the logit scale and the class token."""
+    if param.ndim < 2:
+        return True
+    parts = name.split(".")
+    return any(key in part for part in parts for key in _NO_DECAY_PARTS)
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig, lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """Trainable parameters split into decay / no-decay groups, optionally per name-prefix lr scale.
+
+    `lr_scales` maps a parameter-name prefix to a multiplier of the peak lr (e.g. a projector at 0.1x).
+    """
+    lr_scales = lr_scales or {}
+    groups: dict[tuple[bool, float], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = next((s for prefix, s in lr_scales.items() if name.startswith(prefix)), 1.0)
+        decay = not no_weight_decay(name, param)
+        group = groups.setdefault(
+            (decay, scale),
+            {"params": [], "names": [], "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale},
+        )
+        group["params"].append(param)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, lr_scales: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, lr_scales)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    names = [g.pop("names") for g in groups]
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
+    for group, group_names in zip(opt.param_groups, names):
+        group["param_names"] = group_names
+    return opt
+
+
+def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """The peak-relative learning rate at `step` (0-based): linear warmup, then cosine or constant."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

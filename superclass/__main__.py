@@ -1,0 +1,5 @@
+import sys
+
+from superclass.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from pretrain.runtime import checkpoint as ckpt
+from pretrain.runtime.errors import UserError
+
+
+def test_save_load_keep_and_latest(tmp_path):
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, step, {"w": torch.full((2,), float(step))}, {"step": step}, "a: 1\n", keep=2)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step_00000002", "step_00000003"]
+    latest = ckpt.resolve_resume(tmp_path, "latest")
+    model, state = ckpt.load_checkpoint(latest)
+    assert state["step"] == 3 and torch.equal(model["w"], torch.full((2,), 3.0))
+
+
+def test_failed_write_leaves_previous_checkpoint_intact(tmp_path):
+    ckpt.save_checkpoint(tmp_path, 5, {"w": torch.ones(2)}, {"step": 5}, "", keep=0)
+
+    def boom(tmp):
+        (tmp / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        ckpt.atomic_write_dir(ckpt.step_dir(tmp_path, 5), boom)
+    model, state = ckpt.load_checkpoint(ckpt.step_dir(tmp_path, 5))
+    assert state["step"] == 5 and torch.equal(model["w"], torch.ones(2))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000005"]
+
+
+def test_shared_storage_is_saved(tmp_path):
+    w = torch.ones(3)
+    ckpt.save_checkpoint(tmp_path, 1, {"a": w, "b": w}, {}, "")
+    model, _ = ckpt.load_checkpoint(ckpt.step_dir(tmp_path, 1))
+    assert torch.equal(model["a"], model["b"])
+
+
+def test_resume_errors(tmp_path):
+    assert ckpt.resolve_resume(tmp_path, "latest") is None
+    with pytest.raises(UserError, match="not a checkpoint directory"):
+        ckpt.resolve_resume(tmp_path, str(tmp_path / "nope"))

@@ -1,0 +1,63 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from pretrain.runtime.config import from_dict, parse_override, resolve, to_yaml
+from pretrain.runtime.errors import ConfigError
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    kind: Literal["a", "b"] = "a"
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    steps: int = 10
+    path: str | None = None
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    cfg = Outer()
+    path = tmp_path / "c.yaml"
+    path.write_text(to_yaml(cfg).replace("steps: 10", "steps: 20"))
+    out = resolve(cfg, path, ["inner.lr=5e-4", "inner.betas=[0.8, 0.9]", "inner.kind=b", "path=/tmp/a"])
+    assert out == Outer(name="x", steps=20, path="/tmp/a", inner=Inner(lr=5e-4, betas=(0.8, 0.9), kind="b"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("inner.lrr=1", "unknown config key 'inner.lrr'"),
+        ("stepz=1", "unknown config key 'stepz'"),
+        ("steps=abc", "config key 'steps': expected an integer"),
+        ("inner.kind=c", "config key 'inner.kind': expected one of ['a', 'b']"),
+        ("inner.betas=[1]", "config key 'inner.betas': expected 2 values"),
+        ("noequals", "not of the form key=value"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        resolve(Outer(), None, [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve(Outer(), tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        resolve(Outer(), bad)
+
+
+def test_int_accepts_integral_float_and_yaml_sci_notation():
+    assert resolve(Outer(), None, ["steps=1e3", "inner.lr=5e-4"]) == Outer(steps=1000, inner=Inner(lr=5e-4))
+    assert from_dict(Outer, {"steps": 1000.0}).steps == 1000
+    assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}

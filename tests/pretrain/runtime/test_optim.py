@@ -1,0 +1,29 @@
+import math
+
+import torch
+from torch import nn
+
+from pretrain.runtime.optim import OptimConfig, build_optimizer, lr_at, no_weight_decay
+
+
+def test_warmup_then_cosine():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, min_lr=0.0)
+    assert lr_at(0, 110, cfg) == 0.1
+    assert lr_at(9, 110, cfg) == 1.0
+    assert lr_at(10, 110, cfg) == 1.0
+    assert math.isclose(lr_at(60, 110, cfg), 0.5, abs_tol=1e-12)
+    assert lr_at(110, 110, cfg) == 0.0
+
+
+def test_no_decay_on_norms_biases_and_1d():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    named = dict(model.named_parameters())
+    assert not no_weight_decay("0.weight", named["0.weight"])
+    assert no_weight_decay("0.bias", named["0.bias"])
+    assert no_weight_decay("blocks.0.norm1.weight", torch.zeros(4, 4))
+    assert no_weight_decay("logit_scale", torch.zeros(()))
+    assert no_weight_decay("cls_token", torch.zeros(1, 1, 4))
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.2))
+    decays = sorted(g["weight_decay"] for g in opt.param_groups)
+    assert decays == [0.0, 0.2]
+    assert sum(len(g["params"]) for g in opt.param_groups) == 4

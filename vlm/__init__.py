@@ -1,0 +1,1 @@
+"""LLaVA-1.5 assembly and training on transformers' LlavaForConditionalGeneration."""
