@@ -7,76 +7,17 @@ half-written `step_*` directory; `latest` is the highest complete step.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
 from pretrain.runtime.errors import UserError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
-
-
-def tensors_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous tensors with no shared storage (safetensors refuses aliases)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for key, value in state.items():
-        t = value.detach().to("cpu").contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if ident in seen:
-            t = t.clone()
-        seen.add(ident)
-        out[key] = t
-    return out
-
-
-def atomic_write_dir(final: Path, write: Any) -> Path:
-    """Call `write(tmp_dir)`, fsync what it wrote, then rename `tmp_dir` over `final`."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        write(tmp)
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                _fsync_file(file)
-        _fsync_dir(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -113,11 +54,11 @@ def save_checkpoint(
     """Write checkpoint `step` atomically and keep only the newest `keep` (0 keeps all)."""
 
     def write(tmp: Path) -> None:
-        save_file(tensors_for_safetensors(model_state), str(tmp / "model.safetensors"))
+        save_file(plain_tensors(model_state), str(tmp / "model.safetensors"))
         torch.save(train_state, tmp / "train_state.pt")
         (tmp / "config.yaml").write_text(config_yaml)
 
-    path = atomic_write_dir(step_dir(run_dir, step), write)
+    path = write_dir_atomically(step_dir(run_dir, step), write)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -23,7 +23,7 @@ def test_failed_write_leaves_previous_checkpoint_intact(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        ckpt.atomic_write_dir(ckpt.step_dir(tmp_path, 5), boom)
+        ckpt.write_dir_atomically(ckpt.step_dir(tmp_path, 5), boom)
     model, state = ckpt.load_checkpoint(ckpt.step_dir(tmp_path, 5))
     assert state["step"] == 5 and torch.equal(model["w"], torch.ones(2))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000005"]

@@ -1,0 +1,1 @@
+"""Encoder architectures: presets, timm backbones, the SuperClass head and the CLIP baseline model."""

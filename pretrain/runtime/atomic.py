@@ -1,0 +1,76 @@
+"""Crash-safe writes shared by checkpoints and artifacts: build a directory beside the target, then swap it in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or directory to disk (some filesystems refuse directory fsync; the rename stays atomic)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # e.g. directories on some network filesystems
+    finally:
+        os.close(fd)
+
+
+def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp_dir)` in a fresh directory beside `target`, fsync it, then swap it in place of `target`.
+
+    A killed or failing write leaves any previous `target` untouched and removes its temporary directory.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.parent / f".{target.name}.tmp-{tag}"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for file in tmp.rglob("*"):
+            fsync_path(file)
+        fsync_path(tmp)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{tag}"
+            os.replace(target, old)  # a directory cannot be renamed over a non-empty one: move the old aside
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+        fsync_path(target.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
+
+
+def plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors with no storage shared between them (what safetensors requires)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state.items():
+        tensor = tensor.detach()
+        if hasattr(tensor, "full_tensor"):  # a DTensor
+            tensor = tensor.full_tensor()
+        tensor = tensor.cpu()
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen or not tensor.is_contiguous():
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        if tensor.numel():
+            seen.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
