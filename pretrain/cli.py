@@ -1,0 +1,140 @@
+"""`superclass pretrain <command>` / `python -m pretrain <command>`: train, recipes, IDF counts, data tools.
+
+usage: superclass pretrain {train,recipe,recipes,idf-counts,synthetic-shards,resize-shards} ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from pretrain.runtime.cli import add_recipe_args, run_cli
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pretrain.recipes import get_recipe
+    from pretrain.runtime.config import resolve
+    from pretrain.train import train
+
+    recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
+    artifact = train(recipe)
+    print(f"encoder artifact: {artifact}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from pretrain.recipes import RECIPES, get_recipe
+    from pretrain.runtime.config import resolve, to_yaml
+
+    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
+    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
+    header = "".join(f"# {line.strip()}\n" for line in doc.splitlines())
+    print(header + text, end="")
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from pretrain.recipes import RECIPES, describe
+
+    for name in RECIPES:
+        print(f"{name:<30} {describe(name)}")
+    return 0
+
+
+def iter_captions(spec: str, kind: str, counts: Counter) -> Iterator[str]:
+    """Captions of a shard set (no image decoding) or of a JSONL/CSV list, for offline IDF counting."""
+    from pretrain.data.lists import read_list
+    from pretrain.data.shards import decode_caption, expand_shards, iter_raw_samples
+
+    if kind == "list":
+        yield from (caption for _, caption in read_list(spec).items)
+        return
+    for shard in expand_shards(spec):
+        for _, raw in iter_raw_samples(shard, counts):
+            caption = decode_caption(raw.members, counts)
+            if caption is not None:
+                yield caption
+
+
+def _cmd_idf_counts(args: argparse.Namespace) -> int:
+    from pretrain.labels import LabelConfig, build_tokenizer, compute_idf_counts, save_idf_counts
+    from pretrain.runtime.config import resolve
+
+    labels = resolve(LabelConfig(), None, args.overrides)
+    tokenizer = build_tokenizer(labels)
+    counts: Counter = Counter()
+    idf = compute_idf_counts(iter_captions(args.data, args.kind, counts), tokenizer, official=labels.mode == "official")
+    save_idf_counts(idf, args.out, tokenizer_name=tokenizer.name)
+    print(json.dumps({"out": str(args.out), "num_samples": idf.num_samples, "skipped": dict(counts)}))
+    return 0
+
+
+def _cmd_synthetic_shards(args: argparse.Namespace) -> int:
+    from pretrain.data.synthetic import write_shards
+
+    paths = write_shards(args.out, args.samples, args.per_shard, seed=args.seed, image_size=args.image_size)
+    print(f"wrote {len(paths)} shards to {args.out}: {paths[0].name} .. {paths[-1].name}")
+    return 0
+
+
+def _cmd_resize_shards(args: argparse.Namespace) -> int:
+    from pretrain.data.resize import resize_shards
+
+    counts = resize_shards(args.src, args.out, short_side=args.short_side, quality=args.quality, workers=args.workers)
+    print(json.dumps(dict(counts)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superclass pretrain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an encoder from a recipe (torchrun for several GPUs)")
+    add_recipe_args(p, "superclass_tiny")
+    p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("recipe", help="print a recipe as YAML (edit it and pass it back with --config)")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=_cmd_recipe)
+
+    p = sub.add_parser("recipes", help="list the named recipes")
+    p.set_defaults(fn=_cmd_recipes)
+
+    p = sub.add_parser("idf-counts", help="document frequencies over a dataset, for idf.mode=offline")
+    p.add_argument("--data", required=True, help="shard pattern (brace/glob/dir) or a JSONL/CSV list")
+    p.add_argument("--kind", choices=["shards", "list"], default="shards")
+    p.add_argument("--out", required=True, type=Path, help="counts file to write (.safetensors)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="tokenizer settings (LabelConfig), e.g. mode=official"
+    )
+    p.set_defaults(fn=_cmd_idf_counts)
+
+    p = sub.add_parser("synthetic-shards", help="write the synthetic captioned images as webdataset shards")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--samples", type=int, default=10000)
+    p.add_argument("--per-shard", type=int, default=1000)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_synthetic_shards)
+
+    p = sub.add_parser("resize-shards", help="rewrite shards with images resized (shortest side), for fast loading")
+    p.add_argument("--src", required=True, help="shard pattern")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--short-side", type=int, default=256)
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--workers", type=int, default=4)
+    p.set_defaults(fn=_cmd_resize_shards)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)

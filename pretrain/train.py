@@ -1,0 +1,96 @@
+"""Build a pretraining run from a recipe (tokenizer, task, data stream) and hand it to the shared loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from torch import nn
+
+from pretrain.data.stream import build_loader
+from pretrain.encoder import default_preprocess
+from pretrain.labels import CaptionTokenizer, IDFWeights, build_tokenizer
+from pretrain.models.backbone import build_backbone
+from pretrain.models.clip import CLIPModel
+from pretrain.models.presets import ArchConfig, get_preset, get_text_preset
+from pretrain.recipes import PretrainRecipe
+from pretrain.runtime.config import to_dict, to_yaml
+from pretrain.runtime.distributed import DistInfo, init_distributed, seed_everything
+from pretrain.runtime.errors import ConfigError
+from pretrain.runtime.loop import Trainer, local_batch_size
+from pretrain.tasks import ARTIFACT_DIR, CLIPTask, SuperClassTask
+
+
+def resolve_arch(recipe: PretrainRecipe) -> ArchConfig:
+    """The backbone architecture: the preset, with the recipe's image size and the method's pooling."""
+    arch = get_preset(recipe.model.preset)
+    changes: dict[str, object] = {}
+    if recipe.model.image_size:
+        changes["image_size"] = recipe.model.image_size
+    if arch.family == "vit":
+        changes["pool"] = recipe.model.pool or ("avg" if recipe.method == "superclass" else "token")
+    return dataclasses.replace(arch, **changes) if changes else arch
+
+
+def check_recipe(recipe: PretrainRecipe) -> None:
+    """Catch settings that would fail late (after model build or data start) with a one-line error now."""
+    if recipe.data.kind in ("shards", "list") and not recipe.data.train:
+        raise ConfigError(
+            f"data.train is empty: point it at the {recipe.data.kind} (e.g. data.train='/data/{{00000..00099}}.tar')"
+        )
+    if recipe.method == "clip" and recipe.labels.mode == "official":
+        raise ConfigError("labels.mode=official only applies to SuperClass labels")
+
+
+def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: DistInfo) -> nn.Module:
+    """The SuperClass or CLIP task on the recipe's backbone, with the provenance its artifact records."""
+    arch = resolve_arch(recipe)
+    preprocess = default_preprocess(arch)
+    provenance = {
+        "method": recipe.method,
+        "tokenizer": tokenizer.name,
+        "vocab_size": tokenizer.vocab_size,
+        "config": to_dict(recipe),
+    }
+    backbone = build_backbone(arch)
+    if recipe.method == "superclass":
+        idf = IDFWeights(tokenizer.vocab_size, recipe.idf)
+        official = recipe.labels.mode == "official"
+        args = (backbone, arch, tokenizer.vocab_size, tokenizer.special_ids, official, idf, recipe.loss)
+        return SuperClassTask(*args, provenance=provenance, preprocess=preprocess)
+    text_cfg = dataclasses.replace(
+        get_text_preset(recipe.model.text),
+        vocab_size=tokenizer.vocab_size,
+        context_length=recipe.labels.context_length,
+    )
+    model = CLIPModel(backbone, arch.width, text_cfg)
+    return CLIPTask(model, arch, dist_info.rank, dist_info.world_size, provenance=provenance, preprocess=preprocess)
+
+
+def train(recipe: PretrainRecipe) -> Path:
+    """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
+    check_recipe(recipe)
+    dist_info = init_distributed(recipe.run.device)
+    if recipe.run.num_threads > 0:
+        import torch
+
+        torch.set_num_threads(recipe.run.num_threads)
+    tokenizer = build_tokenizer(recipe.labels)
+    seed_everything(recipe.run.seed)  # identical initial weights on every rank
+    task = build_task(recipe, tokenizer, dist_info)
+    seed_everything(recipe.run.seed + dist_info.rank)
+    arch = resolve_arch(recipe)
+    data_cfg = dataclasses.replace(
+        recipe.data, transform=dataclasses.replace(recipe.data.transform, image_size=arch.image_size)
+    )
+    loader = build_loader(
+        data_cfg,
+        tokenizer,
+        local_batch_size(recipe.run, dist_info.world_size),
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        seed=recipe.run.seed,
+    )
+    trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+    trainer.fit()
+    return Path(recipe.run.out_dir) / ARTIFACT_DIR

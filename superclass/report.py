@@ -1,0 +1,79 @@
+"""The demo report: a Markdown file of result tables plus PNG plots, built section by section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pretrain.runtime.metrics import read_metrics  # noqa: E402
+
+
+@dataclass
+class Row:
+    """One result: what was measured, its value, the chance/baseline level, and whether it beats it."""
+
+    stage: str
+    model: str
+    metric: str
+    value: float
+    chance: float
+    higher_is_better: bool = True
+
+    @property
+    def beats_chance(self) -> bool:
+        return self.value > self.chance if self.higher_is_better else self.value < self.chance
+
+
+@dataclass
+class Report:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, relative png path)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+
+    def all_beat_chance(self) -> bool:
+        return all(r.beats_chance for r in self.rows)
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.title}", ""]
+        verdict = "every number beats its chance level" if self.all_beat_chance() else "SOME NUMBERS DO NOT BEAT CHANCE"
+        lines += [f"**Verdict:** {verdict}.", ""]
+        lines += ["| stage | model | metric | value | chance / baseline | beats it |", "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            mark = "yes" if r.beats_chance else "**no**"
+            lines.append(f"| {r.stage} | {r.model} | {r.metric} | {r.value:.4g} | {r.chance:.4g} | {mark} |")
+        lines.append("")
+        for caption, path in self.figures:
+            lines += [f"![{caption}]({path})", "", f"*{caption}*", ""]
+        lines += self.sections
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path) -> Path:
+        path = Path(out_dir) / "report.md"
+        path.write_text(self.to_markdown())
+        return path
+
+
+def plot_loss_curves(runs: dict[str, Path], out_png: Path, title: str = "training loss") -> Path:
+    """One panel per run (losses of different objectives are not on one scale), loss against step."""
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
+    for ax, (name, run_dir) in zip(axes[0], runs.items()):
+        records = read_metrics(Path(run_dir))
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:blue")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return Path(out_png)
