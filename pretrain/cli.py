@@ -1,12 +1,13 @@
-"""`superclass pretrain <command>` / `python -m pretrain <command>`: train, recipes, IDF counts, data tools.
+"""`superclass pretrain <command>` / `python -m pretrain <command>`: train, recipes, IDF counts, data tools, export.
 
-usage: superclass pretrain {train,recipe,recipes,idf-counts,synthetic-shards,resize-shards} ...
+usage: superclass pretrain {train,recipe,recipes,idf-counts,synthetic-shards,resize-shards,export,import} ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
     artifact = train(recipe)
-    print(f"encoder artifact: {artifact}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"encoder artifact: {artifact}")
     return 0
 
 
@@ -88,6 +90,22 @@ def _cmd_resize_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pretrain.export import export_encoder
+
+    out = export_encoder(args.encoder, args.to, args.out)
+    print(f"{args.to} export: {out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from pretrain.export import import_encoder
+
+    out = import_encoder(args.source, args.path, args.out, config=args.config, model_name=args.model, pool=args.pool)
+    print(f"encoder artifact: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superclass pretrain", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--workers", type=int, default=4)
     p.set_defaults(fn=_cmd_resize_shards)
+
+    p = sub.add_parser("export", help="write an encoder artifact as an HF CLIPVisionModel, OpenCLIP or timm directory")
+    p.add_argument("encoder", type=Path, metavar="ENCODER_DIR", help="the encoder artifact")
+    p.add_argument("--to", required=True, choices=["hf", "open_clip", "timm"])
+    p.add_argument("--out", required=True, type=Path, help="directory to write (replaced atomically)")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("import", help="turn an HF or OpenCLIP CLIP vision tower into an encoder artifact")
+    p.add_argument("--from", dest="source", required=True, choices=["hf", "open_clip"])
+    p.add_argument("path", type=Path, metavar="PATH", help="HF model dir, or OpenCLIP dir / weights file")
+    p.add_argument("--out", required=True, type=Path, help="encoder artifact directory to write")
+    p.add_argument("--config", type=Path, default=None, help="OpenCLIP model config JSON (for a weights file)")
+    p.add_argument("--model", default=None, help="open_clip model name (for a weights file), e.g. ViT-B-16")
+    p.add_argument("--pool", choices=["avg", "token"], default=None, help="default: the source's (CLIP: token)")
+    p.set_defaults(fn=_cmd_import)
     return parser
 
 

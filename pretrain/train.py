@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from pretrain.data.stream import build_loader
@@ -72,8 +73,6 @@ def train(recipe: PretrainRecipe) -> Path:
     check_recipe(recipe)
     dist_info = init_distributed(recipe.run.device)
     if recipe.run.num_threads > 0:
-        import torch
-
         torch.set_num_threads(recipe.run.num_threads)
     tokenizer = build_tokenizer(recipe.labels)
     seed_everything(recipe.run.seed)  # identical initial weights on every rank
@@ -94,3 +93,17 @@ def train(recipe: PretrainRecipe) -> Path:
     trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
     trainer.fit()
     return Path(recipe.run.out_dir) / ARTIFACT_DIR
+
+
+def load_trained_task(recipe: PretrainRecipe, checkpoint: str | Path = "latest") -> nn.Module:
+    """The recipe's task (model + head or text tower) with a checkpoint's weights, on the CPU, for inspection."""
+    from pretrain.runtime.checkpoint import load_checkpoint, resolve_resume
+
+    path = resolve_resume(Path(recipe.run.out_dir), str(checkpoint))
+    if path is None:
+        raise ConfigError(f"{recipe.run.out_dir} has no checkpoint to load")
+    tokenizer = build_tokenizer(recipe.labels)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    task = build_task(recipe, tokenizer, info)
+    task.load_state_dict(load_checkpoint(path)[0])
+    return task

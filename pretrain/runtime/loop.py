@@ -10,6 +10,8 @@ Optional task hooks: `after_step()` (e.g. clamp a temperature), `lr_scales()` (p
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import signal
 import time
 from dataclasses import dataclass
@@ -97,11 +99,14 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _gather_objects(obj: Any) -> list[Any]:
+    """`obj` from every rank. Tensors travel as torch.save bytes (all_gather_object cannot unpickle them)."""
     if not is_distributed():
         return [obj]
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
+    dist.all_gather_object(out, buf.getvalue())
+    return [torch.load(io.BytesIO(payload), weights_only=True) for payload in out]
 
 
 class Trainer:
@@ -187,8 +192,6 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         if not self.dist.is_main or not path.is_file():
             return
-        import json
-
         kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
         path.write_text("".join(f"{ln}\n" for ln in kept))
 
@@ -225,7 +228,7 @@ class Trainer:
         max_norm = self.optim_cfg.clip_grad_norm if self.optim_cfg.clip_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         loss_mean = loss_sum / len(batches)
-        finite = bool(torch.isfinite(loss_mean).item() and torch.isfinite(grad_norm).item())
+        finite = bool(torch.isfinite(torch.stack([loss_mean, grad_norm.float()])).all().item())  # one host sync
         if not all_reduce_min_flag(finite, self.dist.device):
             self.optimizer.zero_grad(set_to_none=True)
             where = str(self.last_checkpoint) if self.last_checkpoint else "none written yet"
