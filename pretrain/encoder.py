@@ -54,14 +54,31 @@ def default_preprocess(arch: ArchConfig) -> dict[str, Any]:
     }
 
 
+class CenterCropFloor(v2.Transform):
+    """Centre crop with the offset rounded down, as HF `CLIPImageProcessor` does (torchvision rounds to nearest)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        height, width = v2.functional.get_size(inpt)
+        top, left = (height - self.size) // 2, (width - self.size) // 2
+        return v2.functional.crop(inpt, top, left, self.size, self.size)
+
+
 def build_preprocess(pre: dict[str, Any]) -> v2.Compose:
-    """PIL image or uint8 tensor -> normalised float tensor [3, crop, crop] (RGB, resize, crop, scale, normalise)."""
+    """PIL image or uint8 tensor -> normalised float tensor [3, crop, crop].
+
+    The image becomes a uint8 tensor before resizing so the result equals HF's `CLIPImageProcessor` (which LLaVA,
+    vLLM and lmms-eval use) on the same image; OpenCLIP's PIL resize agrees to within one grey level.
+    """
     return v2.Compose(
         [
             v2.RGB(),  # greyscale / palette / RGBA inputs become 3-channel RGB
-            v2.Resize(int(pre["resize"]), interpolation=InterpolationMode(pre["interpolation"]), antialias=True),
-            v2.CenterCrop(int(pre["crop"])),
             v2.ToImage(),
+            v2.Resize(int(pre["resize"]), interpolation=InterpolationMode(pre["interpolation"]), antialias=True),
+            CenterCropFloor(int(pre["crop"])),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=[float(x) for x in pre["mean"]], std=[float(x) for x in pre["std"]]),
         ]

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from pretrain.exports.mapping import timm_to_hf, timm_to_open_clip
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import get_preset
 
@@ -82,51 +83,6 @@ def test_avg_pool_excludes_the_class_token_and_token_pool_takes_it():
         torch.testing.assert_close(token_model(x), tokens[:, 0], rtol=0, atol=0)
 
 
-def to_openclip(state: dict, layers: int) -> dict:
-    """Our timm keys -> OpenCLIP `VisionTransformer` keys (the layout the official SuperClass code saves)."""
-    out = {
-        "class_embedding": state["cls_token"][0, 0],
-        "positional_embedding": state["pos_embed"][0],
-        "conv1.weight": state["patch_embed.proj.weight"],
-        "ln_pre.weight": state["norm_pre.weight"],
-        "ln_pre.bias": state["norm_pre.bias"],
-        "ln_post.weight": state["norm.weight"],
-        "ln_post.bias": state["norm.bias"],
-    }
-    names = {"norm1": "ln_1", "norm2": "ln_2", "attn.qkv": "attn.in_proj", "attn.proj": "attn.out_proj"}
-    names.update({"mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"})
-    for i in range(layers):
-        for ours, theirs in names.items():
-            for kind in ("weight", "bias"):
-                key = f"transformer.resblocks.{i}.{theirs}.{kind}"
-                if theirs == "attn.in_proj":
-                    key = f"transformer.resblocks.{i}.attn.in_proj_{kind}"
-                out[key] = state[f"blocks.{i}.{ours}.{kind}"]
-    return out
-
-
-def to_hf_clip(state: dict, layers: int) -> dict:
-    """Our timm keys -> HF `CLIPVisionModel` keys (transformers 5.x layout, no `vision_model.` prefix)."""
-    out = {
-        "embeddings.class_embedding": state["cls_token"][0, 0],
-        "embeddings.position_embedding.weight": state["pos_embed"][0],
-        "embeddings.patch_embedding.weight": state["patch_embed.proj.weight"],
-        "pre_layrnorm.weight": state["norm_pre.weight"],
-        "pre_layrnorm.bias": state["norm_pre.bias"],
-        "post_layernorm.weight": state["norm.weight"],
-        "post_layernorm.bias": state["norm.bias"],
-    }
-    for i in range(layers):
-        src, dst = f"blocks.{i}.", f"encoder.layers.{i}."
-        for kind in ("weight", "bias"):
-            q, k, v = state[f"{src}attn.qkv.{kind}"].chunk(3, dim=0)
-            out.update({f"{dst}self_attn.{n}_proj.{kind}": t for n, t in zip("qkv", (q, k, v))})
-            pairs = {"attn.proj": "self_attn.out_proj", "norm1": "layer_norm1", "norm2": "layer_norm2"}
-            pairs.update({"mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"})
-            out.update({f"{dst}{b}.{kind}": state[f"{src}{a}.{kind}"] for a, b in pairs.items()})
-    return out
-
-
 def randomised_vit(arch):
     """A tiny ViT with every tensor random (so a swapped or ignored weight cannot hide)."""
     torch.manual_seed(0)
@@ -144,7 +100,7 @@ def test_matches_openclip_vision_transformer():
         arch.image_size, arch.patch_size, arch.width, arch.layers, arch.heads, arch.mlp_ratio, output_dim=0,
         pool_type="avg",
     ).eval()  # fmt: skip
-    missing, unexpected = theirs.load_state_dict(to_openclip(ours.state_dict(), arch.layers), strict=False)
+    missing, unexpected = theirs.load_state_dict(timm_to_open_clip(ours.state_dict()), strict=False)
     assert missing == ["proj"] and unexpected == []  # proj is [width, 0]: SuperClass has no projection
     theirs.proj = None  # what `embed_dim: 0` means in the official code: the pooled feature is the output
     x = images(arch)
@@ -167,7 +123,7 @@ def test_matches_hf_clip_vision_model_hidden_states():
         layer_norm_eps=arch.ln_eps,
     )
     hf = transformers.CLIPVisionModel(config).eval()
-    hf.load_state_dict(to_hf_clip(ours.state_dict(), arch.layers), strict=True)
+    hf.load_state_dict(timm_to_hf(ours.state_dict()), strict=True)
     x = images(arch)
     with torch.no_grad():
         out = hf(pixel_values=x, output_hidden_states=True)
