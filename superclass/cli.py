@@ -9,7 +9,8 @@ from collections.abc import Sequence
 # command word -> module whose `main(argv) -> int` handles it
 COMMANDS = {
     "demo": ("superclass.demo", "the whole chain on synthetic data, on CPU, in minutes"),
-    "pretrain": ("pretrain.cli", "SuperClass / CLIP pretraining, recipes, IDF counts, shard tools"),
+    "pretrain": ("pretrain.cli", "SuperClass / CLIP pretraining, recipes, IDF counts, exports, shard tools"),
+    "eval": ("eval.cli", "frozen-feature probes: feature caches, linear probe, few-shot"),
 }
 
 USAGE = (

@@ -1,0 +1,152 @@
+"""usage: python bench/pretrain_throughput.py [--device cpu|cuda] [--arch vit_b16] [--batch 256] [--compile]
+
+SuperClass vs the CLIP baseline: training steps of the shared runtime (`Trainer.train_step`: autocast,
+backward, grad-norm, non-finite guard, AdamW) on the same backbone and batch, interleaved round by round
+in one process, printing images/s for each, their ratio and, with FLOPs counted by torch's FlopCounterMode,
+MFU against the measured H200 bf16 ceiling (790 TFLOP/s) and the 989 TFLOP/s datasheet figure.
+Data loading is left out on purpose (bench/data_throughput.py measures it): batches live on the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pretrain.labels import build_tokenizer
+from pretrain.recipes import get_recipe
+from pretrain.runtime.distributed import DistInfo, pick_device
+from pretrain.runtime.loop import RunConfig, Trainer
+from pretrain.train import build_task
+
+H200_MEASURED = 790e12
+H200_DATASHEET = 989e12
+
+
+def make_batch(batch: int, image_size: int, device: torch.device, vocab: int, seed: int = 0) -> dict:
+    """Random images and caption-like token ids (SOT, 8-24 word pieces, EOT, zero padding)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(batch, 77, dtype=torch.long)
+    lengths = torch.randint(10, 27, (batch,), generator=g)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, 0], ids[i, 1 : n - 1], ids[i, n - 1] = 49406, torch.randint(1, vocab - 2, (n - 2,), generator=g), 49407
+    images = torch.randn(batch, 3, image_size, image_size, generator=g)
+    return {"image": images.to(device), "text": ids.to(device), "text_len": lengths.to(device)}
+
+
+def build_trainer(method: str, args: argparse.Namespace, device: torch.device) -> tuple[Trainer, int]:
+    recipe = get_recipe(f"{method}_b16_512m")
+    recipe.model = dataclasses.replace(recipe.model, preset=args.arch, text=args.text)
+    recipe.run = RunConfig(
+        out_dir="/tmp/bench_pretrain",
+        steps=10**6,
+        global_batch_size=args.batch,
+        device=str(device),
+        precision=args.precision,
+        compile=args.compile,
+        grad_checkpointing=args.grad_ckpt,
+    )
+    tokenizer = build_tokenizer(recipe.labels)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    torch.manual_seed(0)
+    task = build_task(recipe, tokenizer, info)
+    trainer = Trainer(task, loader=None, run=recipe.run, optim=recipe.optim, dist_info=info)  # type: ignore[arg-type]
+    image_size = trainer.task.arch.image_size
+    return trainer, image_size
+
+
+def count_flops(trainer: Trainer, batch: dict) -> float:
+    """Training FLOPs of one step: 3x the forward's (matmuls, convolutions, attention) as torch counts them.
+
+    The backward is not counted directly: on CUDA it runs on autograd's device threads, which the
+    (thread-local) counter does not see. 3x forward is the usual MFU convention (recompute not counted).
+    """
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter, trainer._autocast():
+        trainer.model(batch)
+    return 3.0 * float(counter.get_total_flops())
+
+
+def profile_step(trainer: Trainer, batch: dict, device: torch.device, top: int = 25) -> None:
+    """Print the kernels that take the time in a few training steps (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            trainer.train_step([batch])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=60))
+
+
+def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step([batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
+
+
+def run(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    trainers, batches, flops = {}, {}, {}
+    for method in ("superclass", "clip"):
+        trainers[method], size = build_trainer(method, args, device)
+        batches[method] = make_batch(args.batch, size, device, 49408)
+        flops[method] = count_flops(trainers[method], batches[method]) if args.flops else 0.0
+        for _ in range(args.warmup):
+            trainers[method].train_step([batches[method]])
+    if args.profile:
+        for method in ("superclass", "clip"):
+            print(f"--- profile: {method}")
+            profile_step(trainers[method], batches[method], device)
+    rates: dict[str, list[float]] = {"superclass": [], "clip": []}
+    for _ in range(args.rounds):  # interleaved, so clock or thermal drift hits both alike
+        for method in ("superclass", "clip"):
+            rates[method].append(timed_steps(trainers[method], batches[method], args.steps, device))
+    report(args, device, rates, flops)
+
+
+def report(args: argparse.Namespace, device: torch.device, rates: dict, flops: dict) -> None:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"\n{args.arch} batch {args.batch} precision {args.precision} compile {args.compile} on {name}")
+    print(f"{'method':<11} {'img/s (median)':>15} {'GFLOP/img':>10} {'TFLOP/s':>8} {'MFU@790':>8} {'MFU@989':>8}")
+    for method, values in rates.items():
+        rate = statistics.median(values)
+        per_img = flops[method] / args.batch
+        achieved = per_img * rate
+        on_gpu = per_img and device.type == "cuda"
+        mfu = f"{100 * achieved / H200_MEASURED:7.1f}% {100 * achieved / H200_DATASHEET:7.1f}%" if on_gpu else ""
+        print(f"{method:<11} {rate:15.1f} {per_img / 1e9:10.2f} {achieved / 1e12:8.1f} {mfu}")
+    ratio = statistics.median(rates["superclass"]) / statistics.median(rates["clip"])
+    print(f"SuperClass / CLIP images/s: {ratio:.3f}x (target >= 1.15x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", default="vit_tiny", help="backbone preset (vit_tiny, vit_s16, vit_b16, ...)")
+    parser.add_argument("--text", default="text_tiny", help="CLIP text tower preset (text_tiny, text_b, text_l)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--grad-ckpt", action="store_true")
+    parser.add_argument("--no-flops", dest="flops", action="store_false")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of a few steps first")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

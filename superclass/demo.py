@@ -1,0 +1,178 @@
+"""`superclass demo [--out DIR]`: the chain on synthetic data, on CPU, in minutes, with a report.
+
+Stages so far: (1) write synthetic captioned images as webdataset shards; (2) pretrain a tiny SuperClass and
+a tiny CLIP encoder on them with the shared runtime; (3) check what each objective learned on held-out
+images (SuperClass: does its head rank the image's colour word first among the colour words; CLIP:
+image-to-text retrieval); (4) probe both frozen encoders on a held-out attribute task (linear probe and
+10-shot). Writes DIR/report.md, DIR/loss_curves.png and each encoder artifact under DIR/<method>/encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from pretrain.data.synthetic import COLOURS, make_sample
+from pretrain.encoder import load_encoder
+from pretrain.labels import build_tokenizer
+from pretrain.recipes import PretrainRecipe, get_recipe
+from pretrain.runtime.cli import run_cli
+from pretrain.runtime.config import resolve
+from pretrain.train import load_trained_task, train
+from superclass.report import Report, Row, plot_loss_curves
+
+HELD_OUT_SEED = 1  # the encoders train on dataset seed 0; every evaluation image comes from seed 1
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    steps: int = 300
+    samples: int = 4096
+    probe_train: int = 600
+    probe_val: int = 400
+    eval_images: int = 200
+    attribute: str = "colour"
+
+
+def _recipe(name: str, cfg: DemoConfig, shards: Path) -> PretrainRecipe:
+    return resolve(
+        get_recipe(name),
+        None,
+        [
+            f"run.out_dir={cfg.out / name.split('_')[0]}",
+            f"run.steps={cfg.steps}",
+            f"run.save_every={max(cfg.steps // 2, 1)}",
+            "run.device=cpu",
+            "data.kind=shards",
+            f"data.train={shards}",
+        ],
+    )
+
+
+def _held_out(n: int, image_size: int = 40) -> tuple[list[Image.Image], list[str]]:
+    samples = [make_sample(i, seed=HELD_OUT_SEED, image_size=image_size) for i in range(n)]
+    return [s.image for s in samples], [s.caption for s in samples]
+
+
+@torch.no_grad()
+def superclass_colour_accuracy(task: nn.Module, recipe: PretrainRecipe, n: int) -> float:
+    """How often the head scores the held-out image's colour word above the other colour words (6-way).
+
+    The head predicts caption tokens from pixels alone, so this checks it learned image content, not just
+    which tokens are frequent (wording tokens in the synthetic captions are random and carry no signal).
+    """
+    tokenizer = build_tokenizer(recipe.labels)
+    colour_ids = [int(tokenizer([name])[0][0, 1]) for name in COLOURS]  # first word piece after SOT
+    samples = [make_sample(i, seed=HELD_OUT_SEED, image_size=40) for i in range(n)]
+    preprocess = load_encoder(Path(recipe.run.out_dir) / "encoder").preprocess
+    logits = task.head(task.backbone(torch.stack([preprocess(s.image) for s in samples])))
+    predicted = logits[:, colour_ids].argmax(dim=1)
+    truth = torch.tensor([list(COLOURS).index(s.attributes["colour"]) for s in samples])
+    return 100 * (predicted == truth).float().mean().item()
+
+
+@torch.no_grad()
+def clip_retrieval_at_1(task: nn.Module, recipe: PretrainRecipe, n: int) -> float:
+    """Image-to-text R@1 over n held-out pairs (a hit: the image's own caption ranks first)."""
+    images, captions = _held_out(n)
+    tokenizer = build_tokenizer(recipe.labels)
+    preprocess = load_encoder(Path(recipe.run.out_dir) / "encoder").preprocess
+    image_emb = task.model.encode_image(torch.stack([preprocess(im) for im in images]))
+    text_emb = task.model.encode_text(tokenizer(captions)[0])
+    ranks = (image_emb @ text_emb.T).argmax(dim=1)
+    return 100 * (ranks == torch.arange(n)).float().mean().item()
+
+
+def probe(artifact: Path, cfg: DemoConfig) -> dict:
+    """Linear probe and 10-shot on a held-out attribute task (eval.probe)."""
+    from eval.datasets import synthetic_attribute_dataset
+    from eval.probe import probe_encoder
+
+    train = synthetic_attribute_dataset(cfg.attribute, cfg.probe_train, seed=HELD_OUT_SEED + 1, image_size=40)
+    val = synthetic_attribute_dataset(cfg.attribute, cfg.probe_val, seed=HELD_OUT_SEED, image_size=40)
+    return probe_encoder(artifact, train, val, shots=10, seeds=3)
+
+
+def run_demo(cfg: DemoConfig) -> Report:
+    """Every stage in order; returns the report (also written to cfg.out)."""
+    from pretrain.data.synthetic import write_shards
+
+    start = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    shards = write_shards(cfg.out / "data" / "shards", cfg.samples, max(cfg.samples // 8, 1), seed=0, image_size=40)
+    pattern = str(shards[0].parent / f"{{{shards[0].stem}..{shards[-1].stem}}}.tar")
+    report = Report(title="SuperClass toolkit demo (synthetic data, CPU)")
+    runs: dict[str, Path] = {}
+    for name in ("superclass_tiny", "clip_tiny"):
+        recipe = _recipe(name, cfg, Path(pattern))
+        print(f"[demo] pretraining {name} for {cfg.steps} steps ...", flush=True)
+        artifact = train(recipe)
+        runs[name] = Path(recipe.run.out_dir)
+        task = load_trained_task(recipe).eval()
+        method = recipe.method
+        if method == "superclass":
+            accuracy = superclass_colour_accuracy(task, recipe, cfg.eval_images)
+            report.add(Row("pretrain", method, "colour word ranked first by the head, 6-way (%)", accuracy, 100 / 6))
+        else:
+            r1 = clip_retrieval_at_1(task, recipe, cfg.eval_images)
+            report.add(
+                Row("pretrain", method, f"image-to-text R@1 of {cfg.eval_images} (%)", r1, 100 / cfg.eval_images)
+            )
+        print(f"[demo] probing {method} ({cfg.attribute} task) ...", flush=True)
+        result = probe(artifact, cfg)
+        report.add(
+            Row(
+                "probe",
+                method,
+                f"linear probe top-1, {cfg.attribute} (%)",
+                result["linear_probe_top1"],
+                result["chance"],
+            )
+        )
+        report.add(
+            Row("probe", method, f"10-shot top-1, {cfg.attribute} (%)", result["fewshot_top1"], result["chance"])
+        )
+    plot_loss_curves({name: path for name, path in runs.items()}, cfg.out / "loss_curves.png")
+    report.figures.append(("Training loss of the two tiny encoders", "loss_curves.png"))
+    report.sections += _notes(cfg, time.perf_counter() - start)
+    report.write(cfg.out)
+    return report
+
+
+def _notes(cfg: DemoConfig, seconds: float) -> list[str]:
+    return [
+        "## What ran",
+        "",
+        f"- {cfg.samples} synthetic captioned images (40 px) written as webdataset shards under `data/shards/`.",
+        f"- `superclass_tiny` and `clip_tiny` recipes, {cfg.steps} steps each, same ViT backbone; artifacts in"
+        " `superclass/encoder` and `clip/encoder`.",
+        "- Chance levels: the SuperClass head's colour-word ranking is 6-way (1/6); retrieval is 1/N; probes are"
+        " 1/#classes. The tiny 2-layer ViT learns colour within 300 steps; shape needs a larger model or longer.",
+        f"- Held-out images come from a different synthetic seed than training. Total time: {seconds:.0f} s.",
+        "",
+    ]
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = argparse.ArgumentParser(prog="superclass demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--steps", type=int, default=300, help="pretraining steps per encoder")
+    parser.add_argument("--samples", type=int, default=4096, help="synthetic training images")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    report = run_demo(DemoConfig(out=args.out, steps=args.steps, samples=args.samples))
+    print(report.to_markdown())
+    print(f"[demo] report: {args.out / 'report.md'}")
+    return 0 if report.all_beat_chance() else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)
