@@ -79,10 +79,13 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
         assert torch.equal(a[key], b[key]), key  # includes the IDF buffers
 
 
-@pytest.mark.parametrize("name", ["superclass_tiny", "clip_tiny"])
-def test_two_process_gloo_matches_one_process(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "strategy"), [("superclass_tiny", "ddp"), ("clip_tiny", "ddp"), ("superclass_tiny", "fsdp")]
+)
+def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
     args = [
         f"--recipe={name}",
+        f"run.strategy={strategy}",
         "run.steps=4",
         "run.global_batch_size=16",
         "run.device=cpu",
