@@ -1,0 +1,96 @@
+"""usage: python bench/lit_throughput.py [--device cpu|cuda] [--arch vit_tiny] [--text text_tiny] [--batch 32]
+
+LiT vs a full CLIP step on the same backbone: `Trainer.train_step` of the LiT task (locked image tower computed
+live under no_grad, only projection + text tower + temperature trained) and of pretrain's CLIPTask (both towers
+trained), interleaved round by round in one process; prints images/s for each and the ratio (target >= 2x on GPU).
+Batches live on the device (data loading is bench/data_throughput.py's business). CPU default is tiny.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lit.model import TextTowerConfig, build_lit_model
+from lit.task import LiTTask
+from pretrain.encoder import default_preprocess, save_encoder
+from pretrain.labels import LabelConfig
+from pretrain.models.backbone import build_backbone
+from pretrain.models.clip import CLIPModel
+from pretrain.models.presets import get_preset, get_text_preset
+from pretrain.runtime.distributed import DistInfo, pick_device
+from pretrain.runtime.loop import RunConfig, Trainer
+from pretrain.runtime.optim import OptimConfig
+from pretrain.tasks import CLIPTask
+
+
+def make_batch(batch: int, image_size: int, device: torch.device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(10, 27, (batch,), generator=g)
+    ids = torch.zeros(batch, 77, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        ids[i, 0], ids[i, 1 : n - 1], ids[i, n - 1] = 49406, torch.randint(1, 49000, (n - 2,), generator=g), 49407
+    images = torch.randn(batch, 3, image_size, image_size, generator=g)
+    return {"image": images.to(device), "text": ids.to(device), "text_len": lengths.to(device)}
+
+
+def build_trainers(args: argparse.Namespace, device: torch.device, tmp: Path) -> dict[str, Trainer]:
+    arch = dataclasses.replace(get_preset(args.arch), pool="token")
+    backbone = build_backbone(arch)
+    enc = save_encoder(tmp / "enc", backbone, arch, default_preprocess(arch), {"method": "clip"})
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    run = RunConfig(steps=10**6, global_batch_size=args.batch, precision="auto", grad_checkpointing=args.ckpt)
+    optim = OptimConfig(warmup_steps=10)
+    text = TextTowerConfig(preset=args.text)
+    lit = LiTTask(build_lit_model(enc, text, LabelConfig()), text, LabelConfig()).to(device)
+    text_cfg = get_text_preset(args.text)
+    clip = CLIPTask(CLIPModel(build_backbone(arch), arch.width, text_cfg), arch, 0, 1, {}, {}).to(device)
+    return {name: Trainer(task, None, run, optim, info) for name, task in (("lit", lit), ("clip", clip))}  # type: ignore[arg-type]
+
+
+def timed(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step([batch])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", default="vit_tiny", help="backbone preset (GPU: vit_b16)")
+    parser.add_argument("--text", default="text_tiny", help="text preset (GPU: text_b)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ckpt", action="store_true", help="gradient checkpointing (as the paper recipes)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = build_trainers(args, device, Path(tmp))
+    batch = make_batch(args.batch, get_preset(args.arch).image_size, device)
+    for trainer in trainers.values():  # warm-up
+        trainer.train_step([batch])
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(args.rounds):
+        for name, trainer in trainers.items():
+            rates[name].append(timed(trainer, batch, args.steps, device))
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"device {device}, arch {args.arch}, text {args.text}, batch {args.batch}")
+    for name, rate in med.items():
+        print(f"{name:<5} {rate:10.1f} images/s")
+    print(f"LiT / CLIP step throughput: {med['lit'] / med['clip']:.2f}x (target >= 2x on GPU)")
+
+
+if __name__ == "__main__":
+    main()
