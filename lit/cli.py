@@ -1,0 +1,122 @@
+"""`superclass lit <command>` / `python -m lit <command>`: train, recipes, zero-shot, retrieval.
+
+usage: superclass lit {train,recipe,recipes,zeroshot,retrieval} ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pretrain.runtime.cli import add_recipe_args, run_cli
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lit.recipes import get_recipe
+    from lit.train import train
+    from pretrain.runtime.config import resolve
+
+    overrides = list(args.overrides) + ([f"encoder={args.encoder}"] if args.encoder else [])
+    recipe = resolve(get_recipe(args.recipe), args.config, overrides)
+    out = train(recipe)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"LiT model: {out}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from lit.recipes import RECIPES, get_recipe
+    from pretrain.runtime.config import resolve, to_yaml
+
+    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
+    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
+    print("".join(f"# {line.strip()}\n" for line in doc.splitlines()) + text, end="")
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from lit.recipes import RECIPES, describe
+
+    for name in RECIPES:
+        print(f"{name:<20} {describe(name)}")
+    return 0
+
+
+def _table(metrics: dict, keys: Sequence[str]) -> None:
+    for key in keys:
+        if key in metrics:
+            print(f"{key:<32} {metrics[key]:.4f}")
+
+
+def _cmd_zeroshot(args: argparse.Namespace) -> int:
+    from lit.zeroshot import evaluate_zeroshot
+
+    metrics = evaluate_zeroshot(
+        args.model, args.data, args.out, args.split, args.classnames, args.templates, args.batch_size, args.device
+    )
+    _table(metrics, ("top1", "top5"))
+    print(f"images {metrics['num_images']}, skipped {json.dumps(metrics['skipped'])}; wrote {args.out}/metrics.json")
+    return 0
+
+
+def _cmd_retrieval(args: argparse.Namespace) -> int:
+    from lit.retrieval import evaluate_retrieval
+
+    metrics = evaluate_retrieval(
+        args.model, args.karpathy, args.images, args.out, args.split, args.batch_size, args.device
+    )
+    _table(metrics, [f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)])
+    print(f"images {metrics['num_images']}, texts {metrics['num_texts']}, skipped {json.dumps(metrics['skipped'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superclass lit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a text tower against a locked encoder artifact (torchrun for GPUs)")
+    p.add_argument("--encoder", default=None, help="encoder artifact directory (same as encoder=DIR)")
+    add_recipe_args(p, "lit_tiny")
+    p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("recipe", help="print a recipe as YAML (edit it and pass it back with --config)")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=_cmd_recipe)
+
+    p = sub.add_parser("recipes", help="list the named recipes")
+    p.set_defaults(fn=_cmd_recipes)
+
+    p = sub.add_parser("zeroshot", help="zero-shot top-1/top-5 on a folder or list dataset")
+    p.add_argument("--model", required=True, type=Path, help="LiT model directory (run_dir/lit)")
+    p.add_argument("--data", required=True, type=Path, help="dataset root (ROOT/<split>/<class>/...) or list file")
+    p.add_argument("--split", default="val")
+    p.add_argument("--classnames", default=None, help="'imagenet' or a file, one name per class (sorted folders)")
+    p.add_argument("--templates", default="openai", help="'openai' (80), 'simple', or a file of '{}' templates")
+    p.add_argument("--out", required=True, type=Path, help="directory for metrics.json + predictions.jsonl")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=_cmd_zeroshot)
+
+    p = sub.add_parser("retrieval", help="COCO / Flickr30k Karpathy image-text retrieval recall@1/5/10")
+    p.add_argument("--model", required=True, type=Path, help="LiT model directory (run_dir/lit)")
+    p.add_argument("--karpathy", required=True, type=Path, help="dataset_coco.json / dataset_flickr30k.json")
+    p.add_argument("--images", required=True, type=Path, help="image root (COCO: holding val2014/ ...)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, type=Path, help="directory for metrics.json")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=_cmd_retrieval)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)

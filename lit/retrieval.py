@@ -1,0 +1,135 @@
+"""Image-text retrieval on the Karpathy splits of COCO (5k test) and Flickr30k (1k test), as CLIP_benchmark scores it.
+
+Every caption is a query for text->image recall@k (averaged over captions); every image is a query for
+image->text recall@k (averaged over images), where a hit counts if ANY of the image's captions is in the top k.
+
+Karpathy JSON (`dataset_coco.json` / `dataset_flickr30k.json`): {"images": [{"filename", "filepath" (COCO
+only, e.g. "val2014"), "split": train|restval|val|test, "sentences": [{"raw": ...}, ...]}, ...]}; images are
+read from ROOT/filepath/filename (or ROOT/filename). Missing or undecodable images are skipped with their
+captions and counted in metrics.json.
+
+    superclass lit retrieval --model runs/lit/lit --karpathy dataset_coco.json --images /data/coco --out DIR
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretrain.runtime.atomic import write_dir_atomically
+from pretrain.runtime.errors import DataError
+
+
+@dataclass
+class RetrievalSet:
+    """Images (paths) with their captions; `text_image[j]` is the image index of caption j."""
+
+    images: list[str]
+    captions: list[str]
+    text_image: list[int]
+
+
+def load_karpathy(path: str | Path, image_root: str | Path, split: str = "test") -> RetrievalSet:
+    """The `split` of a Karpathy JSON, with image paths under `image_root` (existence is checked when encoding)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (expected a Karpathy split JSON, e.g. dataset_coco.json)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f"{path}: expected an object with an 'images' list (Karpathy format)")
+    root = Path(image_root).expanduser()
+    images, captions, text_image = [], [], []
+    for n, entry in enumerate(data["images"]):
+        if not isinstance(entry, dict) or "filename" not in entry or not isinstance(entry.get("sentences"), list):
+            raise DataError(f"{path}: images[{n}] lacks 'filename' or a 'sentences' list")
+        if entry.get("split") != split:
+            continue
+        sub = entry.get("filepath", "")
+        images.append(str(root / sub / entry["filename"]) if sub else str(root / entry["filename"]))
+        for sentence in entry["sentences"]:
+            captions.append(str(sentence["raw"] if isinstance(sentence, dict) else sentence).strip())
+            text_image.append(len(images) - 1)
+    if not images:
+        raise DataError(f"{path}: no images in split '{split}'")
+    return RetrievalSet(images, captions, text_image)
+
+
+def recall_at_k(
+    similarity: torch.Tensor, text_image: Sequence[int] | torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
+    """CLIP_benchmark's recalls from similarity [N_images, N_texts] and each text's image index.
+
+    image_retrieval_recall@k: text->image, over texts; text_retrieval_recall@k: image->text, any positive in top k.
+    """
+    n_img, n_txt = similarity.shape
+    owner = torch.as_tensor(text_image, dtype=torch.long)
+    positive = torch.zeros(n_img, n_txt, dtype=torch.bool)
+    positive[owner, torch.arange(n_txt)] = True
+    out: dict[str, float] = {}
+    for k in ks:
+        top_img = similarity.T.topk(min(k, n_img), dim=1).indices  # [N_texts, k]
+        t2i = (top_img == owner[:, None]).any(1).float().mean()
+        top_txt = similarity.topk(min(k, n_txt), dim=1).indices  # [N_images, k]
+        i2t = positive.gather(1, top_txt).any(1).float().mean()
+        out[f"image_retrieval_recall@{k}"] = float(t2i)
+        out[f"text_retrieval_recall@{k}"] = float(i2t)
+    return out
+
+
+@torch.no_grad()
+def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 256, device: str = "cpu"):
+    """Normalised text embeddings [N, D]."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids, lengths = tokenizer(list(texts[start : start + batch_size]))
+        out.append(model.encode_text(ids.to(device), lengths.to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
+
+
+def retrieval_scores(model: Any, tokenizer: Any, data: RetrievalSet, batch_size: int = 64, device: str = "cpu"):
+    """(recall metrics, skip counts) of `model` on `data`; unreadable images drop out with their captions."""
+    from lit.zeroshot import _encoder_transform, encode_images
+
+    image_feats, kept, skipped = encode_images(model, data.images, _encoder_transform(model), batch_size, device)
+    if not kept:
+        raise DataError(f"none of the {len(data.images)} images could be read (first: {data.images[0]})")
+    new_index = {old: new for new, old in enumerate(kept)}
+    texts = [(c, new_index[i]) for c, i in zip(data.captions, data.text_image) if i in new_index]
+    text_feats = encode_texts(model, tokenizer, [c for c, _ in texts], device=device)
+    similarity = image_feats @ text_feats.T
+    metrics = recall_at_k(similarity, [i for _, i in texts])
+    counts = {**skipped, "images": len(kept), "texts": len(texts)}
+    return metrics, counts
+
+
+def evaluate_retrieval(
+    model_dir: str | Path,
+    karpathy: str | Path,
+    images: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Recall@1/5/10 both ways of the LiT model at `model_dir`; writes metrics.json to `out_dir`."""
+    from lit.model import lit_tokenizer, load_lit
+
+    data = load_karpathy(karpathy, images, split)
+    model = load_lit(model_dir, device=device)
+    recalls, counts = retrieval_scores(model, lit_tokenizer(model_dir), data, batch_size, device)
+    metrics = {**recalls, "num_images": counts.pop("images"), "num_texts": counts.pop("texts"), "skipped": counts}
+    metrics.update({"model": str(model_dir), "karpathy": str(karpathy), "split": split})
+
+    def write(tmp: Path) -> None:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    write_dir_atomically(Path(out_dir), write)
+    return metrics
