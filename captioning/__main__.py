@@ -1,0 +1,5 @@
+import sys
+
+from captioning.cli import main
+
+sys.exit(main())

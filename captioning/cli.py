@@ -1,0 +1,102 @@
+"""`superclass caption <command>` / `python -m captioning <command>`: train, generate, score, recipes.
+
+usage: superclass caption {train,generate,score,recipe,recipes} ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pretrain.runtime.cli import add_recipe_args, run_cli
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from captioning.recipes import get_recipe
+    from captioning.train import train
+    from pretrain.runtime.config import resolve
+
+    print(f"captioner artifact: {train(resolve(get_recipe(args.recipe), args.config, args.overrides))}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from captioning.recipes import get_recipe
+    from captioning.train import generate
+    from pretrain.runtime.config import resolve
+
+    recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
+    info = generate(args.captioner, recipe, args.split, args.out, device=args.device)
+    print(f"captioned {info['images']} images of split '{info['split']}' ({info['skipped']} skipped) -> {info['out']}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from captioning.score import METRIC_KEYS, score_files
+
+    metrics = score_files(args.results, args.annotations, args.out, split=args.split, spice=not args.no_spice)
+    for key in (*METRIC_KEYS, "SPICE"):
+        value = metrics.get(key)
+        print(f"{key:<8} {'n/a' if value is None else f'{100 * value:.2f}'}")
+    for note in metrics.get("notes", []):
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from captioning.recipes import RECIPES, get_recipe
+    from pretrain.runtime.config import resolve, to_yaml
+
+    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
+    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
+    print("".join(f"# {line.strip()}\n" for line in doc.splitlines()) + text, end="")
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from captioning.recipes import RECIPES, describe
+
+    for name in RECIPES:
+        print(f"{name:<20} {describe(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="superclass caption", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a ClipCap mapper on an encoder's features")
+    add_recipe_args(p, "clipcap_coco")
+    p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("generate", help="caption a split into COCO results JSON (resumable)")
+    p.add_argument("--captioner", required=True, help="captioner artifact (<run>/captioner)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True, help="results JSON to write")
+    p.add_argument("--device", default="cpu")
+    add_recipe_args(p, "clipcap_coco")
+    p.set_defaults(fn=_cmd_generate)
+
+    p = sub.add_parser("score", help="BLEU/METEOR/ROUGE-L/CIDEr(/SPICE) of a results JSON with pycocoevalcap")
+    p.add_argument("--results", required=True)
+    p.add_argument("--annotations", required=True, help="COCO caption annotations or Karpathy dataset_coco.json")
+    p.add_argument("--out", required=True, help="directory for metrics.json")
+    p.add_argument("--split", default="test", help="Karpathy split when annotations are a Karpathy file")
+    p.add_argument("--no-spice", action="store_true", help="skip SPICE (slow; needs CoreNLP)")
+    p.set_defaults(fn=_cmd_score)
+
+    p = sub.add_parser("recipe", help="print a recipe as YAML")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=_cmd_recipe)
+    p = sub.add_parser("recipes", help="list the named recipes")
+    p.set_defaults(fn=_cmd_recipes)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv)

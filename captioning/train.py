@@ -1,0 +1,191 @@
+"""Build a ClipCap run (encoder features, LM, task, caption stream), train it on the shared loop, and caption.
+
+`train(recipe)` returns the captioner artifact; `generate(...)` writes COCO results JSON for a Karpathy split,
+appending to `<out>.partial.jsonl` as it goes so an interrupted run resumes; `caption_demo` is the demo's stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captioning.data import (
+    CaptionPairs,
+    FeatureCache,
+    cache_features,
+    load_karpathy,
+    open_image,
+    tokenize_captions,
+)
+from captioning.decode import caption_features
+from captioning.model import ClipCapModel, load_lm, load_tokenizer
+from captioning.recipes import CaptionRecipe, get_recipe
+from captioning.task import ARTIFACT_DIR, CaptionTask, load_captioner
+from pretrain.encoder import load_encoder
+from pretrain.runtime.config import to_yaml
+from pretrain.runtime.distributed import init_distributed, seed_everything
+from pretrain.runtime.errors import ConfigError, DataError
+from pretrain.runtime.loop import Trainer, local_batch_size
+
+
+def split_features(recipe: CaptionRecipe, split: str, encoder: Any, device: Any) -> tuple[FeatureCache, dict, int]:
+    """Cached encoder features of a split (Karpathy or synthetic), key -> captions, and images missing on disk."""
+    kind = "tokens" if recipe.model.tokens else "pooled"
+    cache_root = Path(recipe.data.cache_dir or Path(recipe.run.out_dir) / "features")
+    if recipe.data.kind == "karpathy":
+        if not recipe.data.karpathy:
+            raise ConfigError("data.karpathy is empty: point it at dataset_coco.json (and data.image_root at COCO)")
+        ks = load_karpathy(recipe.data.karpathy, recipe.data.image_root, split)
+        if not ks.images:
+            root = recipe.data.image_root
+            raise DataError(f"no images of split '{split}' under '{root}' ({len(ks.missing)} missing)")
+        keys = [str(im.image_id) for im in ks.images]
+        captions = {str(im.image_id): im.captions for im in ks.images}
+        missing = len(ks.missing)
+
+        def load(i: int):  # noqa: ANN202
+            return open_image(ks.images[i].path)
+    else:
+        from pretrain.data.synthetic import make_sample
+
+        seed = recipe.data.synthetic_seed + (0 if split == "train" else 1)
+        n = recipe.data.synthetic_samples if split == "train" else max(50, recipe.data.synthetic_samples // 10)
+        size = recipe.data.synthetic_image_size
+        keys = [str(i) for i in range(n)]
+        captions = {k: synthetic_references(int(k), seed, size, 1 if split == "train" else 5) for k in keys}
+        missing = 0
+
+        def load(i: int):  # noqa: ANN202
+            return make_sample(i, seed, size).image
+
+    cache = cache_features(encoder, keys, load, cache_root / f"{split}-{kind}", kind,
+                           recipe.data.feature_batch_size, device=device)  # fmt: skip
+    return cache, captions, missing
+
+
+def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
+    """The sample's caption plus `count - 1` other wordings of the same scene."""
+    from pretrain.data.synthetic import caption_for, make_sample
+
+    sample = make_sample(index, seed, size)
+    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
+                               for k in range(1, count)]  # fmt: skip
+
+
+def train(recipe: CaptionRecipe) -> Path:
+    """Run a recipe to the end (resuming if asked); returns the captioner artifact's path."""
+    if not recipe.encoder:
+        raise ConfigError("encoder is empty: pass encoder=DIR (an encoder artifact from `superclass pretrain train`)")
+    dist_info = init_distributed(recipe.run.device)
+    if recipe.run.num_threads > 0:
+        torch.set_num_threads(recipe.run.num_threads)
+    encoder = load_encoder(recipe.encoder)
+    cache, captions, _ = split_features(recipe, "train", encoder, dist_info.device)
+    pairs = [(i, c) for i, key in enumerate(cache.keys) for c in captions[key]]
+    if recipe.model.lm == "":
+        from captioning.tiny_lm import build_tiny_lm
+
+        lm_dir = Path(recipe.run.out_dir) / "lm"
+        if not (lm_dir / "config.json").is_file():
+            build_tiny_lm([c for _, c in pairs], lm_dir, seed=recipe.run.seed)
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, lm=str(lm_dir)))
+    tokenizer = load_tokenizer(recipe.model.lm)
+    ids = tokenize_captions(tokenizer, [c for _, c in pairs], recipe.data.max_caption_tokens)
+    run = recipe.run
+    if run.steps <= 0 and run.total_samples <= 0:
+        run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(ids))
+        recipe = dataclasses.replace(recipe, run=run)
+    seed_everything(run.seed)
+    model = ClipCapModel(recipe.model, int(encoder.num_features), load_lm(recipe.model.lm))
+    task = CaptionTask(model, tokenizer, int(encoder.num_features), recipe.encoder)
+    batch = local_batch_size(run, dist_info.world_size)
+    loader = CaptionPairs(cache.features, [i for i, _ in pairs], ids, batch, seed=run.seed + dist_info.rank)
+    trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+    trainer.fit()
+    return Path(run.out_dir) / ARTIFACT_DIR
+
+
+def generate(
+    captioner: str | Path, recipe: CaptionRecipe, split: str, out: str | Path, device: str = "cpu"
+) -> dict[str, Any]:
+    """Caption every image of `split` into COCO results JSON `out`, resuming from `<out>.partial.jsonl`."""
+    model, tokenizer, config = load_captioner(captioner, device)
+    encoder = load_encoder(recipe.encoder or config["encoder"])
+    model_cfg = dataclasses.replace(recipe.model, tokens=model.cfg.tokens)
+    recipe = dataclasses.replace(recipe, model=model_cfg)
+    cache, _, missing = split_features(recipe, split, encoder, device)
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial.jsonl")
+    done: dict[str, str] = {}
+    if partial.is_file():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[str(rec["image_id"])] = rec["caption"]
+    todo = [i for i, k in enumerate(cache.keys) if k not in done]
+    step = recipe.decode.batch_size * 8
+    with partial.open("a") as f:
+        for s in range(0, len(todo), step):
+            rows = todo[s : s + step]
+            texts = caption_features(model, tokenizer, cache.features[rows], recipe.decode)
+            for r, text in zip(rows, texts):
+                done[cache.keys[r]] = text
+                f.write(json.dumps({"image_id": _id(cache.keys[r]), "caption": text}) + "\n")
+            f.flush()
+    results = [{"image_id": _id(k), "caption": done[k]} for k in cache.keys]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results))
+    tmp.replace(out)
+    partial.unlink()
+    skipped = len(cache.skipped) + missing  # unreadable files + files missing under image_root
+    return {"split": split, "images": len(results), "skipped": skipped, "out": str(out)}
+
+
+def _id(key: str) -> int | str:
+    return int(key) if key.lstrip("-").isdigit() else key
+
+
+def caption_demo(encoder_dir: str | Path, out_dir: str | Path, steps: int = 300) -> dict[str, Any]:
+    """Train `clipcap_tiny` on synthetic-image features; CIDEr on held-out images and of a constant caption."""
+    from captioning.score import compute_metrics
+
+    recipe = get_recipe("clipcap_tiny")
+    recipe.encoder = str(encoder_dir)
+    recipe.run.out_dir = str(Path(out_dir))
+    recipe.run.steps = steps
+    recipe.run.device = "cpu"
+    captioner = train(recipe)
+    model, tokenizer, _ = load_captioner(captioner)
+    recipe.model.tokens = model.cfg.tokens
+    cache, refs, _ = split_features(recipe, "val", load_encoder(encoder_dir), "cpu")
+    texts = caption_features(model, tokenizer, cache.features, recipe.decode)
+    results = {i: t for i, t in enumerate(texts)}
+    gts = {i: refs[k] for i, k in enumerate(cache.keys)}
+    train_caps = [synthetic_references(i, recipe.data.synthetic_seed, recipe.data.synthetic_image_size, 1)[0]
+                  for i in range(min(500, recipe.data.synthetic_samples))]  # fmt: skip
+    constant = _constant_caption(train_caps)
+    model_m = compute_metrics(results, gts, spice=False)
+    base_m = compute_metrics({i: constant for i in gts}, gts, spice=False)
+    report = {
+        "cider": model_m["CIDEr"],
+        "baseline_cider": base_m["CIDEr"],
+        "baseline_caption": constant,
+        "images": len(results),
+        "examples": texts[:5],
+        "captioner": str(captioner),
+    }
+    (Path(out_dir) / "caption_demo.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _constant_caption(captions: list[str]) -> str:
+    """The training caption sharing the most words with the others: a strong constant-prediction baseline."""
+    words = Counter(w for c in captions for w in set(c.split()))
+    return max(captions[:200], key=lambda c: sum(words[w] for w in set(c.split())) / (1 + abs(len(c.split()) - 6)))
