@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from eval.datasets import image_folder
 from eval.features import autocast, collate_skipping, iter_batches
+from pretrain.data.labelled import image_folder
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import Encoder, default_preprocess
 from pretrain.models.backbone import build_backbone

@@ -50,7 +50,7 @@ def _load_encoder(args: argparse.Namespace, device: str) -> Any:
 
 def _dataset(args: argparse.Namespace, split: str) -> Any:
     """The `split` of --data, listed once per command."""
-    from eval.datasets import load_split
+    from pretrain.data.labelled import load_split
     from pretrain.runtime.errors import UserError
 
     if not args.data:
@@ -110,8 +110,8 @@ def _probe_inputs(args: argparse.Namespace, fcfg: Any, need_train: bool = True) 
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from eval.datasets import load_split
     from eval.features import FeatureConfig, extract_features
+    from pretrain.data.labelled import load_split
 
     fcfg = FeatureConfig(
         batch_size=args.batch_size,

@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from eval.datasets import LabelledImages
+from pretrain.data.labelled import LabelledImages
 from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import fsync_path, plain_tensors
 from pretrain.runtime.distributed import pick_device

@@ -8,10 +8,10 @@ from typing import Any
 
 from PIL import Image
 
-from eval.datasets import LabelledImages, from_images, load_split
 from eval.features import FeatureConfig, compute_features
 from eval.fewshot import FewShotConfig, run_fewshot
 from eval.linear_probe import LinearProbeRecipe, LogRegConfig, run_linear_probe
+from pretrain.data.labelled import LabelledImages, from_images, load_split
 from pretrain.encoder import Encoder, load_encoder
 from pretrain.runtime.errors import DataError
 

@@ -157,8 +157,8 @@ def evaluate_zeroshot(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Zero-shot top-1/top-5 of the LiT model at `model_dir` on a folder/list dataset; writes metrics + predictions."""
-    from eval.datasets import load_split  # the shared folder/list dataset reader
     from lit.model import lit_tokenizer, load_lit
+    from pretrain.data.labelled import load_split  # the shared folder/list dataset reader
 
     model = load_lit(model_dir, device=device)
     dataset = load_split(data, split)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 COMMANDS = {
     "demo": ("superclass.demo", "the whole chain on synthetic data, on CPU, in minutes"),
     "pretrain": ("pretrain.cli", "SuperClass / CLIP pretraining, recipes, IDF counts, exports, shard tools"),
+    "lit": ("lit.cli", "LiT: a text tower on a locked encoder; zero-shot classification and retrieval"),
+    "caption": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),
     "eval": ("eval.cli", "frozen-feature probes: feature caches, linear probe, few-shot"),
 }
 

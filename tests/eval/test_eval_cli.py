@@ -7,8 +7,8 @@ import yaml
 from eval_fixtures import tiny_encoder, write_folder
 
 from eval.cli import main
-from eval.datasets import synthetic_attribute_dataset
 from eval.probe import probe_encoder
+from pretrain.data.labelled import synthetic_attribute_dataset
 
 
 @pytest.fixture(scope="module")

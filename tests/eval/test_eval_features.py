@@ -6,8 +6,8 @@ import pytest
 import torch
 from eval_fixtures import tiny_encoder, write_folder
 
-from eval.datasets import load_split
 from eval.features import compute_features, extract_features, load_features, read_feature_set
+from pretrain.data.labelled import load_split
 from pretrain.encoder import load_encoder
 from pretrain.runtime.errors import UserError
 

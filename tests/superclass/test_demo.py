@@ -7,15 +7,20 @@ from superclass.demo import DemoConfig, run_demo
 
 
 def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
-    cfg = DemoConfig(out=tmp_path, steps=40, samples=512, probe_train=120, probe_val=60, eval_images=40)
+    cfg = DemoConfig(
+        out=tmp_path, steps=40, samples=512, probe_train=120, probe_val=60, eval_images=40, downstream_steps=10
+    )
     report = run_demo(cfg)
     assert (tmp_path / "report.md").read_text().startswith("# SuperClass toolkit demo")
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
     for method in ("superclass", "clip"):
         assert (tmp_path / method / "encoder" / "model.safetensors").is_file()
-    assert len(report.rows) == 6 and all(math.isfinite(r.value) for r in report.rows)
+    assert len(report.rows) == 12 and all(math.isfinite(r.value) for r in report.rows)
     stages = {(r.stage, r.model) for r in report.rows}
-    assert stages == {(s, m) for s in ("pretrain", "probe") for m in ("superclass", "clip")}
+    assert stages == {(s, m) for s in ("pretrain", "probe", "lit", "caption") for m in ("superclass", "clip")}
+    assert (tmp_path / "superclass" / "lit").is_dir() and (
+        tmp_path / "clip" / "caption" / "caption_demo.json"
+    ).is_file()
     # SuperClass learns caption tokens quickly: even 40 steps beat the word-frequency prior
     sc_tokens = next(r for r in report.rows if r.model == "superclass" and r.stage == "pretrain")
     assert sc_tokens.beats_chance, sc_tokens
