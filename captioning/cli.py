@@ -6,9 +6,10 @@ usage: superclass caption {train,generate,score,recipe,recipes} ...
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
 
-from pretrain.runtime.cli import add_recipe_args, run_cli
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_cli
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -43,24 +44,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_recipe(args: argparse.Namespace) -> int:
-    from captioning.recipes import RECIPES, get_recipe
-    from pretrain.runtime.config import resolve, to_yaml
-
-    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
-    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
-    print("".join(f"# {line.strip()}\n" for line in doc.splitlines()) + text, end="")
-    return 0
-
-
-def _cmd_recipes(args: argparse.Namespace) -> int:
-    from captioning.recipes import RECIPES, describe
-
-    for name in RECIPES:
-        print(f"{name:<20} {describe(name)}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superclass caption", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,12 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-spice", action="store_true", help="skip SPICE (slow; needs CoreNLP)")
     p.set_defaults(fn=_cmd_score)
 
-    p = sub.add_parser("recipe", help="print a recipe as YAML")
-    p.add_argument("name")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(fn=_cmd_recipe)
-    p = sub.add_parser("recipes", help="list the named recipes")
-    p.set_defaults(fn=_cmd_recipes)
+    add_recipe_commands(sub, lambda: importlib.import_module("captioning.recipes").RECIPES)
     return parser
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from captioning.decode import DecodeConfig
 from captioning.model import CaptionModelConfig
-from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
+from pretrain.runtime.recipes import RecipeBook
 
 
 @dataclass
@@ -37,26 +36,10 @@ class CaptionRecipe:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-RECIPES: dict[str, Callable[[], CaptionRecipe]] = {}
-
-
-def recipe(name: str) -> Callable[[Callable[[], CaptionRecipe]], Callable[[], CaptionRecipe]]:
-    def register(fn: Callable[[], CaptionRecipe]) -> Callable[[], CaptionRecipe]:
-        RECIPES[name] = fn
-        return fn
-
-    return register
-
-
-def get_recipe(name: str) -> CaptionRecipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe '{name}' (known: {', '.join(sorted(RECIPES))})")
-    return RECIPES[name]()
-
-
-def describe(name: str) -> str:
-    doc = (RECIPES[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+RECIPES: RecipeBook[CaptionRecipe] = RecipeBook("recipe")
+recipe = RECIPES.register
+get_recipe = RECIPES.get
+describe = RECIPES.describe
 
 
 def _clipcap_optim() -> OptimConfig:

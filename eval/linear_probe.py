@@ -44,6 +44,7 @@ from pretrain.encoder import Encoder
 from pretrain.runtime.config import to_dict
 from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.recipes import RecipeBook
 
 
 class LARS(torch.optim.Optimizer):
@@ -140,21 +141,10 @@ class LinearProbeRecipe:
             raise ConfigError("live: only the lars method trains through the encoder (method=lars)")
 
 
-RECIPES: dict[str, Callable[[], LinearProbeRecipe]] = {}
-
-
-def recipe(name: str) -> Callable[[Callable[[], LinearProbeRecipe]], Callable[[], LinearProbeRecipe]]:
-    def register(fn: Callable[[], LinearProbeRecipe]) -> Callable[[], LinearProbeRecipe]:
-        RECIPES[name] = fn
-        return fn
-
-    return register
-
-
-def get_recipe(name: str) -> LinearProbeRecipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown linear-probe recipe '{name}' (known: {', '.join(sorted(RECIPES))})")
-    return RECIPES[name]()
+RECIPES: RecipeBook[LinearProbeRecipe] = RecipeBook("linear-probe recipe")
+recipe = RECIPES.register
+get_recipe = RECIPES.get
+describe = RECIPES.describe
 
 
 @recipe("mae_in1k")

@@ -6,12 +6,13 @@ usage: superclass lit {train,recipe,recipes,zeroshot,retrieval} ...
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pretrain.runtime.cli import add_recipe_args, run_cli
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_cli
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -24,24 +25,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(recipe)
     if os.environ.get("RANK", "0") == "0":
         print(f"LiT model: {out}")
-    return 0
-
-
-def _cmd_recipe(args: argparse.Namespace) -> int:
-    from lit.recipes import RECIPES, get_recipe
-    from pretrain.runtime.config import resolve, to_yaml
-
-    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
-    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
-    print("".join(f"# {line.strip()}\n" for line in doc.splitlines()) + text, end="")
-    return 0
-
-
-def _cmd_recipes(args: argparse.Namespace) -> int:
-    from lit.recipes import RECIPES, describe
-
-    for name in RECIPES:
-        print(f"{name:<20} {describe(name)}")
     return 0
 
 
@@ -82,13 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_args(p, "lit_tiny")
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("recipe", help="print a recipe as YAML (edit it and pass it back with --config)")
-    p.add_argument("name")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(fn=_cmd_recipe)
-
-    p = sub.add_parser("recipes", help="list the named recipes")
-    p.set_defaults(fn=_cmd_recipes)
+    add_recipe_commands(sub, lambda: importlib.import_module("lit.recipes").RECIPES)
 
     p = sub.add_parser("zeroshot", help="zero-shot top-1/top-5 on a folder or list dataset")
     p.add_argument("--model", required=True, type=Path, help="LiT model directory (run_dir/lit)")

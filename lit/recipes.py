@@ -6,7 +6,6 @@ overrides go on top (the encoder artifact is a field: `encoder=runs/superclass_b
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,9 +13,9 @@ from lit.model import TextTowerConfig
 from pretrain.data.stream import DataConfig
 from pretrain.data.transforms import TransformConfig
 from pretrain.labels import LabelConfig
-from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
+from pretrain.runtime.recipes import RecipeBook
 
 
 @dataclass
@@ -31,26 +30,10 @@ class LiTRecipe:
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/lit"))
 
 
-RECIPES: dict[str, Callable[[], LiTRecipe]] = {}
-
-
-def recipe(name: str) -> Callable[[Callable[[], LiTRecipe]], Callable[[], LiTRecipe]]:
-    def register(fn: Callable[[], LiTRecipe]) -> Callable[[], LiTRecipe]:
-        RECIPES[name] = fn
-        return fn
-
-    return register
-
-
-def get_recipe(name: str) -> LiTRecipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe '{name}' (known: {', '.join(sorted(RECIPES))})")
-    return RECIPES[name]()
-
-
-def describe(name: str) -> str:
-    doc = (RECIPES[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+RECIPES: RecipeBook[LiTRecipe] = RecipeBook("recipe")
+recipe = RECIPES.register
+get_recipe = RECIPES.get
+describe = RECIPES.describe
 
 
 @recipe("lit_paper")

@@ -6,13 +6,14 @@ usage: superclass pretrain {train,recipe,recipes,idf-counts,synthetic-shards,res
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pretrain.runtime.cli import add_recipe_args, run_cli
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_cli
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -24,25 +25,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     artifact = train(recipe)
     if os.environ.get("RANK", "0") == "0":
         print(f"encoder artifact: {artifact}")
-    return 0
-
-
-def _cmd_recipe(args: argparse.Namespace) -> int:
-    from pretrain.recipes import RECIPES, get_recipe
-    from pretrain.runtime.config import resolve, to_yaml
-
-    doc = (RECIPES[args.name].__doc__ or "").strip() if args.name in RECIPES else ""
-    text = to_yaml(resolve(get_recipe(args.name), None, args.overrides))
-    header = "".join(f"# {line.strip()}\n" for line in doc.splitlines())
-    print(header + text, end="")
-    return 0
-
-
-def _cmd_recipes(args: argparse.Namespace) -> int:
-    from pretrain.recipes import RECIPES, describe
-
-    for name in RECIPES:
-        print(f"{name:<30} {describe(name)}")
     return 0
 
 
@@ -114,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_args(p, "superclass_tiny")
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("recipe", help="print a recipe as YAML (edit it and pass it back with --config)")
-    p.add_argument("name")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.set_defaults(fn=_cmd_recipe)
-
-    p = sub.add_parser("recipes", help="list the named recipes")
-    p.set_defaults(fn=_cmd_recipes)
+    add_recipe_commands(sub, lambda: importlib.import_module("pretrain.recipes").RECIPES)
 
     p = sub.add_parser("idf-counts", help="document frequencies over a dataset, for idf.mode=offline")
     p.add_argument("--data", required=True, help="shard pattern (brace/glob/dir) or a JSONL/CSV list")

@@ -6,16 +6,15 @@ Print one as YAML with `superclass pretrain recipe NAME`, edit it, and pass it b
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pretrain.data.stream import DataConfig
 from pretrain.data.transforms import TransformConfig
 from pretrain.labels import IDFConfig, LabelConfig, LossConfig
-from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
+from pretrain.runtime.recipes import RecipeBook
 
 
 @dataclass
@@ -38,29 +37,10 @@ class PretrainRecipe:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-RECIPES: dict[str, Callable[[], PretrainRecipe]] = {}
-
-
-def recipe(name: str) -> Callable[[Callable[[], PretrainRecipe]], Callable[[], PretrainRecipe]]:
-    """Register a recipe factory under `name`."""
-
-    def register(fn: Callable[[], PretrainRecipe]) -> Callable[[], PretrainRecipe]:
-        RECIPES[name] = fn
-        return fn
-
-    return register
-
-
-def get_recipe(name: str) -> PretrainRecipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe '{name}' (known: {', '.join(sorted(RECIPES))})")
-    return RECIPES[name]()
-
-
-def describe(name: str) -> str:
-    """The recipe's docstring, for `superclass pretrain recipes`."""
-    doc = (RECIPES[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+RECIPES: RecipeBook[PretrainRecipe] = RecipeBook("recipe")
+recipe = RECIPES.register
+get_recipe = RECIPES.get
+describe = RECIPES.describe
 
 
 def _paper(method: str, preset: str, samples: int, batch: int = 16384, **run_kw: object) -> PretrainRecipe:

@@ -31,3 +31,25 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def add_recipe_commands(sub: Any, book: Callable[[], Any]) -> None:
+    """`recipe NAME [key=value]` (print as YAML) and `recipes` (list) for a package's RecipeBook.
+
+    `book` is called only when the command runs, so building the parser stays cheap.
+    """
+
+    def show(args: argparse.Namespace) -> int:
+        print(book().as_yaml(args.name, args.overrides), end="")
+        return 0
+
+    def listing(args: argparse.Namespace) -> int:
+        print(book().listing())
+        return 0
+
+    p = sub.add_parser("recipe", help="print a recipe as YAML (edit it and pass it back with --config)")
+    p.add_argument("name")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(fn=show)
+    p = sub.add_parser("recipes", help="list the named recipes")
+    p.set_defaults(fn=listing)
