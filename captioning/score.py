@@ -11,6 +11,8 @@ Scores are pycocoevalcap's raw values (multiply by 100 for the usual tables).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -100,7 +102,8 @@ def compute_metrics(
         notes.append("simple tokenizer (no Java/PTB): not comparable to published numbers")
         gts, res = simple_tokenize(refs), simple_tokenize({k: [c] for k, c in results.items()})
     metrics: dict[str, Any] = {}
-    bleu, _ = Bleu(4).compute_score(gts, res)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap's BLEU prints its n-gram counts
+        bleu, _ = Bleu(4).compute_score(gts, res)
     metrics.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
     if java_available():
         from pycocoevalcap.meteor.meteor import Meteor

@@ -41,7 +41,8 @@ class DemoConfig:
     probe_val: int = 400
     eval_images: int = 200
     attribute: str = "colour"
-    downstream_steps: int = 150  # LiT and ClipCap mapper steps per encoder
+    downstream_steps: int = 150  # LiT steps per encoder
+    caption_steps: int = 400  # ClipCap steps per encoder (fewer collapse to one caption for every image)
 
 
 def _recipe(name: str, cfg: DemoConfig, shards: Path) -> PretrainRecipe:
@@ -114,7 +115,7 @@ def downstream(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> 
     report.add(Row("lit", method, colour, 100 * lit["zeroshot_colour_top1"], 100 * lit["zeroshot_colour_chance"]))
     r1 = "text-to-image R@1 of 100 (%)"
     report.add(Row("lit", method, r1, 100 * lit["retrieval_t2i_r1"], 100 * lit["retrieval_chance"]))
-    caption = caption_demo(artifact, cfg.out / method / "caption", steps=cfg.downstream_steps)
+    caption = caption_demo(artifact, cfg.out / method / "caption", steps=cfg.caption_steps)
     report.add(Row("caption", method, "CIDEr on held-out images", caption["cider"], caption["baseline_cider"]))
 
 
@@ -172,9 +173,9 @@ def _notes(cfg: DemoConfig, seconds: float) -> list[str]:
         f"- {cfg.samples} synthetic captioned images (40 px) written as webdataset shards under `data/shards/`.",
         f"- `superclass_tiny` and `clip_tiny` recipes, {cfg.steps} steps each, same ViT backbone; artifacts in"
         " `superclass/encoder` and `clip/encoder`.",
-        f"- LiT (`lit_tiny`) and ClipCap (`clipcap_tiny`, a tiny GPT-2 trained with a tokenizer of the synthetic"
-        f" captions) train {cfg.downstream_steps} steps on each frozen encoder; the caption baseline is one constant"
-        " caption (the most common training caption) scored the same way.",
+        f"- LiT (`lit_tiny`, {cfg.downstream_steps} steps) and ClipCap (`clipcap_tiny`: MLP mapper + a tiny GPT-2"
+        f" with a tokenizer trained on the synthetic captions, {cfg.caption_steps} steps) on each frozen encoder; the"
+        " caption baseline is one constant caption (the most common training caption) scored the same way.",
         "- Chance levels: the SuperClass head's colour-word ranking is 6-way (1/6); retrieval is 1/N; probes are"
         " 1/#classes. The tiny 2-layer ViT learns colour within 300 steps; shape needs a larger model or longer.",
         f"- Held-out images come from a different synthetic seed than training. Total time: {seconds:.0f} s.",

@@ -45,7 +45,16 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
     assert "captioned 2 images of split 'test' (1 skipped)" in capsys.readouterr().out
     rows = json.loads(results.read_text())
     assert sorted(r["image_id"] for r in rows) == [1007, 1008] and all(isinstance(r["caption"], str) for r in rows)
+
+    # an interrupted run left one caption in the append-only partial file: the rerun keeps it and does the rest
+    resumed = tmp_path / "resumed.json"
+    (tmp_path / "resumed.json.partial.jsonl").write_text(json.dumps({"image_id": 1008, "caption": "kept as is"}) + "\n")
+    assert main([*gen[: gen.index("--out") + 1], str(resumed), *gen[gen.index("--out") + 2 :]]) == 0
+    by_id = {r["image_id"]: r["caption"] for r in json.loads(resumed.read_text())}
+    assert by_id[1008] == "kept as is" and by_id[1007] == {r["image_id"]: r["caption"] for r in rows}[1007]
+    assert not (tmp_path / "resumed.json.partial.jsonl").exists()
     out = tmp_path / "scores"
+    capsys.readouterr()
     code = main(["score", "--results", str(results), "--annotations", str(karpathy), "--split", "test",
                  "--out", str(out), "--no-spice"])  # fmt: skip
     if code != 0:  # the missing image has no result: scoring must say so in one line rather than crash
@@ -54,3 +63,10 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
         return
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= set(metrics)
+
+
+def test_caption_demo_beats_a_constant_caption(tmp_path):
+    from captioning.train import caption_demo
+
+    report = caption_demo(tiny_encoder(tmp_path / "enc"), tmp_path / "demo", steps=150)
+    assert report["cider"] > report["baseline_cider"], report

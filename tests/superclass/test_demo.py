@@ -8,7 +8,14 @@ from superclass.demo import DemoConfig, run_demo
 
 def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
     cfg = DemoConfig(
-        out=tmp_path, steps=40, samples=512, probe_train=120, probe_val=60, eval_images=40, downstream_steps=10
+        out=tmp_path,
+        steps=40,
+        samples=512,
+        probe_train=120,
+        probe_val=60,
+        eval_images=40,
+        downstream_steps=10,
+        caption_steps=10,
     )
     report = run_demo(cfg)
     assert (tmp_path / "report.md").read_text().startswith("# SuperClass toolkit demo")
