@@ -45,6 +45,13 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from lit.export import export_lit_open_clip
+
+    print(f"OpenCLIP model: {export_lit_open_clip(args.model, args.out)}")
+    return 0
+
+
 def _cmd_retrieval(args: argparse.Namespace) -> int:
     from lit.retrieval import evaluate_retrieval
 
@@ -87,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=_cmd_retrieval)
+
+    p = sub.add_parser("export", help="the LiT model as an OpenCLIP model directory (open_clip.create_model)")
+    p.add_argument("--model", required=True, help="LiT model directory (<run>/lit)")
+    p.add_argument("--to", choices=["open_clip"], default="open_clip")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=_cmd_export)
     return parser
 
 
