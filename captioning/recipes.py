@@ -43,11 +43,8 @@ describe = RECIPES.describe
 
 
 def _clipcap_optim() -> OptimConfig:
-    """ClipCap's train(): transformers AdamW lr 2e-5 (wd 0, eps 1e-6), 5000 warmup steps, no clipping.
-
-    ClipCap decays linearly after warmup; the shared loop offers cosine, used here.
-    """
-    return OptimConfig(lr=2e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, warmup_steps=5000)
+    """ClipCap's train(): transformers AdamW lr 2e-5 (wd 0, eps 1e-6), 5000 warmup steps, linear decay, no clipping."""
+    return OptimConfig(lr=2e-5, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, warmup_steps=5000, schedule="linear")
 
 
 @recipe("clipcap_coco")

@@ -15,6 +15,11 @@ def test_warmup_then_cosine():
     assert lr_at(110, 110, cfg) == 0.0
 
 
+def test_linear_decay_as_clipcap():
+    cfg = OptimConfig(lr=1.0, warmup_steps=10, schedule="linear")
+    assert lr_at(9, 110, cfg) == 1.0 and lr_at(60, 110, cfg) == 0.5 and lr_at(110, 110, cfg) == 0.0
+
+
 def test_no_decay_on_norms_biases_and_1d():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     named = dict(model.named_parameters())
