@@ -11,6 +11,7 @@ Usage: `tok = build_tokenizer(LabelConfig()); ids, lengths = tok(["a photo of a 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], context_length: int, pad_id: int) -
     return ids, lengths
 
 
-class _Tokenizer:
+class _Tokenizer(ABC):
     """Shared caption handling: stopword removal, batching, padding, cheap pickling."""
 
     name: str
@@ -111,8 +112,9 @@ class _Tokenizer:
         self.stopwords = stopwords
         self._backend: Any = None
 
+    @abstractmethod
     def _encode_batch(self, captions: list[str]) -> list[list[int]]:
-        raise NotImplementedError
+        """Token ids of each caption, specials included, before padding and truncation."""
 
     def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids `[N, context_length]` (long, padded with pad_id) and real lengths `[N]` (long)."""
