@@ -12,10 +12,10 @@ import argparse
 import dataclasses
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from steps import make_batch, timed_steps  # bench/steps.py (the script's own folder is on sys.path)
 
 from lit.model import TextTowerConfig, build_lit_model
 from lit.task import LiTTask
@@ -30,16 +30,6 @@ from pretrain.runtime.optim import OptimConfig
 from pretrain.tasks import CLIPTask
 
 
-def make_batch(batch: int, image_size: int, device: torch.device, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(10, 27, (batch,), generator=g)
-    ids = torch.zeros(batch, 77, dtype=torch.long)
-    for i, n in enumerate(lengths.tolist()):
-        ids[i, 0], ids[i, 1 : n - 1], ids[i, n - 1] = 49406, torch.randint(1, 49000, (n - 2,), generator=g), 49407
-    images = torch.randn(batch, 3, image_size, image_size, generator=g)
-    return {"image": images.to(device), "text": ids.to(device), "text_len": lengths.to(device)}
-
-
 def build_trainers(args: argparse.Namespace, device: torch.device, tmp: Path) -> dict[str, Trainer]:
     arch = dataclasses.replace(get_preset(args.arch), pool="token")
     backbone = build_backbone(arch)
@@ -52,17 +42,6 @@ def build_trainers(args: argparse.Namespace, device: torch.device, tmp: Path) ->
     text_cfg = get_text_preset(args.text)
     clip = CLIPTask(CLIPModel(build_backbone(arch), arch.width, text_cfg), arch, 0, 1, {}, {}).to(device)
     return {name: Trainer(task, None, run, optim, info) for name, task in (("lit", lit), ("clip", clip))}  # type: ignore[arg-type]
-
-
-def timed(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step([batch])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -84,7 +63,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
-            rates[name].append(timed(trainer, batch, args.steps, device))
+            rates[name].append(timed_steps(trainer, batch, args.steps, device))
     med = {name: statistics.median(r) for name, r in rates.items()}
     print(f"device {device}, arch {args.arch}, text {args.text}, batch {args.batch}")
     for name, rate in med.items():

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import time
 
 import torch
+from steps import make_batch, timed_steps  # bench/steps.py (the script's own folder is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
 from pretrain.labels import build_tokenizer
@@ -25,17 +25,6 @@ from pretrain.train import build_task
 
 H200_MEASURED = 790e12
 H200_DATASHEET = 989e12
-
-
-def make_batch(batch: int, image_size: int, device: torch.device, vocab: int, seed: int = 0) -> dict:
-    """Random images and caption-like token ids (SOT, 8-24 word pieces, EOT, zero padding)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.zeros(batch, 77, dtype=torch.long)
-    lengths = torch.randint(10, 27, (batch,), generator=g)
-    for i, n in enumerate(lengths.tolist()):
-        ids[i, 0], ids[i, 1 : n - 1], ids[i, n - 1] = 49406, torch.randint(1, vocab - 2, (n - 2,), generator=g), 49407
-    images = torch.randn(batch, 3, image_size, image_size, generator=g)
-    return {"image": images.to(device), "text": ids.to(device), "text_len": lengths.to(device)}
 
 
 def build_trainer(method: str, args: argparse.Namespace, device: torch.device) -> tuple[Trainer, int]:
@@ -83,17 +72,6 @@ def profile_step(trainer: Trainer, batch: dict, device: torch.device, top: int =
             torch.cuda.synchronize(device)
     sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=60))
-
-
-def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step([batch])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -129,7 +129,7 @@ def _complete(tar: tarfile.TarFile, size: int) -> bool:
     if getattr(stream, "comptype", "tar") == "tar":
         return size >= tar.offset + tarfile.BLOCKSIZE  # an end-of-archive block follows the last member
     while stream.read(1 << 16):  # drain the padding, then ask the decompressor whether its stream ended
-        pass
+        continue
     return bool(getattr(getattr(stream, "cmp", None), "eof", True))
 
 

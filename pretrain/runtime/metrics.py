@@ -13,11 +13,13 @@ from tqdm import tqdm
 
 
 class _NoWriter:
+    """Stands in for TensorBoard's SummaryWriter when TensorBoard is off: every call does nothing."""
+
     def add_scalar(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        return None
 
     def close(self) -> None:
-        pass
+        return None
 
 
 def _tensorboard_writer(log_dir: Path) -> Any:
