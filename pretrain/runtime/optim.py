@@ -17,6 +17,7 @@ class OptimConfig:
     eps: float = 1e-6  # AdamW epsilon
     weight_decay: float = 0.2  # decoupled decay on weight matrices only (not norms, biases, 1-D params)
     warmup_steps: int = 500  # linear warmup from ~0 to lr
+    warmup_ratio: float = 0.0  # if > 0, warmup is this fraction of the run's steps (LLaVA's 0.03); overrides warmup_steps
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup (linear: to min_lr, as ClipCap)
     min_lr: float = 0.0  # floor of the cosine
     clip_grad_norm: float = 0.0  # global grad-norm clipping; 0 disables
@@ -68,14 +69,20 @@ def build_optimizer(
     return opt
 
 
+def warmup_steps(total_steps: int, cfg: OptimConfig) -> int:
+    """Warmup length: `warmup_ratio` of the run (rounded up, as HF's Trainer does) when set, else `warmup_steps`."""
+    return math.ceil(cfg.warmup_ratio * total_steps) if cfg.warmup_ratio > 0 else cfg.warmup_steps
+
+
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """The learning rate at `step` (0-based): linear warmup, then cosine, linear decay or constant."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    warmup = warmup_steps(total_steps, cfg)
+    if warmup > 0 and step < warmup:
+        return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "constant":
         return cfg.lr
-    decay_steps = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    decay_steps = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / decay_steps)
     if cfg.schedule == "linear":
         return cfg.min_lr + (1.0 - progress) * (cfg.lr - cfg.min_lr)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)

@@ -20,6 +20,13 @@ def test_linear_decay_as_clipcap():
     assert lr_at(9, 110, cfg) == 1.0 and lr_at(60, 110, cfg) == 0.5 and lr_at(110, 110, cfg) == 0.0
 
 
+def test_warmup_ratio_as_llava():
+    # LLaVA: warmup_ratio 0.03 of the run, rounded up as HF's Trainer does; it overrides warmup_steps
+    cfg = OptimConfig(lr=1.0, warmup_steps=500, warmup_ratio=0.03)
+    assert lr_at(0, 100, cfg) == 1 / 3 and lr_at(2, 100, cfg) == 1.0
+    assert math.isclose(lr_at(3 + 97 // 2, 100, cfg), 0.5 + 0.5 * math.cos(math.pi * (97 // 2) / 97), abs_tol=1e-12)
+
+
 def test_no_decay_on_norms_biases_and_1d():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     named = dict(model.named_parameters())
