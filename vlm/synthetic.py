@@ -37,8 +37,12 @@ def questions_for(attributes: dict[str, Any]) -> list[Question]:
     return [
         Question("colour", f"What colour {be} the {noun}?", colour, tuple(COLOURS)),
         Question("shape", f"What shape is the {colour} object?", shape, SHAPES),
-        Question("count", f"How many {colour} {_plural(shape)} are there?", COUNT_ANSWERS[count],
-                 tuple(COUNT_ANSWERS.values())),  # fmt: skip
+        Question(
+            "count",
+            f"How many {colour} {_plural(shape)} are there?",
+            COUNT_ANSWERS[count],
+            tuple(COUNT_ANSWERS.values()),
+        ),  # fmt: skip
         Question("position", f"Where {be} the {colour} {noun}?", attributes["position"], POSITIONS),
     ]
 

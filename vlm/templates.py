@@ -119,6 +119,13 @@ def encode(conversations: list[dict[str, Any]], template: str, tokenizer: Any) -
     return Encoded([int(t) for t in enc["input_ids"]], labels)
 
 
+def multiple_choice_prompt(question: str, options: list[str], hint: str = "") -> str:
+    """LLaVA-1.5's multiple-choice question (model_vqa_mmbench.py): hint, question, `A. opt` lines, the instruction."""
+    lines = [f"{chr(ord('A') + i)}. {option}" for i, option in enumerate(options)]
+    head = f"{hint}\n{question}" if hint else question
+    return "\n".join([head, *lines, LETTER_ANSWER_PROMPT])
+
+
 def generation_prompt(question: str, template: str = "vicuna_v1", image: bool = True) -> str:
     """The prompt a model answers at eval time (LLaVA-1.5's `conv.get_prompt()` with an empty assistant turn)."""
     _check_template(template)

@@ -27,9 +27,8 @@ def build_tiny_tokenizer(texts: list[str], vocab: int = 500) -> object:
     )  # fmt: skip
     tok.train_from_iterator(texts, trainer=trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.Sequence(
-        [processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])]
-    )  # fmt: skip
+    add_bos = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), add_bos])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         additional_special_tokens=["<image>"], padding_side="right",

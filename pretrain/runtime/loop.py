@@ -4,7 +4,8 @@ Every trainer (SuperClass, CLIP, LiT, ClipCap, the VLM) is a small task module; 
 distribution, optimisation, schedules, the non-finite guard, metrics, checkpoints and exact resume.
 Optional task hooks: `after_step()` (e.g. clamp a temperature), `lr_scales()` (per-prefix lr multipliers),
 `export_artifact(out_dir, state, samples_seen)` (rank 0, full state dict), `set_grad_checkpointing(bool)`,
-`fsdp_units()`, `compile_units()`.
+`fsdp_units()`, `compile_units()`; attribute `checkpoint_frozen = False` keeps frozen weights (a 7B LLM in
+LLaVA's stage 1) out of checkpoints: they never change, and the task rebuilds them from its sources on resume.
 """
 
 from __future__ import annotations
@@ -143,6 +144,13 @@ class Trainer:
     def model_state(self) -> dict[str, torch.Tensor]:
         return get_model_state_dict(self.task, options=self._state_options())
 
+    def _checkpointed(self, model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of the model state a checkpoint holds: all of it, or the trainable tensors only."""
+        if getattr(self.task, "checkpoint_frozen", True):
+            return model_state
+        trainable = {name for name, p in self.task.named_parameters() if p.requires_grad}
+        return {k: v for k, v in model_state.items() if k in trainable}
+
     def save(self) -> Path | None:
         """Checkpoint on rank 0 (all ranks contribute their RNG and data positions), then refresh the artifact."""
         model_state = self.model_state()
@@ -158,7 +166,12 @@ class Trainer:
                 "world_size": self.dist.world_size,
             }
             path = ckpt.save_checkpoint(
-                self.run_dir, self.step, model_state, train_state, self.config_yaml, self.run.keep_checkpoints
+                self.run_dir,
+                self.step,
+                self._checkpointed(model_state),
+                train_state,
+                self.config_yaml,
+                self.run.keep_checkpoints,
             )
             if hasattr(self.task, "export_artifact"):
                 self.task.export_artifact(self.run_dir, model_state, self.samples_seen)
@@ -174,7 +187,8 @@ class Trainer:
                 f"checkpoint {path} was written by {train_state['world_size']} ranks; resuming on "
                 f"{self.dist.world_size} would change the data order (exact resume needs the same world size)"
             )
-        set_model_state_dict(self.task, model_state, options=StateDictOptions(full_state_dict=True))
+        strict = getattr(self.task, "checkpoint_frozen", True)
+        set_model_state_dict(self.task, model_state, options=StateDictOptions(full_state_dict=True, strict=strict))
         set_optimizer_state_dict(
             self.task, self.optimizer, train_state["optimizer"], options=StateDictOptions(full_state_dict=True)
         )

@@ -17,7 +17,7 @@ class OptimConfig:
     eps: float = 1e-6  # AdamW epsilon
     weight_decay: float = 0.2  # decoupled decay on weight matrices only (not norms, biases, 1-D params)
     warmup_steps: int = 500  # linear warmup from ~0 to lr
-    warmup_ratio: float = 0.0  # if > 0, warmup is this fraction of the run's steps (LLaVA's 0.03); overrides warmup_steps
+    warmup_ratio: float = 0.0  # > 0: warmup is this fraction of the run (LLaVA's 0.03), instead of warmup_steps
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup (linear: to min_lr, as ClipCap)
     min_lr: float = 0.0  # floor of the cosine
     clip_grad_norm: float = 0.0  # global grad-norm clipping; 0 disables

@@ -1,0 +1,77 @@
+"""Helpers for the vlm tests: a tiny encoder artifact, tiny LLaMA directories (with and without `<image>`/`<pad>`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pretrain.encoder import default_preprocess, save_encoder
+from pretrain.models.backbone import build_backbone
+from pretrain.models.presets import get_preset
+from vlm.templates import VICUNA_SYSTEM
+from vlm.tiny_lm import build_tiny_llama
+
+TEXTS = [
+    VICUNA_SYSTEM,
+    "USER: <image>\nWhat colour is the circle? ASSISTANT: red</s>",
+    "USER: How many squares are there? ASSISTANT: 2</s>",
+    "a blue square on the left and a green triangle on the right",
+] * 10
+
+
+def tiny_encoder(path: Path, seed: int = 0, preset: str = "vit_tiny") -> Path:
+    """A random artifact of `preset` (default `vit_tiny`: 32 px, patch 8, width 64) whose weights depend on `seed`."""
+    torch.manual_seed(seed)
+    arch = get_preset(preset)
+    model = build_backbone(arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return save_encoder(path, model, arch, default_preprocess(arch), {"method": "superclass"})
+
+
+def tiny_llm(path: Path) -> Path:
+    """`vlm.tiny_lm.build_tiny_llama` (width 64, 2 layers), its tokenizer already holding `<image>` and `<pad>`."""
+    return build_tiny_llama(TEXTS, path, width=64, layers=2, heads=4, vocab=300)
+
+
+def tiny_vicuna_like(path: Path) -> Path:
+    """A tiny LLaMA whose tokenizer, like Vicuna's, has only `<unk>`, `<s>`, `</s>`: no `<image>`, no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=290, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(TEXTS, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.save_pretrained(path)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
+
+
+def stripes(width: int, height: int, colours: list[tuple[int, int, int]]) -> Image.Image:
+    """An image of equal vertical stripes, one per colour, left to right."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    step = width // len(colours)
+    for i, colour in enumerate(colours):
+        pixels[:, i * step : (i + 1) * step] = colour
+    return Image.fromarray(pixels)
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A random RGB image."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))

@@ -1,0 +1,98 @@
+"""Talk to a LLaVA directory about one image: one question, or an interactive multi-turn chat on stdin.
+
+usage: superclass vlm chat MODEL_DIR --image IMG [--prompt TEXT] [--max-new-tokens N] [--template vicuna_v1]
+
+Greedy decoding, the prompt in LLaVA-1.5's `vicuna_v1` format (the image in the first user turn, earlier turns
+kept as history); `--template plain` (stage-1 models) ignores the text and history and captions the image.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from pretrain.runtime.errors import UserError
+from vlm.build import load_llava
+from vlm.templates import IMAGE_TOKEN, TEMPLATES, generation_prompt, render
+
+EXIT_WORDS = ("exit", "quit")
+
+
+def chat_prompt(history: list[tuple[str, str]], question: str, template: str = "vicuna_v1") -> str:
+    """The generation prompt for `question` after earlier (question, answer) turns; the image is in turn one."""
+    if template == "plain" or not history:
+        return generation_prompt(question, template, image=True)
+    conversation = []
+    for i, (asked, answered) in enumerate(history):
+        conversation.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{asked}" if i == 0 else asked})
+        conversation.append({"from": "gpt", "value": answered})
+    return render(conversation, template).text + f"USER: {question} ASSISTANT:"
+
+
+@torch.no_grad()
+def answer(model: Any, processor: Any, image: Image.Image, prompt: str, max_new_tokens: int = 128) -> str:
+    """The model's greedy continuation of `prompt` (which holds one `<image>`) about `image`, special tokens removed."""
+    inputs = processor(images=image.convert("RGB"), text=prompt, return_tensors="pt").to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    tokenizer = processor.tokenizer
+    output = model.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id
+    )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """The RGB image at `path`; a missing or unreadable file is a one-line UserError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"--image {path}: does not exist") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"--image {path}: not a readable image ({exc})") from None
+
+
+def chat(
+    model_dir: str | Path,
+    image_path: str | Path,
+    prompt: str | None = None,
+    template: str = "vicuna_v1",
+    max_new_tokens: int = 128,
+    device: str = "cpu",
+    lines: Iterable[str] | None = None,
+    emit: Callable[[str], None] = print,
+) -> list[str]:
+    """Answer `prompt` once, or every line of `lines` (stdin by default) until EOF or "exit"; returns the answers."""
+    if template not in TEMPLATES:
+        raise UserError(f"--template {template!r}: expected one of {list(TEMPLATES)}")
+    if max_new_tokens <= 0:
+        raise UserError(f"--max-new-tokens {max_new_tokens}: expected a positive integer")
+    image = open_image(image_path)
+    model, processor = load_llava(model_dir, device=device)
+    if prompt is not None:
+        reply = answer(model, processor, image, chat_prompt([], prompt, template), max_new_tokens)
+        emit(reply)
+        return [reply]
+    interactive = lines is None and sys.stdin.isatty()
+    history: list[tuple[str, str]] = []
+    replies: list[str] = []
+    if interactive:
+        print("ask about the image (empty line skips, 'exit' or Ctrl-D ends)\n> ", end="", file=sys.stderr, flush=True)
+    for line in sys.stdin if lines is None else lines:
+        question = line.strip()
+        if question.lower() in EXIT_WORDS:
+            break
+        if question:
+            reply = answer(model, processor, image, chat_prompt(history, question, template), max_new_tokens)
+            emit(reply)
+            replies.append(reply)
+            if reply:  # an empty turn cannot be rendered back into the prompt
+                history.append((question, reply))
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+    return replies

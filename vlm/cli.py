@@ -1,0 +1,143 @@
+"""`superclass vlm <command>` / `python -m vlm <command>`: build a LLaVA-1.5 from an encoder, train, export, chat.
+
+usage: superclass vlm {build,train,export,chat,recipe,recipes} ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pretrain.runtime.cli import add_recipe_commands, run_cli
+
+if TYPE_CHECKING:
+    from vlm.build import VLMModelConfig
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The `VLMModelConfig` fields as options (`build` takes them; a training command can reuse them)."""
+    from vlm.build import PROJECTORS, VLMModelConfig
+
+    d = VLMModelConfig()
+    parser.add_argument("--encoder", required=True, help="encoder artifact directory (pretrain's output)")
+    parser.add_argument("--llm", default=d.llm, help=f"HF name or local path of a LLaMA-family LM (default: {d.llm})")
+    parser.add_argument("--projector", default=d.projector, help=f"projector (supported: {', '.join(PROJECTORS)})")
+    parser.add_argument("--feature-layer", type=int, default=d.feature_layer, help="tower hidden_states index")
+    parser.add_argument(
+        "--feature-select", default=d.feature_select, choices=["patch", "cls_patch"], help="patch drops the CLS"
+    )
+    parser.add_argument("--image-size", type=int, default=d.image_size, help="tower resolution (0: the encoder's)")
+    parser.add_argument(
+        "--image-aspect-ratio", default=d.image_aspect_ratio, choices=["pad", "crop"], help="pad to square or crop"
+    )
+    parser.add_argument("--llm-dtype", default=d.llm_dtype, choices=["auto", "bf16", "fp32"], help="model dtype")
+
+
+def model_config(args: argparse.Namespace) -> VLMModelConfig:
+    """The `VLMModelConfig` that `add_model_args` options describe."""
+    from vlm.build import VLMModelConfig
+
+    return VLMModelConfig(
+        encoder=args.encoder,
+        llm=args.llm,
+        projector=args.projector,
+        feature_layer=args.feature_layer,
+        feature_select=args.feature_select,
+        image_size=args.image_size,
+        image_aspect_ratio=args.image_aspect_ratio,
+        llm_dtype=args.llm_dtype,
+    )
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from vlm.build import build_llava, check_config, describe, save_llava
+
+    cfg = model_config(args)
+    check_config(cfg)  # a bad field fails before a 7B LM is loaded
+    model, processor = build_llava(cfg)
+    out = save_llava(model, processor, args.out, layout=args.layout)
+    print(describe(model))
+    print(f"LLaVA model ({args.layout} layout, projector untrained): {out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from vlm.build import load_llava, save_llava
+
+    model, processor = load_llava(args.model)
+    print(f"LLaVA model ({args.layout} layout): {save_llava(model, processor, args.out, layout=args.layout)}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pretrain.runtime.config import resolve
+    from pretrain.runtime.errors import ConfigError
+    from vlm.recipes import get_recipe
+    from vlm.train import train
+
+    name = args.recipe or {1: "llava15_stage1", 2: "llava15_stage2"}[args.stage or 2]
+    recipe = resolve(get_recipe(name), args.config, args.overrides)
+    if args.stage and recipe.stage != args.stage:
+        raise ConfigError(f"--stage {args.stage} but recipe '{name}' is a stage-{recipe.stage} recipe")
+    print(f"LLaVA model: {train(recipe)}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from vlm.chat import chat
+
+    chat(args.model, args.image, args.prompt, args.template, args.max_new_tokens, device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `vlm` parser: one `sub` action; a new command is one more `sub.add_parser(...)` with `fn` set."""
+    parser = argparse.ArgumentParser(prog="superclass vlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    return parser
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """build, export and chat on the `vlm` subparsers action `sub`."""
+    p = sub.add_parser("build", help="assemble encoder + LLM + fresh projector into an HF LLaVA directory")
+    add_model_args(p)
+    p.add_argument("--out", required=True, help="directory to write (an HF LLaVA model + processor)")
+    p.add_argument("--layout", default="hf", choices=["hf", "llava-hf"], help="weight names (llava-hf: 4.x tools)")
+    p.set_defaults(fn=_cmd_build)
+
+    p = sub.add_parser("train", help="train stage 1 (projector) or stage 2 (projector + LLM, full or LoRA)")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=0, help="default recipe llava15_stage1/2")
+    p.add_argument("--recipe", default="", help="named recipe (see `superclass vlm recipes`)")
+    p.add_argument("--config", default=None, help="YAML recipe file (e.g. edited output of `vlm recipe`)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.encoder=DIR run.steps=100")
+    p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("export", help="rewrite a LLaVA directory, e.g. in the llava-hf layout for transformers 4.x")
+    p.add_argument("model", help="LLaVA directory (from build or training)")
+    p.add_argument("--layout", default="llava-hf", choices=["hf", "llava-hf"])
+    p.add_argument("--out", required=True, help="directory to write")
+    p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("chat", help="ask a LLaVA directory about an image (one --prompt, or lines on stdin)")
+    p.add_argument("model", help="LLaVA directory")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--prompt", default=None, help="one question; without it, read questions from stdin")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--template", default="vicuna_v1", choices=["vicuna_v1", "plain"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=_cmd_chat)
+
+    add_recipe_commands(sub, lambda: importlib.import_module("vlm.recipes").RECIPES)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a `vlm` command; user errors are one line on stderr and a nonzero exit."""
+    return run_cli(_main, argv)

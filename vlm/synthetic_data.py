@@ -1,0 +1,95 @@
+"""Synthetic LLaVA JSON for the demo and the tests: the two LLaVA-1.5 stages over `make_sample` scenes.
+
+Stage 1 is LCS-558K's form (`<image>` alone, the caption as the answer; trained with the `plain` template).
+Stage 2 is mix665k's VQA form: one to three questions about the scene from `vlm.synthetic.questions_for`, each
+with LLaVA-1.5's short-answer suffix, `<image>\\n` opening the first human turn, plus a text-only sample every
+twentieth row (questions answerable without a picture), so batches of both modalities are exercised, and a
+lettered multiple-choice question (LLaVA-1.5's MMBench prompt) in one image row of four.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from pretrain.data.synthetic import make_sample
+from vlm.synthetic import options_for, pick_question, questions_for
+from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
+
+TEXT_ONLY_EVERY = 20  # one stage-2 row in 20 has no image (5%)
+MULTIPLE_CHOICE_EVERY = 4  # one stage-2 image row in 4 is a lettered multiple-choice question (MMBench's form)
+TEXT_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("How many sides does a square have?", "4"),
+    ("How many sides does a triangle have?", "3"),
+    ("How many corners does a circle have?", "0"),
+    ("What colour do you get by mixing blue and yellow?", "green"),
+    ("What colour do you get by mixing red and blue?", "purple"),
+    ("What colour do you get by mixing red and yellow?", "orange"),
+    ("What is the opposite of left?", "right"),
+    ("What is the opposite of top?", "bottom"),
+    ("Which shape is round?", "circle"),
+)
+
+
+def _rng(seed: int, index: int) -> random.Random:
+    return random.Random(f"llava:{seed}:{index}")  # str seeds hash stably (sha512), unlike hash()
+
+
+def _ask(question: str) -> str:
+    return f"{question}\n{SHORT_ANSWER_PROMPT}"
+
+
+def _stage2_conversation(attributes: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
+    """One to three short-answer rounds about the scene, the image placeholder in the first question."""
+    questions = questions_for(attributes)
+    rng.shuffle(questions)
+    turns: list[dict[str, str]] = []
+    for i, q in enumerate(questions[: rng.randint(1, 3)]):
+        prompt = f"{IMAGE_TOKEN}\n{_ask(q.text)}" if i == 0 else _ask(q.text)
+        turns += [{"from": "human", "value": prompt}, {"from": "gpt", "value": q.answer}]
+    return turns
+
+
+def _multiple_choice_conversation(attributes: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
+    """One lettered question (as LLaVA-1.5 asks MMBench and A-OKVQA), answered with the option's letter."""
+    question = pick_question(attributes, rng)
+    options = options_for(question, rng)
+    letter = chr(ord("A") + options.index(question.answer))
+    prompt = f"{IMAGE_TOKEN}\n{multiple_choice_prompt(question.text, options)}"
+    return [{"from": "human", "value": prompt}, {"from": "gpt", "value": letter}]
+
+
+def write_synthetic_llava(
+    out_dir: str | Path, n: int, seed: int = 0, image_size: int = 64, stage: Literal[1, 2] = 2
+) -> Path:
+    """Write `n` rows as `out_dir/llava_stage{stage}.json` with JPG images under `out_dir/images/`."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(n):
+        row_id = f"{seed}-{index:06d}"
+        if stage == 2 and index % TEXT_ONLY_EVERY == TEXT_ONLY_EVERY // 2:
+            question, answer = _rng(seed, index).choice(TEXT_QUESTIONS)
+            conv = [{"from": "human", "value": _ask(question)}, {"from": "gpt", "value": answer}]
+            rows.append({"id": row_id, "conversations": conv})
+            continue
+        sample = make_sample(index, seed, image_size)
+        rel = f"images/{index:06d}.jpg"
+        sample.image.save(out / rel, format="JPEG", quality=90)
+        if stage == 1:
+            conv = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": sample.caption}]
+        elif index % MULTIPLE_CHOICE_EVERY == 1:
+            conv = _multiple_choice_conversation(sample.attributes, _rng(seed, index))
+        else:
+            conv = _stage2_conversation(sample.attributes, _rng(seed, index))
+        rows.append({"id": row_id, "image": rel, "conversations": conv})
+    path = out / f"llava_stage{stage}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, path)
+    return path

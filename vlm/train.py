@@ -1,0 +1,119 @@
+"""Build a LLaVA run (model, LLaVA JSON batches, task) and train one stage on the shared loop.
+
+`train(recipe)` returns the exported HF LLaVA directory (`<run>/llava`): stage 1's is the `init` of stage 2,
+stage 2's is what `superclass eval vqav2|textvqa|mmbench` and `superclass vlm chat` load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretrain.runtime.config import to_yaml
+from pretrain.runtime.distributed import barrier, init_distributed, seed_everything
+from pretrain.runtime.errors import ConfigError
+from pretrain.runtime.loop import Trainer, local_batch_size
+from vlm.build import build_llava, load_llava, num_image_tokens, process_images
+from vlm.data import LlavaBatches, LlavaSamples, format_skipped, read_llava_json
+from vlm.recipes import VLMRecipe
+from vlm.task import EXPORT_DIR, LlavaTask
+
+
+def synthetic_data(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
+    """(LLaVA JSON, image folder) of the synthetic scenes, written once under `<run>/data`."""
+    from vlm.synthetic_data import write_synthetic_llava
+
+    d = recipe.data
+    out = Path(recipe.run.out_dir) / "data" / f"stage{recipe.stage}"
+    path = out / f"llava_stage{recipe.stage}.json"
+    if is_main and not path.is_file():
+        write_synthetic_llava(out, d.synthetic_samples, d.synthetic_seed, d.synthetic_image_size, recipe.stage)
+    barrier()
+    return path, out
+
+
+def data_source(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
+    """(LLaVA JSON, image folder) that the recipe trains on."""
+    if recipe.data.kind == "synthetic":
+        return synthetic_data(recipe, is_main)
+    if not recipe.data.json:
+        raise ConfigError("data.json is empty: point it at a LLaVA JSON (e.g. llava_v1_5_mix665k.json)")
+    json_path = Path(recipe.data.json)
+    return json_path, Path(recipe.data.image_folder) if recipe.data.image_folder else json_path.parent
+
+
+def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
+    """`model.llm=""`: a tiny LLaMA whose tokenizer is trained on the data's text (the CPU recipes and the demo)."""
+    from vlm.synthetic_data import TEXT_QUESTIONS
+    from vlm.tiny_lm import build_tiny_llama
+
+    lm_dir = Path(recipe.run.out_dir) / "lm"
+    if is_main and not (lm_dir / "config.json").is_file():
+        rows = read_llava_json(json_path)
+        texts = [t["value"] for r in rows if isinstance(r, dict) for t in r.get("conversations", [])]
+        texts += [f"{q} {a}" for q, a in TEXT_QUESTIONS]
+        build_tiny_llama(texts, lm_dir, seed=recipe.run.seed)
+    barrier()
+    return str(lm_dir)
+
+
+def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any, Any, VLMRecipe]:
+    """(model, processor, recipe with the resolved LLM): from `init` (a LLaVA dir) or built from `model`."""
+    if recipe.init:
+        model, processor = load_llava(recipe.init)
+        return model, processor, recipe
+    if recipe.stage == 2:
+        print("[vlm] stage 2 without init: the projector starts from scratch (LLaVA starts it from stage 1)")
+    if not recipe.model.encoder:
+        raise ConfigError("model.encoder is empty: pass model.encoder=DIR (an encoder artifact) or init=LLAVA_DIR")
+    if recipe.model.llm == "":
+        recipe = dataclasses.replace(
+            recipe, model=dataclasses.replace(recipe.model, llm=tiny_llm(recipe, json_path, is_main))
+        )
+    model, processor = build_llava(recipe.model)
+    return model, processor, recipe
+
+
+def train(recipe: VLMRecipe) -> Path:
+    """Run a recipe to the end (resuming if asked); returns the exported LLaVA directory."""
+    if recipe.stage not in (1, 2):
+        raise ConfigError(f"stage must be 1 or 2, got {recipe.stage}")
+    if recipe.lora.enabled and recipe.stage != 2:
+        raise ConfigError("lora.enabled is a stage-2 option (stage 1 trains only the projector)")
+    dist_info = init_distributed(recipe.run.device)
+    if recipe.run.num_threads > 0:
+        torch.set_num_threads(recipe.run.num_threads)
+    json_path, image_folder = data_source(recipe, dist_info.is_main)
+    seed_everything(recipe.run.seed)
+    model, processor, recipe = build_model(recipe, json_path, dist_info.is_main)
+    pad = recipe.model.image_aspect_ratio == "pad"
+    processor.image_processor.do_pad = pad  # what the export's processor does at eval (stage 1 crops, 2 pads)
+    model.config.image_aspect_ratio = recipe.model.image_aspect_ratio
+    samples = LlavaSamples.from_json(
+        json_path, image_folder, tokenizer=processor.tokenizer, template=recipe.template,
+        num_image_tokens=num_image_tokens(model.config), max_length=recipe.data.max_length,
+        image_transform=lambda image: process_images(processor, [image], pad=pad)[0],
+    )  # fmt: skip
+    run = recipe.run
+    if run.steps <= 0 and run.total_samples <= 0:
+        run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(samples))
+        recipe = dataclasses.replace(recipe, run=run)
+    scale = recipe.projector_lr / recipe.optim.lr if recipe.projector_lr > 0 else 1.0
+    info = {"recipe_stage": recipe.stage, "template": recipe.template, "data": str(json_path)}
+    task = LlavaTask(model, processor, recipe.stage, recipe.lora, recipe.train_vision, scale, info)
+    loader = LlavaBatches(
+        samples, local_batch_size(run, dist_info.world_size), seed=run.seed, rank=dist_info.rank,
+        world_size=dist_info.world_size, group_by_modality_length=recipe.data.group_by_modality_length,
+        pad_token_id=processor.tokenizer.pad_token_id,
+    )  # fmt: skip
+    trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+    trainer.fit()
+    if dist_info.is_main:
+        counts = trainer.skipped()
+        print(f"[vlm] {format_skipped(counts, len(samples))}")
+        (Path(run.out_dir) / "skipped.json").write_text(json.dumps(counts, indent=2) + "\n")
+    return Path(run.out_dir) / EXPORT_DIR
