@@ -1,6 +1,6 @@
-"""`superclass eval <command>` / `python -m eval <command>`: frozen features and probes of an encoder artifact.
+"""`superclass eval <command>` / `python -m eval <command>`: frozen-feature probes and VLM benchmarks.
 
-usage: superclass eval {features,linear-probe,fewshot,recipe,recipes} ...
+usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textvqa,mmbench} ...
 
   superclass eval features --encoder ENC --data ROOT --split train --out CACHE [--pool default cls patch_mean]
   superclass eval linear-probe --encoder ENC --data ROOT --out RUN [--recipe mae_in1k|clip_logreg|...] [--live]
@@ -8,6 +8,14 @@ usage: superclass eval {features,linear-probe,fewshot,recipe,recipes} ...
   superclass eval fewshot --encoder ENC --data ROOT --out RUN [--val-split test] [shots=[1,5,10]]
   superclass eval recipe NAME   (a linear-probe or fewshot recipe as YAML, for --config)
 Probes compute missing features into --cache (default RUN/features/<split>) and reuse them next time.
+
+VLM benchmarks on an HF LLaVA directory (`run` generates into OUT/predictions.jsonl, resumable, then scores;
+`score` scores a JSONL or JSON list of {"question_id", "answer"}); each writes OUT/metrics.json:
+  superclass eval vqav2 run --model DIR --questions Q.json [--annotations A.json] --image-root COCO --out OUT
+  superclass eval vqav2 score --predictions P.jsonl --questions Q.json --annotations A.json --out OUT [--normalize ...]
+  superclass eval textvqa run|score --data TextVQA_0.5.1_val.json --image-root train_images [--prompt lmms_eval] ...
+  superclass eval mmbench run|score --tsv mmbench_dev_20230712.tsv [--prompt lmms_eval] [--circular off] ...
+Test splits (no answers) get OUT/submission.json (EvalAI) or OUT/submission.tsv (OpenCompass) instead of a score.
 """
 
 from __future__ import annotations
@@ -191,6 +199,133 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+VLM_BENCHMARKS = {
+    "vqav2": "VQAv2: soft VQA accuracy (official normalisation), EvalAI submission for test-dev/test",
+    "textvqa": "TextVQA: VQA accuracy with the EvalAI processor; LLaVA (OCR tokens) or lmms-eval prompt",
+    "mmbench": "MMBench: CircularEval accuracy from letters read without an API; OpenCompass submission",
+}
+
+
+def _add_vlm_data_args(p: argparse.ArgumentParser, bench: str) -> None:
+    """The data flags of one benchmark (the same for `run` and `score`)."""
+    from eval.mmbench import CIRCULAR_MODES, MMBENCH_PROMPTS
+    from eval.vqa_data import TEXTVQA_PROMPTS
+    from eval.vqa_metric import NORMALIZATIONS
+
+    if bench == "mmbench":
+        p.add_argument("--tsv", required=True, type=Path, help="official MMBench TSV (base64 images)")
+        p.add_argument("--prompt", default="llava", choices=MMBENCH_PROMPTS, help="prompt layout (default: llava)")
+        p.add_argument("--circular", default="auto", choices=CIRCULAR_MODES, help="auto: the TSV's copies or rotations")
+        return
+    if bench == "vqav2":
+        p.add_argument("--questions", type=Path, help="official question JSON (v2_OpenEnded_mscoco_*_questions.json)")
+        p.add_argument("--annotations", type=Path, help="official annotation JSON (val); without it: submission only")
+        normalize = "official"
+    else:
+        p.add_argument("--data", type=Path, help="official TextVQA JSON (TextVQA_0.5.1_val.json)")
+        p.add_argument("--prompt", default="llava", choices=TEXTVQA_PROMPTS, help="llava: with OCR tokens (default)")
+        normalize = "evalai"
+    p.add_argument("--image-root", type=Path, help="image folder (COCO root or train_images); needed by run")
+    p.add_argument("--parquet", type=Path, help="an lmms-lab parquet file or folder instead (needs pyarrow)")
+    p.add_argument("--normalize", default=normalize, choices=NORMALIZATIONS, help=f"default: {normalize}")
+
+
+def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
+    from eval import vlm_bench
+    from pretrain.runtime.errors import UserError
+
+    if args.bench == "mmbench":
+        return vlm_bench.mmbench_benchmark(args.tsv, args.prompt, args.circular, args.limit)
+    if run and args.parquet is None and args.image_root is None:
+        raise UserError(f"{args.bench} run needs --image-root (or --parquet with the images inside)")
+    if args.bench == "vqav2":
+        return vlm_bench.vqav2_benchmark(
+            args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet
+        )
+    return vlm_bench.textvqa_benchmark(
+        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet
+    )
+
+
+def _show(value: Any) -> Any:
+    return "-" if value is None else value
+
+
+def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
+    """The headline row and the per-answer-type / per-category breakdown as Markdown tables."""
+    from eval.results import format_table
+
+    header = ["benchmark", "split", "prompt", "accuracy", "questions", "missing"]
+    row = [metrics["benchmark"], metrics["split"], metrics["prompt"], _show(metrics.get("accuracy"))]
+    row += [metrics.get("num_questions", "-"), metrics.get("missing_predictions", "-")]
+    if metrics["benchmark"] == "mmbench":
+        header += ["unparsed", "single-pass", "circular"]
+        row += [metrics.get("unparsed", "-"), _show(metrics.get("accuracy_single_pass")), metrics["circular"]]
+    else:
+        header.append("normalization")
+        row.append(metrics["normalization"])
+    print(format_table(header, [row]))
+    breakdown = metrics.get("per_category") or metrics.get("per_answer_type") or {}
+    if breakdown:
+        key = "category" if "per_category" in metrics else "answer type"
+        print(format_table([key, "accuracy"], [[k, _show(v)] for k, v in breakdown.items()]))
+    for name, path in metrics.get("files", {}).items():
+        print(f"{name}: {path}")
+
+
+def _cmd_vlm_run(args: argparse.Namespace) -> int:
+    from eval.generation import GenerationConfig
+    from eval.vlm_bench import run_benchmark
+
+    bench = _vlm_benchmark(args, run=True)
+    cfg = GenerationConfig(
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        backend=args.backend,
+        progress=not args.no_progress,
+    )
+    metrics = run_benchmark(bench, args.model, args.out, cfg, args.template)
+    if metrics is not None:
+        _print_vlm_metrics(metrics)
+        print(f"metrics: {args.out / 'metrics.json'}")
+    return 0
+
+
+def _cmd_vlm_score(args: argparse.Namespace) -> int:
+    from eval.vlm_bench import score_predictions
+
+    metrics = score_predictions(_vlm_benchmark(args, run=False), args.predictions, args.out)
+    _print_vlm_metrics(metrics)
+    print(f"metrics: {args.out / 'metrics.json'}")
+    return 0
+
+
+def _add_vlm_commands(sub: Any) -> None:
+    """`<benchmark> run|score` for VQAv2, TextVQA and MMBench."""
+    for bench, help_text in VLM_BENCHMARKS.items():
+        parent = sub.add_parser(bench, help=help_text)
+        actions = parent.add_subparsers(dest="action", required=True)
+        run = actions.add_parser("run", help="answer every question with a LLaVA model dir, then score (resumable)")
+        _add_vlm_data_args(run, bench)
+        run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
+        run.add_argument("--batch-size", type=int, default=32)
+        run.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (lmms-eval's VQA setting)")
+        run.add_argument("--device", default="auto")
+        run.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+        run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+        run.add_argument("--template", default="vicuna_v1", help="conversation template of the prompts")
+        run.add_argument("--no-progress", action="store_true", help="no progress bar")
+        score = actions.add_parser("score", help="score a predictions file (JSONL or JSON list)")
+        _add_vlm_data_args(score, bench)
+        score.add_argument("--predictions", required=True, type=Path, help='{"question_id", "answer"} rows')
+        for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
+            p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
+            p.add_argument("--limit", type=int, default=None, help="only the first N questions (a smoke run)")
+            p.set_defaults(fn=fn, bench=bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superclass eval", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the named recipes")
     p.set_defaults(fn=_cmd_recipes)
+    _add_vlm_commands(sub)
     return parser
 
 

@@ -1,0 +1,305 @@
+"""VLM benchmarks (VQAv2, TextVQA, MMBench) behind one evaluator interface, in big_vision's manner.
+
+A benchmark builds generation requests (question text in LLaVA-1.5's `vicuna_v1` prompt, one `<image>`, a lazy
+image loader) and scores a predictions mapping (question id -> answer text). `run_benchmark` hands the requests
+to `eval.generation.generate_answers` (resumable `predictions.jsonl`) and writes `metrics.json` and the submission
+files; `score_predictions` does the second half from a predictions file (JSONL or a JSON list of
+`{"question_id", "answer"}`; LLaVA's `"text"` key is read too).
+
+max_new_tokens: 16 for all three by default. lmms-eval uses 16 for VQAv2/TextVQA; LLaVA's scripts allow 128
+(VQA) and 1024 (MMBench), but a model asked for "a single word or phrase" or "the option's letter directly"
+stops long before 16 tokens, and a longer ramble would at best be parsed the same. Pass --max-new-tokens to match
+them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.mmbench import MMBENCH_PROMPTS, MMBenchSet, load_mmbench, mmbench_prompt, score_mmbench, submission_rows
+from eval.results import _write_text_atomically, write_metrics
+from eval.vqa_data import (
+    TEXTVQA_PROMPTS,
+    QuestionId,
+    VQASet,
+    load_parquet,
+    load_textvqa,
+    load_vqav2,
+    norm_id,
+    question_prompt,
+    score_vqa,
+)
+from eval.vqa_data import submission_rows as vqa_submission_rows
+from eval.vqa_metric import check_normalization
+from pretrain.runtime.errors import DataError, UserError
+
+DEFAULT_MAX_NEW_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One question as a benchmark asks it: id, question text (no chat template yet) and a lazy image loader."""
+
+    id: QuestionId
+    text: str
+    image: Callable[[], Any]
+
+
+class VLMBenchmark(ABC):
+    """The evaluator interface: questions to generate answers for, and scores and files from the answers."""
+
+    name: str
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+
+    @abstractmethod
+    def prompt_items(self) -> list[PromptItem]:
+        """The questions that can be run (those with an image), in file order."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the set and the protocol (split, prompt layout, skipped rows)."""
+
+    @abstractmethod
+    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
+        """Metrics of `predictions`, or None when the set has no ground truth (a test split)."""
+
+    @abstractmethod
+    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
+        """Submission files written into `out_dir` (name -> path); none when there is nothing to submit."""
+
+    def requests(self, template: str = "vicuna_v1", max_new_tokens: int | None = None) -> list[Any]:
+        """`eval.generation.Request`s: each question in the model's chat template with one `<image>`."""
+        from eval.generation import Request
+        from vlm.templates import generation_prompt
+
+        limit = max_new_tokens or self.max_new_tokens
+        return [
+            Request(
+                id=p.id, prompt=generation_prompt(p.text, template, image=True), image=p.image, max_new_tokens=limit
+            )
+            for p in self.prompt_items()
+        ]
+
+
+class VQABenchmark(VLMBenchmark):
+    """VQAv2 or TextVQA: soft VQA accuracy (official / always / evalai normalisation); EvalAI JSON for test."""
+
+    def __init__(self, vset: VQASet, normalize: str = "official", prompt: str = "llava") -> None:
+        self.vset, self.normalize, self.prompt = vset, check_normalization(normalize), prompt
+        self.name = vset.name
+        if vset.name == "textvqa" and prompt not in TEXTVQA_PROMPTS:
+            raise UserError(f"unknown TextVQA prompt layout '{prompt}' (expected one of {list(TEXTVQA_PROMPTS)})")
+
+    def prompt_items(self) -> list[PromptItem]:
+        return [
+            PromptItem(item.question_id, question_prompt(self.vset, item, self.prompt), item.load_image)
+            for item in self.vset.items
+            if item.image is not None
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.name,
+            "split": self.vset.split,
+            "source": self.vset.source,
+            "prompt": self.prompt if self.name == "textvqa" else "short_answer",
+            "normalization": self.normalize,
+            "num_questions": len(self.vset.items),
+            "data_counts": dict(self.vset.counts),
+        }
+
+    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
+        return score_vqa(self.vset, predictions, self.normalize) if self.vset.has_answers else None
+
+    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
+        """`submission.json` for a test split (no answers or a `test*` subtype), padded with "" as LLaVA does."""
+        if self.vset.has_answers and not self.vset.split.startswith("test"):
+            return {}
+        rows, empty = vqa_submission_rows(self.vset, predictions)
+        path = out_dir / "submission.json"
+        _write_text_atomically(path, json.dumps(rows) + "\n")
+        return {"submission": str(path), "submission_empty_answers": str(empty)}
+
+
+class MMBenchBenchmark(VLMBenchmark):
+    """MMBench: CircularEval accuracy from letters read without an API; OpenCompass submission TSV (and xlsx)."""
+
+    name = "mmbench"
+
+    def __init__(self, mset: MMBenchSet, prompt: str = "llava") -> None:
+        if prompt not in MMBENCH_PROMPTS:
+            raise UserError(f"unknown MMBench prompt layout '{prompt}' (expected one of {list(MMBENCH_PROMPTS)})")
+        self.mset, self.prompt = mset, prompt
+
+    def prompt_items(self) -> list[PromptItem]:
+        return [
+            PromptItem(r.index, mmbench_prompt(r, self.prompt), r.load_image) for r in self.mset.rows if r.image_b64
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.name,
+            "split": next((r.split for r in self.mset.rows if r.split), "unknown"),
+            "source": self.mset.source,
+            "prompt": self.prompt,
+            "circular": self.mset.circular,
+            "num_questions": len({r.base for r in self.mset.rows}),
+            "data_counts": dict(self.mset.counts),
+        }
+
+    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
+        if not self.mset.has_answers:
+            return None
+        return score_mmbench(self.mset, {k: v for k, v in predictions.items() if isinstance(k, int)})
+
+    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
+        """`submission.tsv` always, `submission.xlsx` too when openpyxl is importable."""
+        from eval.mmbench import write_submission
+
+        rows = submission_rows(self.mset, {k: v for k, v in predictions.items() if isinstance(k, int)})
+        files = {"submission_tsv": str(write_submission(out_dir / "submission.tsv", rows))}
+        try:
+            import openpyxl  # noqa: F401
+        except ImportError:
+            return files
+        files["submission_xlsx"] = str(write_submission(out_dir / "submission.xlsx", rows))
+        return files
+
+
+def vqav2_benchmark(
+    questions: str | Path | None = None,
+    annotations: str | Path | None = None,
+    image_root: str | Path | None = None,
+    normalize: str = "official",
+    limit: int | None = None,
+    parquet: str | Path | None = None,
+) -> VQABenchmark:
+    """VQAv2 from the official JSON files (or an lmms-lab parquet)."""
+    if parquet is not None:
+        return VQABenchmark(load_parquet(parquet, "vqav2", limit), normalize)
+    if questions is None:
+        raise UserError("VQAv2 needs --questions (the official question JSON) or --parquet")
+    return VQABenchmark(load_vqav2(questions, annotations, image_root, limit), normalize)
+
+
+def textvqa_benchmark(
+    data: str | Path | None = None,
+    image_root: str | Path | None = None,
+    prompt: str = "llava",
+    normalize: str = "evalai",
+    limit: int | None = None,
+    parquet: str | Path | None = None,
+) -> VQABenchmark:
+    """TextVQA from the official JSON (or an lmms-lab parquet); LLaVA's OCR-token prompt unless `lmms_eval`."""
+    if parquet is not None:
+        return VQABenchmark(load_parquet(parquet, "textvqa", limit), normalize, prompt)
+    if data is None:
+        raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json) or --parquet")
+    return VQABenchmark(load_textvqa(data, image_root, limit), normalize, prompt)
+
+
+def mmbench_benchmark(
+    tsv: str | Path, prompt: str = "llava", circular: str = "auto", limit: int | None = None
+) -> MMBenchBenchmark:
+    """MMBench from its official TSV."""
+    return MMBenchBenchmark(load_mmbench(tsv, circular, limit), prompt)
+
+
+def _parse_prediction(entry: Any) -> tuple[QuestionId, str] | None:
+    if not isinstance(entry, dict) or "question_id" not in entry:
+        return None
+    answer = entry.get("answer", entry.get("text"))
+    if not isinstance(answer, str):
+        return None
+    try:
+        return norm_id(entry["question_id"]), answer
+    except ValueError:
+        return None
+
+
+def read_predictions(path: str | Path) -> tuple[dict[QuestionId, str], dict[str, Any]]:
+    """id -> answer from a JSONL file or a JSON list of {"question_id", "answer"|"text"}; bad rows are counted."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such predictions file")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            entries: list[Any] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not a valid JSON list ({exc.msg} at line {exc.lineno})") from exc
+    else:
+        entries = []
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    entries.append(None)
+    predictions: dict[QuestionId, str] = {}
+    stats = {"path": str(path), "rows": len(entries), "malformed_rows": 0, "duplicates": 0}
+    for entry in entries:
+        parsed = _parse_prediction(entry)
+        if parsed is None:
+            stats["malformed_rows"] += 1
+            continue
+        stats["duplicates"] += parsed[0] in predictions
+        predictions[parsed[0]] = parsed[1]  # the last answer wins, as a resumed run appends
+    return predictions, stats
+
+
+def finish(
+    bench: VLMBenchmark, predictions: Mapping[QuestionId, str], out_dir: str | Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Score, write the submission files and `metrics.json` (accuracy null on a test split); the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {**bench.describe(), **extra}
+    scores = bench.score(predictions)
+    metrics["scored"] = scores is not None
+    metrics.update(scores if scores is not None else {"accuracy": None, "num_predictions": len(predictions)})
+    metrics["files"] = bench.write_outputs(out_dir, predictions)
+    write_metrics(out_dir, metrics)
+    return metrics
+
+
+def score_predictions(bench: VLMBenchmark, predictions: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Score a predictions file into `out_dir` (metrics.json, submission files)."""
+    preds, stats = read_predictions(predictions)
+    return finish(bench, preds, out_dir, {"predictions": stats})
+
+
+def _is_main_rank() -> bool:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_benchmark(
+    bench: VLMBenchmark, model_dir: str | Path, out_dir: str | Path, cfg: Any, template: str = "vicuna_v1"
+) -> dict[str, Any] | None:
+    """Generate (resumably) into out_dir/predictions.jsonl, then score on rank 0; other ranks return None."""
+    from eval.generation import generate_answers
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    requests = bench.requests(template, cfg.max_new_tokens)
+    answers = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg)
+    if not _is_main_rank():
+        return None
+    extra = {
+        "model": str(model_dir),
+        "template": template,
+        "max_new_tokens": cfg.max_new_tokens or bench.max_new_tokens,
+        "num_requests": len(requests),
+        "predictions": {"path": str(out_dir / "predictions.jsonl"), "rows": len(answers)},
+    }
+    return finish(bench, {norm_id(k): v for k, v in answers.items()}, out_dir, extra)

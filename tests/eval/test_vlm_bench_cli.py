@@ -1,0 +1,179 @@
+"""`superclass eval {vqav2,textvqa,mmbench} score` end to end on files in the official formats (synthetic sets)."""
+
+import json
+
+import pytest
+
+from eval.cli import main
+from eval.mmbench import load_mmbench
+from eval.vlm_bench import mmbench_benchmark, read_predictions, textvqa_benchmark, vqav2_benchmark
+from eval.vlm_synthetic import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2
+from eval.vqa_data import load_vqav2
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vlm")
+    return {
+        "vqav2": write_synthetic_vqav2(tmp / "vqav2", num_images=6, seed=3),
+        "test": write_synthetic_vqav2(tmp / "vqav2_test", num_images=2, seed=4, subtype="test-dev2015"),
+        "textvqa": write_synthetic_textvqa(tmp / "textvqa", num_images=4, seed=3),
+        "mmbench": write_synthetic_mmbench(tmp / "mmbench.tsv", num_images=6, seed=3),
+        "mmbench_circular": write_synthetic_mmbench(tmp / "mmbench_c.tsv", num_images=6, seed=3, circular=True),
+    }
+
+
+def _truth(path):
+    """question_id -> the answer most annotators gave, from an official annotation JSON."""
+    anns = json.loads(path.read_text())["annotations"]
+    return {a["question_id"]: (a["multiple_choice_answer"], a["answer_type"]) for a in anns}
+
+
+def test_synthetic_sets_load_with_zero_skips(sets):
+    vqa = vqav2_benchmark(sets["vqav2"]["questions"], sets["vqav2"]["annotations"], sets["vqav2"]["image_root"])
+    assert set(vqa.vset.counts.values()) == {0} and len(vqa.prompt_items()) == 24
+    assert all(len(item.answers) == 10 for item in vqa.vset.items)
+    assert vqa.prompt_items()[0].image().size == (64, 64)
+    test = vqav2_benchmark(sets["test"]["questions"], None, sets["test"]["image_root"])
+    assert test.vset.split == "test-dev2015" and set(test.vset.counts.values()) == {0}  # test2015 images found
+    text = textvqa_benchmark(sets["textvqa"]["data"], sets["textvqa"]["image_root"])
+    assert set(text.vset.counts.values()) == {0} and len(text.prompt_items()) == 16
+    assert "\nReference OCR token: " in text.prompt_items()[0].text
+    for key, circular in (("mmbench", "rotated"), ("mmbench_circular", "tsv")):
+        mm = mmbench_benchmark(sets[key])
+        assert mm.mset.circular == circular and set(mm.mset.counts.values()) == {0}
+        assert len(mm.prompt_items()) == len(mm.mset.rows) > 6
+
+
+def test_vqav2_score_jsonl_and_json_list(sets, tmp_path, capsys):
+    files = sets["vqav2"]
+    truth = _truth(files["annotations"])
+    dropped = sorted(truth)[:2]
+    lines = [json.dumps({"question_id": q, "answer": a.capitalize() + "."}) for q, (a, _) in truth.items()]
+    lines = [line for line in lines if json.loads(line)["question_id"] not in dropped] + ["{broken"]
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    base = ["vqav2", "score", "--questions", str(files["questions"]), "--annotations", str(files["annotations"])]
+    assert main([*base, "--predictions", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    # Capitalised, punctuated answers: 0 on unanimous questions in the official mode (compared raw), 1 elsewhere.
+    items = load_vqav2(files["questions"], files["annotations"]).items
+    unanimous = {i.question_id for i in items if len(set(i.answers)) == 1}
+    right = [q for q in truth if q not in dropped and q not in unanimous]
+    assert m["accuracy"] == round(100 * len(right) / 24, 2)
+    assert (m["normalization"], m["missing_predictions"], m["num_questions"]) == ("official", 2, 24)
+    assert m["predictions"]["malformed_rows"] == 1 and m["files"] == {}
+    assert set(m["per_answer_type"]) == {"number", "other"} and m["per_question_type"]
+    assert "| vqav2" in capsys.readouterr().out
+    rows = [{"question_id": str(q), "text": a} for q, (a, _) in truth.items()]  # LLaVA's "text" key, string ids
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    out = tmp_path / "b"
+    assert main([*base, "--predictions", str(tmp_path / "p.json"), "--out", str(out), "--normalize", "always"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["accuracy"] == 100.0 and m["per_answer_type"] == {"number": 100.0, "other": 100.0}
+    assert (m["normalization"], m["missing_predictions"]) == ("always", 0)
+
+
+def test_vqav2_test_split_writes_an_evalai_submission(sets, tmp_path):
+    files = sets["test"]
+    qids = [q["question_id"] for q in json.loads(files["questions"].read_text())["questions"]]
+    preds = [{"question_id": qids[0], "answer": "Two."}, {"question_id": qids[1], "answer": "The Red ball"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+    args = ["vqav2", "score", "--questions", str(files["questions"]), "--predictions", str(tmp_path / "p.jsonl")]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    sub = json.loads((tmp_path / "o" / "submission.json").read_text())
+    assert [r["question_id"] for r in sub] == qids
+    assert [r["answer"] for r in sub[:3]] == ["2", "red ball", ""]  # EvalAI-processed; "" where not answered
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["scored"] is False and m["accuracy"] is None and m["files"]["submission_empty_answers"] == "6"
+    assert m["num_questions"] == 8 and m["num_predictions"] == 2
+
+
+def test_textvqa_score(sets, tmp_path):
+    doc = json.loads(sets["textvqa"]["data"].read_text())
+    preds = [{"question_id": d["question_id"], "answer": max(d["answers"], key=d["answers"].count).upper()}
+             for d in doc["data"]]  # fmt: skip
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds[1:]))
+    base = ["textvqa", "score", "--data", str(sets["textvqa"]["data"]), "--predictions", str(tmp_path / "p.jsonl")]
+    assert main([*base, "--out", str(tmp_path / "o"), "--prompt", "lmms_eval"]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["accuracy"] == round(100 * 15 / 16, 2)  # upper case is fine after the EvalAI processor
+    assert (m["normalization"], m["prompt"], m["missing_predictions"]) == ("evalai", "lmms_eval", 1)
+
+
+def test_mmbench_score(sets, tmp_path, capsys):
+    mset = load_mmbench(sets["mmbench_circular"])
+    styles = ["{}", "({})", "{}.", "The answer is {}."]
+    preds = {r.index: styles[i % 4].format(r.answer) for i, r in enumerate(mset.rows)}
+    wrong = next(r for r in mset.rows if r.index >= 1_000_000)
+    preds[wrong.index] = "A" if wrong.answer != "A" else "B"
+    rows = [{"question_id": k, "answer": v} for k, v in preds.items()]
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    args = ["mmbench", "score", "--tsv", str(sets["mmbench_circular"]), "--predictions", str(tmp_path / "p.json")]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["accuracy"] == round(100 * 5 / 6, 2) and m["accuracy_single_pass"] == 100.0
+    assert (m["circular"], m["num_questions"], m["unparsed"], m["missing_predictions"]) == ("tsv", 6, 0, 0)
+    assert m["per_category"][mset.rows[[r.index for r in mset.rows].index(wrong.base)].category] < 100.0
+    assert (tmp_path / "o" / "submission.tsv").is_file()
+    assert "| mmbench" in capsys.readouterr().out
+
+
+def test_missing_images_and_bad_files(sets, tmp_path, capsys):
+    import shutil
+
+    files = sets["vqav2"]
+    root = tmp_path / "images"
+    shutil.copytree(files["image_root"], root)
+    next((root / "val2014").glob("*.jpg")).unlink()
+    bench = vqav2_benchmark(files["questions"], files["annotations"], root)
+    assert bench.vset.counts["missing_images"] == 4 and len(bench.prompt_items()) == 20
+    (tmp_path / "q.json").write_text(json.dumps({"data_subtype": "val2014", "qs": []}))
+    args = ["vqav2", "score", "--questions", str(tmp_path / "q.json"), "--predictions", str(tmp_path / "q.json")]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "q.json" in err and "'questions'" in err and len(err.splitlines()) == 1
+    preds, stats = read_predictions(_jsonl(tmp_path / "p.jsonl", ['{"question_id": 1, "answer": "a"}', "[]", "{"]))
+    assert preds == {1: "a"} and stats["malformed_rows"] == 2
+    assert main(["vqav2", "run", "--questions", str(files["questions"]), "--model", "m", "--out", "o"]) == 2
+    assert "--image-root" in capsys.readouterr().err
+
+
+def _jsonl(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_parquet_loader(sets, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    doc = json.loads(sets["textvqa"]["data"].read_text())
+    images = sets["textvqa"]["image_root"]
+    rows = [
+        {
+            "question_id": d["question_id"],
+            "question": d["question"],
+            "image": {"bytes": (images / f"{d['image_id']}.jpg").read_bytes(), "path": None},
+            "image_id": d["image_id"],
+            "answers": d["answers"],
+            "ocr_tokens": d["ocr_tokens"],
+        }
+        for d in doc["data"][:4]
+    ]
+    rows[3]["image"] = {"bytes": None, "path": None}
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "textvqa.parquet")
+    bench = textvqa_benchmark(parquet=tmp_path / "textvqa.parquet")
+    assert len(bench.vset.items) == 4 and bench.vset.counts["missing_images"] == 1
+    assert bench.prompt_items()[0].image().size == (64, 64)
+    preds = {d["question_id"]: d["answers"][0] for d in doc["data"][:3]}
+    assert bench.score(preds)["missing_predictions"] == 1
+
+
+def test_requests_use_the_vicuna_prompt(sets):
+    from vlm.templates import generation_prompt
+
+    bench = mmbench_benchmark(sets["mmbench"], prompt="llava")
+    requests = bench.requests()
+    item = bench.prompt_items()[0]
+    assert requests[0].id == item.id and requests[0].prompt == generation_prompt(item.text, "vicuna_v1", image=True)
+    assert requests[0].prompt.count("<image>") == 1 and requests[0].max_new_tokens == 16
+    assert bench.requests(max_new_tokens=4)[0].max_new_tokens == 4
