@@ -21,6 +21,7 @@ from vlm.build import build_llava, load_llava, num_image_tokens, process_images
 from vlm.data import LlavaBatches, LlavaSamples, format_skipped, read_llava_json
 from vlm.recipes import VLMRecipe
 from vlm.task import EXPORT_DIR, LlavaTask
+from vlm.templates import VICUNA_SYSTEM
 
 
 def synthetic_data(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
@@ -55,7 +56,7 @@ def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
     if is_main and not (lm_dir / "config.json").is_file():
         rows = read_llava_json(json_path)
         texts = [t["value"] for r in rows if isinstance(r, dict) for t in r.get("conversations", [])]
-        texts += [f"{q} {a}" for q, a in TEXT_QUESTIONS]
+        texts += [f"{q} {a}" for q, a in TEXT_QUESTIONS] + [f"{VICUNA_SYSTEM} USER: ASSISTANT: </s>"] * 20
         build_tiny_llama(texts, lm_dir, seed=recipe.run.seed)
     barrier()
     return str(lm_dir)

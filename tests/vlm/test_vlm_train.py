@@ -1,0 +1,144 @@
+"""LLaVA training: what each stage trains, LoRA merge, overfitting a few samples, exact resume, CLI errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from vlm_fixtures import tiny_encoder, tiny_llm
+
+from pretrain.runtime.config import resolve
+from pretrain.runtime.optim import OptimConfig, build_optimizer
+from vlm.build import VLMModelConfig, build_llava, load_llava, num_image_tokens, process_images
+from vlm.cli import main as vlm_main
+from vlm.data import LlavaBatches, LlavaSamples
+from vlm.lora import LoraSettings, merge_lora_state
+from vlm.recipes import get_recipe
+from vlm.synthetic_data import write_synthetic_llava
+from vlm.task import LlavaTask
+from vlm.train import train
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlm_train")
+    encoder, llm = tiny_encoder(root / "enc"), tiny_llm(root / "lm")
+    data = write_synthetic_llava(root / "data", 24, seed=0, image_size=32, stage=2)
+    return {"root": root, "encoder": encoder, "llm": llm, "data": data}
+
+
+def _llava(parts, aspect="pad"):
+    torch.manual_seed(0)
+    return build_llava(VLMModelConfig(encoder=str(parts["encoder"]), llm=str(parts["llm"]), image_aspect_ratio=aspect))
+
+
+def _batch(parts, model, processor, n=6):
+    samples = LlavaSamples.from_json(
+        parts["data"], tokenizer=processor.tokenizer, template="vicuna_v1", max_length=512,
+        num_image_tokens=num_image_tokens(model.config),
+        image_transform=lambda im: process_images(processor, [im], pad=True)[0],
+    )  # fmt: skip
+    return next(iter(LlavaBatches(samples, n, pad_token_id=processor.tokenizer.pad_token_id)))
+
+
+def _changed(task, batch, lr=1e-2):
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    opt = build_optimizer(task, OptimConfig(lr=lr, warmup_steps=0, weight_decay=0.0), task.lr_scales())
+    task.train()
+    task(batch)["loss"].backward()
+    with_grad = {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    opt.step()
+    changed = {k for k, v in task.state_dict().items() if not torch.equal(v, before[k])}
+    return with_grad, changed
+
+
+@pytest.mark.parametrize("stage,lora", [(1, False), (2, False), (2, True)])
+def test_only_the_stage_parameters_get_gradients(parts, stage, lora):
+    model, processor = _llava(parts)
+    batch = _batch(parts, model, processor)
+    task = LlavaTask(model, processor, stage, LoraSettings(enabled=lora, r=4, alpha=8), projector_lr_scale=0.1)
+    with_grad, changed = _changed(task, batch)
+    assert changed == with_grad
+    assert any(n.startswith("model.model.multi_modal_projector.") for n in with_grad)
+    assert not any("vision_tower" in n for n in changed)  # the tower never trains
+    llm = {n for n in changed if "language_model" in n or n.startswith("model.lm_head")}
+    if stage == 1:
+        assert not llm
+    elif lora:
+        assert llm and all(".lora_" in n for n in llm)
+        assert not any("lora_" in n for n in changed if "language_model" not in n)  # no adapter outside the LLM
+        groups = build_optimizer(task, OptimConfig(lr=2e-4), task.lr_scales()).param_groups
+        scales = {g["lr_scale"] for g in groups for n in g["param_names"] if "multi_modal_projector" in n}
+        assert scales == {0.1}  # LLaVA's mm_projector_lr 2e-5 next to LoRA's 2e-4
+    else:
+        assert any("layers.0.self_attn.q_proj" in n for n in llm) and "model.lm_head.weight" in llm
+
+
+def test_lora_merge_gives_the_unmerged_outputs(parts, tmp_path):
+    model, processor = _llava(parts)
+    batch = _batch(parts, model, processor, n=3)
+    task = LlavaTask(model, processor, 2, LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():  # peft starts B at zero: make the adapter do something
+        for name, p in task.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.5)
+    task.eval()
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    with torch.no_grad():
+        unmerged = task.model(**inputs).logits
+    out = task.export_artifact(tmp_path, task.state_dict(), samples_seen=3)
+    merged_model, _ = load_llava(out)
+    with torch.no_grad():
+        merged = merged_model(**inputs).logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
+    assert not any("lora" in k for k in merged_model.state_dict())
+    state = {"a.base_layer.weight": torch.eye(2), "a.lora_A.default.weight": torch.ones(1, 2),
+             "a.lora_B.default.weight": torch.full((2, 1), 0.5), "b.weight": torch.zeros(1)}  # fmt: skip
+    by_hand = torch.eye(2) + 2.0 * torch.full((2, 1), 0.5) @ torch.ones(1, 2)  # alpha / r = 2
+    merged_state = merge_lora_state(state, LoraSettings(r=1, alpha=2))
+    assert set(merged_state) == {"a.weight", "b.weight"} and torch.equal(merged_state["a.weight"], by_hand)
+
+
+def test_tiny_llava_overfits_a_handful_of_samples(parts):
+    model, processor = _llava(parts)
+    batch = _batch(parts, model, processor, n=4)
+    task = LlavaTask(model, processor, 2)
+    opt = build_optimizer(task, OptimConfig(lr=3e-3, warmup_steps=0, weight_decay=0.0))
+    task.train()
+    losses = []
+    for _ in range(60):
+        loss = task(batch)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses[::10]
+
+
+def _recipe(parts, out: Path, steps: int, resume: str = ""):
+    overrides = [f"model.encoder={parts['encoder']}", f"model.llm={parts['llm']}", f"run.out_dir={out}",
+                 f"run.steps={steps}", "run.save_every=2", "run.global_batch_size=4", "data.synthetic_samples=40",
+                 "data.synthetic_image_size=32", "data.max_length=512", f"run.resume={resume}"]  # fmt: skip
+    return resolve(get_recipe("llava_tiny_stage2"), None, overrides)
+
+
+def test_interrupted_training_resumes_exactly(parts, tmp_path):
+    straight = load_llava(train(_recipe(parts, tmp_path / "a", 4)))[0].state_dict()
+    train(_recipe(parts, tmp_path / "b", 2))
+    checkpoint = tmp_path / "b" / "checkpoints"
+    step2 = load_file(str(sorted(checkpoint.iterdir())[-1] / "model.safetensors"))
+    assert step2 and not any("vision_tower" in k for k in step2)  # frozen weights stay out of checkpoints
+    resumed = load_llava(train(_recipe(parts, tmp_path / "b", 4, resume="latest")))[0].state_dict()
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_train_cli_errors_are_one_line(parts, capsys):
+    assert vlm_main(["train", "--stage", "1", "--recipe", "llava_tiny_stage2"]) == 2
+    assert "stage-2 recipe" in capsys.readouterr().err
+    assert vlm_main(["train", "--recipe", "llava_tiny_stage2", "data.kind=llava_json"]) == 2
+    assert "data.json is empty" in capsys.readouterr().err
+    assert vlm_main(["recipe", "llava15_stage2_lora"]) == 0
+    text = capsys.readouterr().out
+    assert "r: 128" in text and "alpha: 256" in text and "projector_lr: 2.0e-05" in text
