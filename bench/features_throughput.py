@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from eval.features import autocast, collate_skipping, iter_batches
 from pretrain.data.labelled import image_folder
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import Encoder, default_preprocess
+from pretrain.features import autocast, collate_skipping, iter_batches
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import get_preset
 from pretrain.runtime.distributed import pick_device

@@ -71,7 +71,7 @@ def _dataset(args: argparse.Namespace, split: str) -> Any:
 
 def _split_features(args: argparse.Namespace, split: str, cache_arg: str | None, fcfg: Any, encoder: Any) -> Any:
     """A FeatureSet for `split`: the given cache, or computed into (and reused from) --cache/<split>."""
-    from eval.features import extract_features, read_feature_set
+    from pretrain.features import extract_features, read_feature_set
 
     if cache_arg:
         return read_feature_set(cache_arg)
@@ -118,8 +118,8 @@ def _probe_inputs(args: argparse.Namespace, fcfg: Any, need_train: bool = True) 
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from eval.features import FeatureConfig, extract_features
     from pretrain.data.labelled import load_split
+    from pretrain.features import FeatureConfig, extract_features
 
     fcfg = FeatureConfig(
         batch_size=args.batch_size,

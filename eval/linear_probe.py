@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from eval.features import FeatureConfig, FeatureSet, autocast, collate_skipping, pool_tokens, resolve_precision
 from eval.results import chance_levels, format_table, prediction_rows, topk_accuracy, write_metrics, write_predictions
 from pretrain.data.labelled import LabelledImages, stratified_holdout
 from pretrain.encoder import Encoder
+from pretrain.features import FeatureConfig, FeatureSet, autocast, collate_skipping, pool_tokens, resolve_precision
 from pretrain.runtime.config import to_dict
 from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError

@@ -8,11 +8,11 @@ from typing import Any
 
 from PIL import Image
 
-from eval.features import FeatureConfig, compute_features
 from eval.fewshot import FewShotConfig, run_fewshot
 from eval.linear_probe import LinearProbeRecipe, LogRegConfig, run_linear_probe
 from pretrain.data.labelled import LabelledImages, from_images, load_split
 from pretrain.encoder import Encoder, load_encoder
+from pretrain.features import FeatureConfig, compute_features
 from pretrain.runtime.errors import DataError
 
 # (images, labels) or (images, labels, class_names), a folder / list path, or a dataset

@@ -1,6 +1,6 @@
-"""`superclass lit <command>` / `python -m lit <command>`: train, recipes, zero-shot, retrieval.
+"""`superclass lit <command>` / `python -m lit <command>`: train, cached features, recipes, zero-shot, retrieval.
 
-usage: superclass lit {train,recipe,recipes,zeroshot,retrieval} ...
+usage: superclass lit {train,features,recipe,recipes,zeroshot,retrieval,export} ...
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = train(recipe)
     if os.environ.get("RANK", "0") == "0":
         print(f"LiT model: {out}")
+    return 0
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from lit.recipes import get_recipe
+    from lit.train import precompute_features
+    from pretrain.runtime.config import resolve
+
+    overrides = list(args.overrides) + ([f"encoder={args.encoder}"] if args.encoder else [])
+    cache = precompute_features(resolve(get_recipe(args.recipe), args.config, overrides))
+    if os.environ.get("RANK", "0") == "0":
+        skipped = json.dumps(dict(Counter(cache.reasons.values())))
+        print(f"feature cache: {cache.path} ({len(cache.features)} of {len(cache)} images, skipped {skipped})")
     return 0
 
 
@@ -71,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help="encoder artifact directory (same as encoder=DIR)")
     add_recipe_args(p, "lit_tiny")
     p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("features", help="run the locked tower once over the training data and cache its features")
+    p.add_argument("--encoder", default=None, help="encoder artifact directory (same as encoder=DIR)")
+    add_recipe_args(p, "lit_tiny")
+    p.set_defaults(fn=_cmd_features)
 
     add_recipe_commands(sub, lambda: importlib.import_module("lit.recipes").RECIPES)
 

@@ -5,6 +5,7 @@ Held-out samples come from `make_sample(i, seed=1)` (training uses seed 0), so e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from lit.retrieval import RetrievalSet, recall_at_k
 from lit.train import train
 from lit.zeroshot import _encoder_transform, encode_images, topk_accuracy, zero_shot_classifier, zero_shot_logits
 from pretrain.data.synthetic import COLOURS, SHAPES, make_sample
+from pretrain.runtime.config import resolve
 
 HELD_OUT_SEED = 1
 TASKS = {
@@ -25,10 +27,15 @@ TASKS = {
 
 
 def lit_demo(
-    encoder_dir: str | Path, out_dir: str | Path, steps: int = 300, n_eval: int = 200, n_retrieval: int = 100
+    encoder_dir: str | Path,
+    out_dir: str | Path,
+    steps: int = 300,
+    n_eval: int = 200,
+    n_retrieval: int = 100,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train lit_tiny against `encoder_dir`; zero-shot accuracy (colour, shape) and retrieval R@1 with chance levels."""
-    recipe = get_recipe("lit_tiny")
+    """Train lit_tiny (+ `key=value` overrides) on `encoder_dir`; zero-shot and retrieval scores beside chance."""
+    recipe = resolve(get_recipe("lit_tiny"), None, list(overrides))
     recipe.encoder = str(encoder_dir)
     recipe.run.out_dir = str(out_dir)
     recipe.run.steps = steps

@@ -172,9 +172,13 @@ class LiTModel(nn.Module):
                 return self.backbone(images).float()
         return self.backbone(images).float()
 
-    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        features = self.image_proj(self.image_features(images))
+    def project_image(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Joint embeddings [B, embed_dim] from pooled backbone features [B, width] (live or cached)."""
+        features = self.image_proj(features)
         return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.project_image(self.image_features(images), normalize)
 
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, normalize: bool = True):
         """Text embeddings [B, embed_dim] from token ids (and real lengths, which the HF tower masks with)."""

@@ -23,6 +23,11 @@ class LiTRecipe:
     encoder: str = ""  # the encoder artifact directory (pretrain's run_dir/encoder); required
     unlocked_groups: int = 0  # 0: only the new image projection trains; N: also the last N image groups
     image_dtype: Literal["fp32", "bf16"] = "fp32"  # storage dtype of the locked image tower
+    augment: bool = True  # false: the locked tower sees the encoder's eval transform (resize + centre crop) only
+    # run the fully locked tower once over the training data (list or synthetic), cache its pooled features and
+    # train on them; needs unlocked_groups=0 and augment=false (see lit/data.py)
+    cache_features: bool = False
+    cache_dir: str = ""  # feature caches live in CACHE_DIR/<key>/ ("" = <run.out_dir>/feature_cache)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)  # the text tokenizer (hf towers use their own)
     data: DataConfig = field(default_factory=DataConfig)  # same pipeline as pretraining (image size: the encoder's)

@@ -1,4 +1,7 @@
-"""LiT as a task object for the shared loop: `forward(batch) -> {"loss": ...}` with OpenCLIP's ClipLoss."""
+"""LiT as a task object for the shared loop: `forward(batch) -> {"loss": ...}` with OpenCLIP's ClipLoss.
+
+The batch's `image` is pixels, or with `cached_features` the locked tower's pooled features (`lit.data`).
+"""
 
 from __future__ import annotations
 
@@ -25,15 +28,20 @@ class LiTTask(nn.Module):
         rank: int = 0,
         world_size: int = 1,
         provenance: dict[str, Any] | None = None,
+        cached_features: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = clip_loss(world_size=world_size, rank=rank)
         self.text_cfg, self.labels = text, labels
         self.provenance = provenance or {}
+        self.cached_features = cached_features  # batch["image"] holds the locked tower's pooled features [B, D]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image, text, scale = self.model(batch["image"], batch["text"], batch.get("text_len"))
+        pooled = batch["image"] if self.cached_features else self.model.image_features(batch["image"])
+        image = self.model.project_image(pooled)
+        text = self.model.encode_text(batch["text"], batch.get("text_len"))
+        scale = self.model.logit_scale.exp()
         return {"loss": self.loss(image, text, scale), "logit_scale": scale.detach()}
 
     def after_step(self) -> None:

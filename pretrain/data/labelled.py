@@ -53,7 +53,7 @@ class LabelledImages(torch.utils.data.Dataset):
     """Images (file paths or PIL images) with integer labels into `classes`.
 
     `dataset[i]` is `(transform(image), label, i)`, or `(None, label, i)` when the image is missing or cannot
-    be decoded (the collate function of `eval.features` counts those). Without a transform the image is PIL.
+    be decoded (the collate function of `pretrain.features` counts those). Without a transform the image is PIL.
     """
 
     items: list[str | Image.Image]

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eval.features import FeatureSet
 from pretrain.encoder import default_preprocess, save_encoder
+from pretrain.features import FeatureSet
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import get_preset
 

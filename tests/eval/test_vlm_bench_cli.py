@@ -177,3 +177,31 @@ def test_requests_use_the_vicuna_prompt(sets):
     assert requests[0].id == item.id and requests[0].prompt == generation_prompt(item.text, "vicuna_v1", image=True)
     assert requests[0].prompt.count("<image>") == 1 and requests[0].max_new_tokens == 16
     assert bench.requests(max_new_tokens=4)[0].max_new_tokens == 4
+
+
+def test_run_generates_resumably_and_score_agrees(sets, tmp_path, capsys):
+    from llava_fixtures import build_tiny_llava
+
+    model = build_tiny_llava(tmp_path / "llava")
+    q = sets["vqav2"]
+    out = tmp_path / "run"
+    args = ["vqav2", "run", "--model", str(model), "--questions", str(q["questions"]), "--annotations",
+            str(q["annotations"]), "--image-root", str(q["image_root"]), "--out", str(out), "--batch-size", "5",
+            "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 24 and {r["question_id"] for r in rows} == set(read_predictions(out / "predictions.jsonl")[0])
+    assert metrics["scored"] and 0 <= metrics["accuracy"] <= 100 and metrics["normalization"] == "official"
+    # a rerun finds every answer in the file and generates nothing new; score alone gives the same accuracy
+    assert main(args) == 0 and (out / "predictions.jsonl").read_text().count("\n") == 24
+    assert main(["vqav2", "score", "--predictions", str(out / "predictions.jsonl"), "--questions", str(q["questions"]),
+                 "--annotations", str(q["annotations"]), "--out", str(tmp_path / "scored")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "scored" / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    mmb = tmp_path / "mmb"
+    assert main(["mmbench", "run", "--model", str(model), "--tsv", str(sets["mmbench"]), "--out", str(mmb),
+                 "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+    mmb_metrics = json.loads((mmb / "metrics.json").read_text())
+    rotated = load_mmbench(sets["mmbench"]).rows  # no copies in the file: each question rotated here, once per option
+    assert mmb_metrics["num_rows"] == len(rotated) > 6 and mmb_metrics["num_questions"] == 6
+    assert (mmb / "submission.tsv").is_file()

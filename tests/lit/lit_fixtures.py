@@ -20,3 +20,11 @@ def tiny_encoder(path: Path, seed: int = 0, pool: str = "avg") -> Path:
     backbone = build_backbone(arch)
     provenance = {"method": "superclass", "tokenizer": "clip_bpe", "vocab_size": 49408}
     return save_encoder(path, backbone, arch, default_preprocess(arch), provenance)
+
+
+def tiny_cnn_encoder(path: Path, seed: int = 0) -> Path:
+    """A random rn50_tiny backbone (timm's test_resnet, 64 px, width 96): its pooled features keep colour linear."""
+    arch = get_preset("rn50_tiny")
+    torch.manual_seed(seed)
+    provenance = {"method": "clip", "tokenizer": "clip_bpe", "vocab_size": 49408}
+    return save_encoder(path, build_backbone(arch), arch, default_preprocess(arch), provenance)

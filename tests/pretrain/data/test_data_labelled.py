@@ -1,18 +1,12 @@
 """Labelled datasets: class folders, CSV/JSONL lists, skipped-and-counted bad images, synthetic attributes."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from eval_fixtures import colour_image, tiny_encoder, write_folder, write_list
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "eval"))
-
-from eval_fixtures import colour_image, tiny_encoder, write_folder, write_list  # noqa: E402
-
-from eval.features import compute_features, extract_features
 from pretrain.data.labelled import image_folder, load_split, stratified_holdout, synthetic_attribute_dataset
 from pretrain.data.synthetic import COLOURS, SHAPES
+from pretrain.features import compute_features, extract_features
 from pretrain.runtime.errors import DataError
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from eval_fixtures import tiny_encoder, write_folder
 
-from eval.features import compute_features, extract_features, load_features, read_feature_set
 from pretrain.data.labelled import load_split
 from pretrain.encoder import load_encoder
+from pretrain.features import compute_features, extract_features, load_features, read_feature_set
 from pretrain.runtime.errors import UserError
 
 
