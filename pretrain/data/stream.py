@@ -284,10 +284,14 @@ class BatchLoader:
         self._consumed = stream.batches_consumed
         self._states: list[dict[str, int] | None] = list(stream.worker_states)
         self._skipped: Counter = Counter()
+        self._skipped_before: Counter = Counter()
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far (over all workers, up to the last batch consumed), by reason."""
+        """Samples skipped since this loader was built or its state loaded (all workers, batches consumed), by reason.
+
+        The state dict records the run's totals; the Trainer keeps those across resumes and adds these to them.
+        """
         return dict(self._skipped)
 
     @property
@@ -331,7 +335,7 @@ class BatchLoader:
             "source": _source_signature(stream.source),
             "batches_consumed": self._consumed,
             "workers": copy.deepcopy(self._states),
-            "skipped": dict(self._skipped),
+            "skipped": dict(self._skipped_before + self._skipped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -359,7 +363,8 @@ class BatchLoader:
             self._states = [None] * stream.num_logical_workers  # positions follow from batches_consumed alone
         else:
             self._states = copy.deepcopy(state["workers"])
-        self._skipped = Counter(state["skipped"])
+        self._skipped_before = Counter(state["skipped"])  # the run's totals so far (the state records them)
+        self._skipped = Counter()  # counts since this load: the Trainer adds the checkpointed totals itself
 
 
 def _source_signature(source: ShardSource | IndexedSource) -> dict[str, Any]:
