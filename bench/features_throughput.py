@@ -1,16 +1,19 @@
-"""Usage: python bench/features_throughput.py [--quick] [--arch vit_tiny,vit_s16] [--bf16] [--workers N] [--images N]
+"""Usage: python bench/features_throughput.py [--quick] [--arch vit_tiny,vit_s16] [--bf16] [--workers N] [--decode gpu]
 
 Images/s of frozen-feature extraction as `superclass eval features` runs it (JPEG file -> decode -> the
 encoder's eval preprocess -> batched forward, DataLoader with N workers) against the bare forward pass on
-pre-made tensors, side by side, with the data path alone as a third column; prints the share of the
-extraction time the data path costs. One timed pass each, worker start-up included; random weights.
-CPU default: vit_tiny and vit_s16 (`--quick`: fewer images). GPU: --arch vit_b16 --bf16 --workers 8.
-Nothing is written outside a temporary directory.
+pre-made tensors, side by side, with the data path alone (decoded, preprocessed batches on the device) as a
+third column; prints the share of the extraction time the data path costs. One row per decode mode:
+`cpu` (PIL in the workers) and `gpu` (workers read bytes; nvJPEG + resize on the device; on a CPU-only machine
+the same code decodes with libjpeg-turbo in the main process). One timed pass each, worker start-up included;
+random weights. CPU default: vit_tiny and vit_s16 (`--quick`: fewer images). GPU: --arch vit_b16 --bf16
+--workers 8. Nothing is written outside a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -18,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+from pretrain.data.gpu_decode import check_decoder
 from pretrain.data.labelled import image_folder
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import Encoder, default_preprocess
-from pretrain.features import autocast, collate_skipping, iter_batches
+from pretrain.features import autocast, iter_batches, iter_inputs
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import get_preset
 from pretrain.runtime.distributed import pick_device
@@ -52,7 +56,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def bench_arch(name: str, root: Path, args: argparse.Namespace, device: torch.device) -> tuple:
+def bench_arch(name: str, root: Path, args: argparse.Namespace, device: torch.device) -> list[tuple]:
+    """One row per decode mode: (arch, precision, decode, extract, forward-only, data-only img/s, data share)."""
     arch = get_preset(name)
     encoder = Encoder(build_backbone(arch), arch, {"preprocessing": default_preprocess(arch)}).to(device).eval()
     dataset = image_folder(root, "train", ["x"])
@@ -62,31 +67,22 @@ def bench_arch(name: str, root: Path, args: argparse.Namespace, device: torch.de
     precision = "bf16" if args.bf16 else "fp32"
     images = torch.randn(args.batch_size, 3, arch.image_size, arch.image_size, device=device)
 
-    def full():
-        return iter_batches(encoder, dataset, batches, ["default"], args.workers, precision)
-
-    def data_only():
-        loader = torch.utils.data.DataLoader(
-            dataset.with_transform(encoder.preprocess),
-            batch_sampler=batches,
-            num_workers=args.workers,
-            collate_fn=collate_skipping,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=4 if args.workers > 0 else None,  # as iter_batches
-        )
-        return iter(loader)
-
     def forward_only():
         while True:
             with torch.inference_mode(), autocast(precision, device):
                 yield encoder(images).float().cpu()
 
     next(forward_only())  # kernel selection / allocator warm-up outside the clock
-    t_full = timed(full, num)
+    check_decoder(device)  # nvJPEG's one-time start-up, too
     t_fwd = timed(forward_only, num)
-    t_data = timed(data_only, num)
-    count = num * args.batch_size
-    return name, precision, count / t_full, count / t_fwd, count / t_data, max(0.0, 1 - t_fwd / t_full)
+    count, rows = num * args.batch_size, []
+    for decode in (mode.strip() for mode in args.decode.split(",")):
+        extract = functools.partial(iter_batches, encoder, dataset, batches, ["default"], args.workers, precision)
+        t_full = timed(functools.partial(extract, decode=decode), num)
+        t_data = timed(functools.partial(iter_inputs, encoder, dataset, batches, args.workers, decode), num)
+        share = max(0.0, 1 - t_fwd / t_full)
+        rows.append((name, precision, decode, count / t_full, count / t_fwd, count / t_data, share))
+    return rows
 
 
 def main() -> None:
@@ -99,6 +95,7 @@ def main() -> None:
     parser.add_argument("--source-size", type=int, default=320, help="side of the generated JPEGs")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (as extraction does on a GPU)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--decode", default="cpu,gpu", help="decode modes to time, comma-separated: cpu, gpu")
     parser.add_argument("--quick", action="store_true", help="64 images in batches of 16 (~30 s on 2 CPU cores)")
     args = parser.parse_args()
     if args.quick:
@@ -108,17 +105,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_jpegs(Path(tmp), min(args.unique, args.images), args.source_size)
         for name in args.arch.split(","):
-            rows.append(bench_arch(name.strip(), root, args, device))
+            rows += bench_arch(name.strip(), root, args, device)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
         f"feature extraction: {args.source_size}px JPEG q90 -> decode -> eval preprocess -> forward -> pooled; "
         f"batch {args.batch_size}, {args.workers} workers, {device.type}{gpu}, {os.cpu_count()} CPU cores"
     )
-    header = ("arch", "precision", "extract img/s", "forward-only img/s", "data-only img/s", "data-path share")
+    header = (
+        "arch",
+        "precision",
+        "decode",
+        "extract img/s",
+        "forward-only img/s",
+        "data-only img/s",
+        "data-path share",
+    )
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
-    for name, precision, full, fwd, data, share in rows:
-        print(f"{name} | {precision} | {full:.0f} | {fwd:.0f} | {data:.0f} | {100 * share:.0f}%")
+    for name, precision, decode, full, fwd, data, share in rows:
+        print(f"{name} | {precision} | {decode} | {full:.0f} | {fwd:.0f} | {data:.0f} | {100 * share:.0f}%")
 
 
 if __name__ == "__main__":

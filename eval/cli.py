@@ -2,7 +2,7 @@
 
 usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textvqa,mmbench} ...
 
-  superclass eval features --encoder ENC --data ROOT --split train --out CACHE [--pool default cls patch_mean]
+  superclass eval features --encoder ENC --data ROOT --split train --out CACHE [--pool cls ...] [--decode gpu]
   superclass eval linear-probe --encoder ENC --data ROOT --out RUN [--recipe mae_in1k|clip_logreg|...] [--live]
   superclass eval linear-probe --train-features CACHE --val-features CACHE --out RUN [key=value ...]
   superclass eval fewshot --encoder ENC --data ROOT --out RUN [--val-split test] [shots=[1,5,10]]
@@ -34,6 +34,12 @@ def _add_feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="encoder artifact directory")
     p.add_argument("--data", help="dataset root (class folders or split list files) or one .jsonl/.csv list")
     p.add_argument("--train-split", default="train", help="split name the classes come from (default: train)")
+    p.add_argument(
+        "--decode",
+        choices=["cpu", "gpu"],
+        help="gpu: workers only read files; JPEGs are decoded (nvJPEG) and resized on the GPU (default: cpu, or "
+        "the recipe's features.decode)",
+    )
 
 
 def _add_probe_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
@@ -86,6 +92,7 @@ def _split_features(args: argparse.Namespace, split: str, cache_arg: str | None,
         None,
         fcfg.precision,
         fcfg.chunk_size,
+        decode=args.decode or fcfg.decode,
     )
 
 
@@ -127,11 +134,21 @@ def _cmd_features(args: argparse.Namespace) -> int:
         precision=args.precision,
         chunk_size=args.chunk_size,
         device=args.device,
+        decode=args.decode or "cpu",
     )
     dataset = load_split(args.data, args.split, args.train_split)
     encoder = _load_encoder(args, fcfg.device)
     fs = extract_features(
-        encoder, dataset, args.out, args.pool, fcfg.batch_size, fcfg.num_workers, None, fcfg.precision, fcfg.chunk_size
+        encoder,
+        dataset,
+        args.out,
+        args.pool,
+        fcfg.batch_size,
+        fcfg.num_workers,
+        None,
+        fcfg.precision,
+        fcfg.chunk_size,
+        decode=fcfg.decode,
     )
     summary = {
         "out": str(args.out),

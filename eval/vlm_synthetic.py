@@ -23,7 +23,7 @@ from typing import Any
 
 from eval.mmbench import CIRCULAR_OFFSET, LETTERS
 from pretrain.data.synthetic import make_sample
-from vlm.synthetic import options_for, pick_question, questions_for
+from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, questions_for
 
 ANSWER_TYPES = {"count": "number"}  # everything else is "other"
 QUESTION_TYPES = {"colour": "what colour", "shape": "what shape", "count": "how many", "position": "where"}
@@ -31,7 +31,6 @@ NUMBER_WORDS = {"1": "one", "2": "two", "3": "three"}
 L2_CATEGORIES = {"colour": "attribute", "shape": "attribute", "count": "instance", "position": "spatial"}
 MMBENCH_HEADER = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
                   "l2-category", "comment", "split")  # fmt: skip
-HINT = "The picture shows coloured shapes on a noisy background."
 
 
 def _rng(seed: int, index: int, tag: str) -> random.Random:
@@ -157,7 +156,7 @@ def _mmbench_row(index: int, seed: int, image_size: int) -> dict[str, Any]:
     return {
         "index": index,
         "question": q.text,
-        "hint": HINT if rng.random() < 0.3 else "",
+        "hint": HINT if rng.random() < HINT_RATE else "",
         "_options": options,
         "answer": LETTERS[options.index(q.answer)],
         "category": q.kind,

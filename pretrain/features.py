@@ -13,7 +13,9 @@ finished one. A cache refuses (UserError) to continue or serve a different encod
 
 Pools: `default` is the encoder's own pooling (`forward_head`, what it was trained with; SuperClass: mean of
 patch tokens after the final norm), `cls` the class token, `patch_mean` the mean of the patch tokens.
-The encoder runs in bf16 autocast on a GPU and fp32 on the CPU (`precision`).
+The encoder runs in bf16 autocast on a GPU and fp32 on the CPU (`precision`). Decoding (`decode`): `cpu` lets
+the DataLoader workers decode and preprocess with PIL; `gpu` has them read file bytes only and decodes JPEGs
+in batches on the encoder's device with nvJPEG, then resizes there (`pretrain.data.gpu_decode`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from pretrain.data.gpu_decode import DevicePreprocess, EncodedImages, check_decoder, pack, prepare_batch
 from pretrain.data.labelled import LabelledImages
 from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import fsync_path, plain_tensors
@@ -45,6 +48,7 @@ FORMAT = "superclass-features"
 VERSION = 1
 MANIFEST = "manifest.json"
 POOLS = ("default", "cls", "patch_mean")
+DECODERS = ("cpu", "gpu")
 
 
 @dataclass
@@ -57,10 +61,13 @@ class FeatureConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     chunk_size: int = 8192  # images per cache chunk (the unit of resumption)
     device: str = "auto"  # auto | cpu | cuda: where the encoder and the probe run
+    decode: Literal["cpu", "gpu"] = "cpu"  # cpu: PIL in the workers; gpu: nvJPEG + resize on the encoder's device
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS:
             raise ConfigError(f"features.pool: expected one of {list(POOLS)}, got {self.pool!r}")
+        if self.decode not in DECODERS:
+            raise ConfigError(f"features.decode: expected one of {list(DECODERS)}, got {self.decode!r}")
         if self.batch_size < 1 or self.chunk_size < 1 or self.num_workers < 0:
             raise ConfigError("features: batch_size and chunk_size must be >= 1, num_workers >= 0")
 
@@ -160,15 +167,53 @@ def _as_encoder(encoder: Encoder | str | Path, device: str | torch.device | None
     return load_encoder(encoder, pick_device(str(device) if device is not None else "auto"))
 
 
-def collate_skipping(samples: list[tuple[Any, int, int]]) -> dict[str, torch.Tensor | None]:
-    """Stack the decoded samples; the indices of undecodable ones go to `skipped`."""
+def collate_skipping(
+    samples: list[tuple[Any, int, int]], stack: Callable[[list[Any]], Any] = torch.stack
+) -> dict[str, Any]:
+    """`stack` the decoded samples (None when there are none); the indices of undecodable ones go to `skipped`."""
     good = [s for s in samples if s[0] is not None]
     return {
-        "images": torch.stack([s[0] for s in good]) if good else None,
+        "images": stack([s[0] for s in good]) if good else None,
         "labels": torch.tensor([s[1] for s in good], dtype=torch.long),
         "indices": torch.tensor([s[2] for s in good], dtype=torch.long),
         "skipped": torch.tensor([s[2] for s in samples if s[0] is None], dtype=torch.long),
     }
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    images = batch["images"]
+    return {**batch, "images": None if images is None else images.to(device, non_blocking=True)}
+
+
+def iter_inputs(
+    encoder: Encoder, dataset: LabelledImages, batches: list[list[int]], num_workers: int = 0, decode: str = "cpu"
+) -> Iterator[dict[str, Any]]:
+    """The encoder's inputs for `batches` (lists of dataset indices), in order, from a DataLoader.
+
+    Yields {"images": [b, 3, H, W] float on the encoder's device (None: nothing decoded), "labels", "indices",
+    "skipped"}. decode="cpu": the workers decode and preprocess; "gpu": they read bytes, the device decodes.
+    """
+    device = _device(encoder)
+    num_workers = min(num_workers, os.cpu_count() or 1)  # more workers than cores only adds contention
+    if decode == "gpu":
+        check_decoder(device)
+        items, collate = EncodedImages(dataset), functools.partial(collate_skipping, stack=pack)
+        prepare = functools.partial(prepare_batch, preprocess=DevicePreprocess(encoder.preprocess), device=device)
+    elif decode == "cpu":
+        items, collate = dataset.with_transform(encoder.preprocess), collate_skipping
+        prepare = functools.partial(_to_device, device=device)
+    else:
+        raise UserError(f"decode must be one of {list(DECODERS)}, got {decode!r}")
+    loader = torch.utils.data.DataLoader(
+        items,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    for batch in loader:
+        yield prepare(batch)
 
 
 def iter_batches(
@@ -179,32 +224,42 @@ def iter_batches(
     num_workers: int = 0,
     precision: str = "auto",
     progress: bool = False,
+    decode: str = "cpu",
 ) -> Iterator[dict[str, Any]]:
     """Run the encoder over `batches` (lists of dataset indices) with a DataLoader, in order.
 
-    Yields {"features": {pool: [b, D] float32 CPU}, "labels", "indices", "skipped"} per batch.
+    Yields {"features": {pool: [b, D] float32 CPU}, "labels", "indices", "skipped"} per batch. Batch k is handed
+    out once batch k+1 is decoded and its forward queued, and waiting for it waits for its own forward only (an
+    event after its copy to the host), so on a GPU the decode of batch k+1 overlaps the forward of batch k.
     """
-    device = next(encoder.parameters()).device
+    device = _device(encoder)
     precision = resolve_precision(precision, device)
-    num_workers = min(num_workers, os.cpu_count() or 1)  # more workers than cores only adds contention
-    loader = torch.utils.data.DataLoader(
-        dataset.with_transform(encoder.preprocess),
-        batch_sampler=batches,
-        num_workers=num_workers,
-        collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-    bar = tqdm(loader, disable=not progress or not sys.stderr.isatty(), desc=f"features {dataset.split}".strip())
-    for batch in bar:
-        feats: dict[str, torch.Tensor] = {}
+    inputs = iter_inputs(encoder, dataset, batches, num_workers, decode)
+    quiet = not progress or not sys.stderr.isatty()
+    pending: tuple[dict[str, Any], torch.cuda.Event | None] | None = None
+    for batch in tqdm(inputs, total=len(batches), disable=quiet, desc=f"features {dataset.split}".strip()):
         if batch["images"] is not None:
             with torch.inference_mode(), autocast(precision, device):
-                tokens = encoder.forward_features(batch["images"].to(device, non_blocking=True))
-                feats = {k: v.float().cpu() for k, v in pool_tokens(encoder, tokens, pools).items()}
+                tokens = encoder.forward_features(batch["images"])
+                pooled = pool_tokens(encoder, tokens, pools)
+                feats = {k: v.float().to("cpu", non_blocking=True) for k, v in pooled.items()}  # async from CUDA
         else:
             feats = {pool: torch.empty(0, encoder.num_features) for pool in pools}
-        yield {"features": feats, **{k: batch[k] for k in ("labels", "indices", "skipped")}}
+        copied = torch.cuda.Event() if device.type == "cuda" else None
+        if copied is not None:
+            copied.record(torch.cuda.current_stream(device))
+        if pending is not None:
+            yield _arrived(*pending)
+        pending = ({"features": feats, **{k: batch[k] for k in ("labels", "indices", "skipped")}}, copied)
+    if pending is not None:
+        yield _arrived(*pending)
+
+
+def _arrived(out: dict[str, Any], copied: torch.cuda.Event | None) -> dict[str, Any]:
+    """`out` once its features' copy to the host is done (the loop's only wait for the device)."""
+    if copied is not None:
+        copied.synchronize()
+    return out
 
 
 def _meta(dataset: LabelledImages, identity: dict[str, str], pools: Sequence[str], precision: str) -> dict[str, Any]:
@@ -233,12 +288,14 @@ def compute_features(
     device: str | torch.device | None = None,
     precision: str = "auto",
     progress: bool = False,
+    decode: str = "cpu",
 ) -> FeatureSet:
-    """Features of `dataset` in memory (no cache): for small sets such as the demo's."""
+    """Features of `dataset` in memory (no cache): for small sets such as the demo's. `decode`: cpu | gpu."""
     encoder = _as_encoder(encoder, device)
     order = list(range(len(dataset)))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    parts: list[dict[str, Any]] = list(iter_batches(encoder, dataset, batches, pools, num_workers, precision, progress))
+    stream = iter_batches(encoder, dataset, batches, pools, num_workers, precision, progress, decode)
+    parts: list[dict[str, Any]] = list(stream)
     skipped = [int(i) for p in parts for i in p["skipped"]]
     meta = _meta(dataset, encoder_identity(encoder), pools, resolve_precision(precision, _device(encoder)))
     counts = dict(Counter(dataset.skip_reason(i) for i in skipped))
@@ -333,10 +390,12 @@ def extract_features(
     chunk_size: int = 8192,
     on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool = True,
+    decode: str = "cpu",
 ) -> FeatureSet:
     """Compute (or finish, or reuse) the feature cache of `dataset` at `out` and return its features.
 
-    `on_chunk(chunk, manifest)` runs after each chunk is safely on disk (tests interrupt through it).
+    `on_chunk(chunk, manifest)` runs after each chunk is safely on disk (tests interrupt through it). `decode`:
+    cpu | gpu (see the module docstring); it is not part of the cache's identity, like the batch size.
     """
     out = Path(out)
     encoder = _as_encoder(encoder, device)
@@ -363,7 +422,7 @@ def extract_features(
         plan += chunk_batches
         per_chunk.append(len(chunk_batches))
     keys = dataset.keys()
-    stream = iter_batches(encoder, dataset, plan, pools, num_workers, precision, progress)
+    stream = iter_batches(encoder, dataset, plan, pools, num_workers, precision, progress, decode)
     for chunk, count in zip(todo, per_chunk):
         parts = [next(stream) for _ in range(count)]
         part = _assemble(parts, pools, keys, {}, encoder.num_features)

@@ -13,7 +13,7 @@ COMMANDS = {
     "lit": ("lit.cli", "LiT: a text tower on a locked encoder; zero-shot classification and retrieval"),
     "caption": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),
     "vlm": ("vlm.cli", "LLaVA-1.5 with any encoder: build, train, export, chat"),
-    "eval": ("eval.cli", "frozen-feature probes: feature caches, linear probe, few-shot"),
+    "eval": ("eval.cli", "frozen-feature probes (linear, few-shot) and VLM benchmarks (VQAv2, TextVQA, MMBench)"),
 }
 
 USAGE = (

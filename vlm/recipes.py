@@ -134,7 +134,7 @@ def llava_tiny_stage1() -> VLMRecipe:
         stage=1,
         model=VLMModelConfig(llm="", image_aspect_ratio="crop", llm_dtype="fp32"),
         data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=1000),
-        optim=OptimConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
             out_dir="runs/llava_tiny_stage1", steps=100, global_batch_size=32, device="cpu", log_every=20, save_every=0
         ),  # fmt: skip
@@ -143,7 +143,7 @@ def llava_tiny_stage1() -> VLMRecipe:
 
 @recipe("llava_tiny_stage2")
 def llava_tiny_stage2() -> VLMRecipe:
-    """Tiny stage 2 on CPU (< 2 min): projector + the tiny LLM on synthetic VQA (short answers, multi-turn).
+    """Tiny stage 2 on CPU (~1.5 min for 600 steps): projector + the tiny LLM on synthetic VQA and lettered choices.
 
     superclass vlm train --recipe llava_tiny_stage2 init=runs/llava_tiny_stage1/llava
     """
@@ -151,7 +151,7 @@ def llava_tiny_stage2() -> VLMRecipe:
         stage=2,
         model=VLMModelConfig(llm="", image_aspect_ratio="pad", llm_dtype="fp32"),
         data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=2000, synthetic_seed=2),
-        optim=OptimConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
             out_dir="runs/llava_tiny_stage2", steps=200, global_batch_size=32, device="cpu", log_every=20, save_every=0
         ),  # fmt: skip

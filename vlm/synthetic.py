@@ -14,6 +14,8 @@ from typing import Any
 from pretrain.data.synthetic import COLOURS, POSITIONS, SHAPES
 
 COUNT_ANSWERS = {1: "1", 2: "2", 3: "3"}
+HINT = "The picture shows coloured shapes on a noisy background."  # MMBench-style hint on some questions
+HINT_RATE = 0.3
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pretrain.data.synthetic import make_sample
-from vlm.synthetic import options_for, pick_question, questions_for
+from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, questions_for
 from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
 
 TEXT_ONLY_EVERY = 20  # one stage-2 row in 20 has no image (5%)
@@ -58,14 +58,19 @@ def _multiple_choice_conversation(attributes: dict[str, Any], rng: random.Random
     question = pick_question(attributes, rng)
     options = options_for(question, rng)
     letter = chr(ord("A") + options.index(question.answer))
-    prompt = f"{IMAGE_TOKEN}\n{multiple_choice_prompt(question.text, options)}"
+    hint = HINT if rng.random() < HINT_RATE else ""
+    prompt = f"{IMAGE_TOKEN}\n{multiple_choice_prompt(question.text, options, hint)}"
     return [{"from": "human", "value": prompt}, {"from": "gpt", "value": letter}]
 
 
 def write_synthetic_llava(
-    out_dir: str | Path, n: int, seed: int = 0, image_size: int = 64, stage: Literal[1, 2] = 2
-) -> Path:
-    """Write `n` rows as `out_dir/llava_stage{stage}.json` with JPG images under `out_dir/images/`."""
+    out_dir: str | Path, n: int, seed: int = 0, image_size: int = 64, stage: Literal[1, 2] = 2,
+    multiple_choice_every: int = MULTIPLE_CHOICE_EVERY,
+) -> Path:  # fmt: skip
+    """Write `n` rows as `out_dir/llava_stage{stage}.json` with JPG images under `out_dir/images/`.
+
+    Stage 2: one image row in `multiple_choice_every` is a lettered multiple-choice question (0: none).
+    """
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     out = Path(out_dir)
@@ -83,7 +88,7 @@ def write_synthetic_llava(
         sample.image.save(out / rel, format="JPEG", quality=90)
         if stage == 1:
             conv = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": sample.caption}]
-        elif index % MULTIPLE_CHOICE_EVERY == 1:
+        elif multiple_choice_every and index % multiple_choice_every == 1:
             conv = _multiple_choice_conversation(sample.attributes, _rng(seed, index))
         else:
             conv = _stage2_conversation(sample.attributes, _rng(seed, index))

@@ -47,17 +47,23 @@ def data_source(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
     return json_path, Path(recipe.data.image_folder) if recipe.data.image_folder else json_path.parent
 
 
+def tiny_llm_texts(*json_paths: Path) -> list[str]:
+    """What a tiny LM's tokenizer is trained on: every turn of the given LLaVA JSONs plus the template's words."""
+    from vlm.synthetic_data import TEXT_QUESTIONS
+
+    rows = [r for path in json_paths for r in read_llava_json(path) if isinstance(r, dict)]
+    turns = [t for r in rows for t in r.get("conversations", []) if isinstance(t, dict)]
+    texts = [t["value"] for t in turns if isinstance(t.get("value"), str)]
+    return texts + [f"{q} {a}" for q, a in TEXT_QUESTIONS] + [f"{VICUNA_SYSTEM} USER: ASSISTANT: </s>"] * 20
+
+
 def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
     """`model.llm=""`: a tiny LLaMA whose tokenizer is trained on the data's text (the CPU recipes and the demo)."""
-    from vlm.synthetic_data import TEXT_QUESTIONS
     from vlm.tiny_lm import build_tiny_llama
 
     lm_dir = Path(recipe.run.out_dir) / "lm"
     if is_main and not (lm_dir / "config.json").is_file():
-        rows = read_llava_json(json_path)
-        texts = [t["value"] for r in rows if isinstance(r, dict) for t in r.get("conversations", [])]
-        texts += [f"{q} {a}" for q, a in TEXT_QUESTIONS] + [f"{VICUNA_SYSTEM} USER: ASSISTANT: </s>"] * 20
-        build_tiny_llama(texts, lm_dir, seed=recipe.run.seed)
+        build_tiny_llama(tiny_llm_texts(json_path), lm_dir, seed=recipe.run.seed)
     barrier()
     return str(lm_dir)
 

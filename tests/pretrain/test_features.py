@@ -6,10 +6,11 @@ import pytest
 import torch
 from eval_fixtures import tiny_encoder, write_folder
 
+from eval.cli import main
 from pretrain.data.labelled import load_split
 from pretrain.encoder import load_encoder
-from pretrain.features import compute_features, extract_features, load_features, read_feature_set
-from pretrain.runtime.errors import UserError
+from pretrain.features import FeatureConfig, compute_features, extract_features, load_features, read_feature_set
+from pretrain.runtime.errors import ConfigError, UserError
 
 
 class Interrupt(Exception):
@@ -96,3 +97,22 @@ def test_cache_refuses_other_encoders_datasets_and_non_caches(setup, tmp_path):
         extract(enc_a, val, tmp_path / "other")
     with pytest.raises(UserError, match="not a feature cache"):
         load_features(tmp_path / "other")
+
+
+def test_gpu_decode_writes_the_same_cache(setup, tmp_path, capsys):
+    """`decode="gpu"` (run on the CPU here) writes a manifest of the same shape and rows; the CLI takes --decode."""
+    enc, _, root = setup
+    dataset = load_split(root, "train")
+    cpu = extract(enc, dataset, tmp_path / "cpu")
+    gpu = extract(enc, dataset, tmp_path / "gpu", decode="gpu")
+    old, new = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("cpu", "gpu"))
+    assert new.keys() == old.keys() and new["chunks"] == old["chunks"] and new["dataset"] == old["dataset"]
+    assert torch.equal(gpu.indices, cpu.indices) and torch.equal(gpu.keys, cpu.keys)
+    for pool in ("default", "cls", "patch_mean"):
+        torch.testing.assert_close(gpu.features[pool], cpu.features[pool], rtol=0, atol=1e-4)
+    args = ["features", "--encoder", str(enc), "--data", str(root), "--split", "val", "--out", str(tmp_path / "c")]
+    assert main([*args, "--workers", "0", "--device", "cpu", "--decode", "gpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == 6
+    assert FeatureConfig(decode="gpu").decode == "gpu"
+    with pytest.raises(ConfigError, match="features.decode"):
+        FeatureConfig(decode="nvjpeg")

@@ -16,18 +16,24 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
         eval_images=40,
         downstream_steps=10,
         caption_steps=10,
+        vlm_stage1_steps=3,
+        vlm_stage2_steps=6,
+        vlm_samples=60,
+        vlm_eval_images=6,
     )
     report = run_demo(cfg)
     assert (tmp_path / "report.md").read_text().startswith("# SuperClass toolkit demo")
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
     for method in ("superclass", "clip"):
         assert (tmp_path / method / "encoder" / "model.safetensors").is_file()
-    assert len(report.rows) == 12 and all(math.isfinite(r.value) for r in report.rows)
+    assert len(report.rows) == 16 and all(math.isfinite(r.value) for r in report.rows)
     stages = {(r.stage, r.model) for r in report.rows}
-    assert stages == {(s, m) for s in ("pretrain", "probe", "lit", "caption") for m in ("superclass", "clip")}
+    assert stages == {(s, m) for s in ("pretrain", "probe", "lit", "caption", "vlm") for m in ("superclass", "clip")}
     assert (tmp_path / "superclass" / "lit").is_dir() and (
         tmp_path / "clip" / "caption" / "caption_demo.json"
     ).is_file()
+    assert (tmp_path / "clip" / "llava" / "stage2" / "llava" / "config.json").is_file()
+    assert (tmp_path / "superclass" / "llava" / "scores" / "mmbench" / "results" / "metrics.json").is_file()
     # SuperClass learns caption tokens quickly: even 40 steps beat the word-frequency prior
     sc_tokens = next(r for r in report.rows if r.model == "superclass" and r.stage == "pretrain")
     assert sc_tokens.beats_chance, sc_tokens

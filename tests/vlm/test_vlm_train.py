@@ -1,5 +1,8 @@
 """LLaVA training: what each stage trains, LoRA merge, overfitting a few samples, exact resume, CLI errors."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +145,26 @@ def test_train_cli_errors_are_one_line(parts, capsys):
     assert vlm_main(["recipe", "llava15_stage2_lora"]) == 0
     text = capsys.readouterr().out
     assert "r: 128" in text and "alpha: 256" in text and "projector_lr: 2.0e-05" in text
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_two_process_fsdp2_trains_and_exports(parts, tmp_path, lora):
+    """FSDP2 over the LLM's decoder layers (2 gloo processes): frozen tower untouched, a loadable export."""
+    out = tmp_path / "fsdp"
+    args = [f"model.encoder={parts['encoder']}", f"model.llm={parts['llm']}", f"run.out_dir={out}", "run.steps=2",
+            "run.save_every=0", "run.global_batch_size=4", "run.strategy=fsdp", "data.synthetic_samples=16",
+            "data.synthetic_image_size=32", "data.max_length=512", f"lora.enabled={lora}", "lora.r=4",
+            "lora.alpha=8"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vlm", "train",
+           "--recipe", "llava_tiny_stage2", *args]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = load_llava(out / "llava")[0].state_dict()
+    initial = _llava(parts)[0].state_dict()
+    tower = [k for k in initial if "vision_tower" in k]
+    assert tower and all(torch.equal(trained[k], initial[k]) for k in tower)
+    assert not torch.equal(trained["model.multi_modal_projector.linear_1.weight"],
+                           initial["model.multi_modal_projector.linear_1.weight"])  # fmt: skip
+    q_proj = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(trained[q_proj], initial[q_proj])  # full, or LoRA merged into it
