@@ -55,6 +55,15 @@ def _blind_mmbench(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
     return answers
 
 
+def circular_chance(bench: Any) -> float:
+    """CircularEval accuracy (percent) of guessing a letter at random for every copy: mean over questions of
+    the product of 1/#options over the question's copies."""
+    groups: dict[int, float] = {}
+    for row in bench.mset.rows:
+        groups[row.base] = groups.get(row.base, 1.0) / len(row.options)
+    return 100 * sum(groups.values()) / max(1, len(groups))
+
+
 def score_synthetic_vlm(
     model_dir: str | Path, out_dir: str | Path, train_json: str | Path, num_images: int = 60, seed: int = 101,
     image_size: int = 40, batch_size: int = 32,
@@ -78,6 +87,7 @@ def score_synthetic_vlm(
         "vqav2_text_only_accuracy": blind_vqa.get("accuracy"),
         "mmbench_accuracy": mmb_metrics.get("accuracy"),
         "mmbench_text_only_accuracy": blind_mmb.get("accuracy"),
+        "mmbench_random_chance": circular_chance(mmb),
         "vqav2_questions": len(vqa.vset.items),
         "mmbench_questions": mmb_metrics.get("num_questions"),
     }
