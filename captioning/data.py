@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pretrain.runtime.atomic import fsync_path
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError
 
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -113,10 +113,7 @@ def encoder_signature(encoder: Any) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    fsync_path(tmp)
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=1))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pretrain.runtime.atomic import fsync_path
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError
 
 METRIC_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
@@ -143,10 +143,5 @@ def score_files(
     """Score a results JSON against annotations; writes `out_dir/metrics.json` and returns the metrics."""
     metrics = compute_metrics(load_results(results), load_references(annotations, split), spice=spice)
     metrics.update({"results": str(results), "annotations": str(annotations)})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    fsync_path(tmp)
-    tmp.replace(out / "metrics.json")
+    write_text_atomically(Path(out_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

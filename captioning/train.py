@@ -28,6 +28,7 @@ from captioning.model import ClipCapModel, load_lm, load_tokenizer
 from captioning.recipes import CaptionRecipe, get_recipe
 from captioning.task import ARTIFACT_DIR, CaptionTask, load_captioner
 from pretrain.encoder import load_encoder
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.config import to_yaml
 from pretrain.runtime.distributed import init_distributed, seed_everything
 from pretrain.runtime.errors import ConfigError, DataError
@@ -139,10 +140,7 @@ def generate(
                 f.write(json.dumps({"image_id": _id(cache.keys[r]), "caption": text}) + "\n")
             f.flush()
     results = [{"image_id": _id(k), "caption": done[k]} for k in cache.keys]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results))
-    tmp.replace(out)
+    write_text_atomically(out, json.dumps(results))
     partial.unlink()
     skipped = len(cache.skipped) + missing  # unreadable files + files missing under image_root
     return {"split": split, "images": len(results), "skipped": skipped, "out": str(out)}

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from eval.results import _write_text_atomically
+from pretrain.runtime.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
 STOP_STRING = "</s>"
@@ -248,7 +248,7 @@ def merge_predictions(path: Path) -> dict[int | str, dict[str, Any]]:
     shards = rank_files(path)
     rows = answered_rows(path)
     if shards:
-        _write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows.values()))
+        write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows.values()))
         for shard in shards:
             shard.unlink()
     return rows

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pretrain.runtime.atomic import fsync_path
+from pretrain.runtime.atomic import write_text_atomically
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
@@ -53,29 +51,17 @@ def prediction_rows(
         }
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_metrics(out_dir: str | Path, metrics: dict[str, Any]) -> Path:
     """`out_dir/metrics.json`, written atomically."""
     path = Path(out_dir) / "metrics.json"
-    _write_text_atomically(path, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    write_text_atomically(path, json.dumps(metrics, indent=2, default=_json_default) + "\n")
     return path
 
 
 def write_predictions(out_dir: str | Path, rows: Iterable[dict[str, Any]], name: str = "predictions.jsonl") -> Path:
     """`out_dir/<name>`: one JSON object per line, written atomically."""
     path = Path(out_dir) / name
-    _write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
+    write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.mmbench import MMBENCH_PROMPTS, MMBenchSet, load_mmbench, mmbench_prompt, score_mmbench, submission_rows
-from eval.results import _write_text_atomically, write_metrics
+from eval.results import write_metrics
 from eval.vqa_data import (
     TEXTVQA_PROMPTS,
     QuestionId,
@@ -37,6 +37,7 @@ from eval.vqa_data import (
 )
 from eval.vqa_data import submission_rows as vqa_submission_rows
 from eval.vqa_metric import check_normalization
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 
 DEFAULT_MAX_NEW_TOKENS = 16
@@ -123,7 +124,7 @@ class VQABenchmark(VLMBenchmark):
             return {}
         rows, empty = vqa_submission_rows(self.vset, predictions)
         path = out_dir / "submission.json"
-        _write_text_atomically(path, json.dumps(rows) + "\n")
+        write_text_atomically(path, json.dumps(rows) + "\n")
         return {"submission": str(path), "submission_empty_answers": str(empty)}
 
 

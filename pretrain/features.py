@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
@@ -40,7 +39,7 @@ from tqdm import tqdm
 from pretrain.data.gpu_decode import DevicePreprocess, EncodedImages, check_decoder, pack, prepare_batch
 from pretrain.data.labelled import LabelledImages
 from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
-from pretrain.runtime.atomic import fsync_path, plain_tensors
+from pretrain.runtime.atomic import plain_tensors, write_file_atomically
 from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError
 
@@ -319,21 +318,9 @@ def _assemble(
 # ------------------------------------------------------------------------------------------------- the cache
 
 
-def _write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=1) + "\n"
-    _write_file_atomically(out / MANIFEST, lambda tmp: tmp.write_text(text))
+    write_file_atomically(out / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -429,7 +416,7 @@ def extract_features(
         tensors = {f"features.{p}": part.features[p] for p in pools}
         tensors.update(labels=part.labels, indices=part.indices, keys=part.keys)
         file = _chunk_file(out, chunk)
-        _write_file_atomically(file, lambda tmp, t=tensors: save_file(plain_tensors(t), str(tmp)))
+        write_file_atomically(file, lambda tmp, t=tensors: save_file(plain_tensors(t), str(tmp)))
         skipped = [[int(i), dataset.skip_reason(int(i))] for p in parts for i in p["skipped"]]
         manifest["chunks"][str(chunk)] = {"file": file.name, "rows": len(part), "skipped": skipped}
         manifest["complete"] = len(manifest["chunks"]) == (n + size - 1) // size

@@ -10,12 +10,12 @@ lettered multiple-choice question (LLaVA-1.5's MMBench prompt) in one image row 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any, Literal
 
 from pretrain.data.synthetic import make_sample
+from pretrain.runtime.atomic import write_text_atomically
 from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, questions_for
 from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
 
@@ -94,7 +94,4 @@ def write_synthetic_llava(
             conv = _stage2_conversation(sample.attributes, _rng(seed, index))
         rows.append({"id": row_id, "image": rel, "conversations": conv})
     path = out / f"llava_stage{stage}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, json.dumps(rows, indent=1))

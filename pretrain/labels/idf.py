@@ -25,6 +25,7 @@ from torch import nn
 
 from pretrain.labels.khot import count_labels, label_ids
 from pretrain.labels.tokenizers import CaptionTokenizer
+from pretrain.runtime.atomic import write_file_atomically
 from pretrain.runtime.errors import ConfigError
 
 
@@ -81,9 +82,8 @@ def save_idf_counts(counts: IDFCounts, path: str | Path, tokenizer_name: str = "
         "doc_freq": counts.doc_freq.to(torch.int64).contiguous(),
         "num_samples": torch.tensor(counts.num_samples, dtype=torch.int64),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "superclass-idf-counts", "tokenizer": tokenizer_name})
-    tmp.replace(path)
+    metadata = {"format": "superclass-idf-counts", "tokenizer": tokenizer_name}
+    write_file_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_idf_counts(path: str | Path) -> IDFCounts:

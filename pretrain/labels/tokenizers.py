@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import ConfigError
 
 PAD_WORD = "<pad>"
@@ -240,11 +241,7 @@ def build_word_vocab(
 
 def save_word_vocab(words: Sequence[str], path: str | Path) -> None:
     """Write one word per line (line i is label id i+2; `<pad>`=0 and `<unk>`=1 are implicit)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{w}\n" for w in words), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomically(path, "".join(f"{w}\n" for w in words))
 
 
 def load_word_vocab(path: str | Path) -> list[str]:

@@ -25,6 +25,27 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_file_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp_file)` beside `path`, fsync it, then rename it over `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomically(path: str | Path, text: str) -> Path:
+    """`path` holds `text` (UTF-8) in full or keeps its old content: `write_file_atomically` for text."""
+    return write_file_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp_dir)` in a fresh directory beside `target`, fsync it, then swap it in place of `target`.
 
