@@ -20,8 +20,11 @@ def make_batch(batch: int, image_size: int, device: torch.device, vocab: int = 4
     return {"image": images.to(device), "text": ids.to(device), "text_len": lengths.to(device)}
 
 
-def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
-    """Images/s over `steps` full optimizer steps (device synchronised before and after)."""
+def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device, per_step: int = 0) -> float:
+    """Items/s over `steps` full optimizer steps (device synchronised before and after).
+
+    `per_step`: items one step processes (default: the batch's images; e.g. its tokens for a language model).
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -29,4 +32,4 @@ def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device)
         trainer.train_step([batch])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return steps * batch["image"].shape[0] / (time.perf_counter() - start)
+    return steps * (per_step or batch["image"].shape[0]) / (time.perf_counter() - start)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from steps import timed_steps  # bench/steps.py (the script's own folder is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
 from pretrain.runtime.distributed import DistInfo, pick_device
@@ -91,18 +91,6 @@ def count_flops(trainer: Trainer, batch: dict, lora: bool) -> float:
     return vision + (2.0 if lora else 3.0) * (total - vision)
 
 
-def timed(trainer: Trainer, batch: dict, steps: int, device: torch.device) -> float:
-    """Tokens/s over `steps` optimizer steps (device synchronised before and after)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step([batch])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch["input_ids"].numel() / (time.perf_counter() - start)
-
-
 def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> tuple[float, float, float]:
     """(median tokens/s, FLOPs per step, peak GiB) for one mode (lora | full)."""
     lora = mode == "lora"
@@ -118,7 +106,8 @@ def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> tuple
     flops = count_flops(trainer, batch, lora)
     for _ in range(args.warmup):
         trainer.train_step([batch])
-    rates = [timed(trainer, batch, args.steps, device) for _ in range(args.rounds)]
+    tokens = batch["input_ids"].numel()
+    rates = [timed_steps(trainer, batch, args.steps, device, per_step=tokens) for _ in range(args.rounds)]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     del trainer, task, model
     if device.type == "cuda":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -18,9 +19,8 @@ def fsync_path(path: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass  # e.g. directories on some network filesystems
+        with contextlib.suppress(OSError):  # e.g. directories on some network filesystems
+            os.fsync(fd)
     finally:
         os.close(fd)
 

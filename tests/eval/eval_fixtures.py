@@ -18,10 +18,10 @@ from pretrain.models.presets import get_preset
 COLOURS = {"blue": (30, 60, 220), "green": (30, 180, 40), "red": (220, 30, 30)}
 
 
-def tiny_encoder(path: Path, seed: int = 0) -> Path:
-    """A random `vit_tiny` (32 px) artifact whose weights depend on `seed`."""
+def tiny_encoder(path: Path, seed: int = 0, preset: str = "vit_tiny") -> Path:
+    """A random artifact of `preset` (default `vit_tiny`: 32 px, patch 8) whose weights depend on `seed`."""
     torch.manual_seed(seed)
-    arch = get_preset("vit_tiny")
+    arch = get_preset(preset)
     model = build_backbone(arch)
     with torch.no_grad():
         for p in model.parameters():

@@ -14,7 +14,7 @@ from pretrain.runtime.errors import ConfigError, UserError
 
 
 class Interrupt(Exception):
-    pass
+    """Raised by a test hook to stop an extraction half way (a stand-in for a kill)."""
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from eval_fixtures import tiny_encoder
 from safetensors import safe_open
-from vlm_fixtures import noise_image, stripes, tiny_encoder, tiny_llm, tiny_vicuna_like
+from vlm_fixtures import noise_image, stripes, tiny_llm, tiny_vicuna_like
 
 from pretrain.encoder import load_encoder
 from pretrain.exports.mapping import timm_to_hf

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_fixtures import tiny_encoder
 from safetensors.torch import load_file
-from vlm_fixtures import tiny_encoder, tiny_llm
+from vlm_fixtures import tiny_llm
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.optim import OptimConfig, build_optimizer

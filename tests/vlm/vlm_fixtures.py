@@ -1,4 +1,4 @@
-"""Helpers for the vlm tests: a tiny encoder artifact, tiny LLaMA directories (with and without `<image>`/`<pad>`)."""
+"""Helpers for the vlm tests: tiny LLaMA directories (with and without `<image>`/`<pad>`) and test images."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pretrain.encoder import default_preprocess, save_encoder
-from pretrain.models.backbone import build_backbone
-from pretrain.models.presets import get_preset
 from vlm.templates import VICUNA_SYSTEM
 from vlm.tiny_lm import build_tiny_llama
 
@@ -20,17 +17,6 @@ TEXTS = [
     "USER: How many squares are there? ASSISTANT: 2</s>",
     "a blue square on the left and a green triangle on the right",
 ] * 10
-
-
-def tiny_encoder(path: Path, seed: int = 0, preset: str = "vit_tiny") -> Path:
-    """A random artifact of `preset` (default `vit_tiny`: 32 px, patch 8, width 64) whose weights depend on `seed`."""
-    torch.manual_seed(seed)
-    arch = get_preset(preset)
-    model = build_backbone(arch)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return save_encoder(path, model, arch, default_preprocess(arch), {"method": "superclass"})
 
 
 def tiny_llm(path: Path) -> Path:
