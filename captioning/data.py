@@ -3,25 +3,26 @@
 The split comes from `dataset_coco.json`'s own per-image `split` field (train + restval = train; val; test),
 never re-sampled. Images are `image_root/filepath/filename`; missing ones are counted and skipped.
 
-A feature cache is a directory: `manifest.json` (encoder identity, kind, keys hash, chunk size, finished chunks
-and their skipped keys) and `chunk-NNNNNN.safetensors` (`features`, `valid`); an interrupted run resumes at the
-first unfinished chunk. Pooled features are stored in float32, patch tokens in float16.
+Encoder features come from `pretrain.features`' cache (`cached_feature_set`): one directory per encoder, image
+set and precision under the cache root, resumable chunk by chunk, computed on rank 0; pooled features are
+float32, all tokens (the transformer mapper's input) float16.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from PIL import Image
-from safetensors.torch import load_file, save_file
 
-from pretrain.runtime.atomic import write_text_atomically
+from pretrain.data.labelled import LabelledImages
+from pretrain.data.synthetic import caption_for, make_sample
+from pretrain.encoder import Encoder
+from pretrain.features import TOKEN_POOL, cached_feature_set
 from pretrain.runtime.errors import DataError
 
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
@@ -94,96 +95,72 @@ def karpathy_to_coco(path: str | Path, split: str = "test") -> dict[str, Any]:
     return {"images": images, "annotations": annotations, "type": "captions"}
 
 
-# ------------------------------------------------------------------------------------------- feature cache
+# ------------------------------------------------------------------------------------------- split images
 @dataclass
-class FeatureCache:
-    keys: list[str]  # the item keys whose features exist, in order
-    features: torch.Tensor  # [N, D] pooled or [N, T, D] tokens
-    skipped: list[str]  # keys that could not be loaded
+class SplitImages:
+    """The images of one split for `pretrain.features` (one placeholder class), their keys and references."""
+
+    images: LabelledImages
+    keys: list[str]  # the image id of item i, as a string
+    captions: dict[str, list[str]]  # key -> reference captions
+    missing: int = 0  # Karpathy images absent under image_root (counted before extraction)
 
 
-def _keys_hash(keys: list[str]) -> str:
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+def karpathy_images(path: str | Path, image_root: str | Path | None, split: str) -> SplitImages:
+    """The split's images found under `image_root` (DataError when there are none)."""
+    ks = load_karpathy(path, image_root, split)
+    if not ks.images:
+        raise DataError(f"no images of split '{split}' under '{image_root}' ({len(ks.missing)} missing)")
+    paths = [str(im.path) for im in ks.images]
+    images = LabelledImages(paths, [0] * len(paths), ["image"], source=str(path), split=split)
+    keys = [str(im.image_id) for im in ks.images]
+    return SplitImages(images, keys, dict(zip(keys, (im.captions for im in ks.images))), len(ks.missing))
 
 
-def encoder_signature(encoder: Any) -> str:
-    """Path + config hash of an encoder artifact (what a cache was computed with)."""
-    cfg = json.dumps(getattr(encoder, "config", {}), sort_keys=True, default=str)
-    return f"{getattr(encoder, 'path', '')}:{hashlib.sha256(cfg.encode()).hexdigest()[:16]}"
+def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
+    """The sample's caption plus `count - 1` other wordings of the same scene."""
+    sample = make_sample(index, seed, size)
+    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
+                               for k in range(1, count)]  # fmt: skip
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomically(path, json.dumps(data, indent=1))
+def synthetic_images(n: int, seed: int, size: int, references: int) -> SplitImages:
+    """`n` procedural images (`pretrain.data.synthetic`) with `references` captions each."""
+    pixels = [make_sample(i, seed, size).image for i in range(n)]
+    images = LabelledImages(pixels, [0] * n, ["image"], source=f"synthetic[{n}]@{size}px/seed{seed}", split="")
+    keys = [str(i) for i in range(n)]
+    return SplitImages(images, keys, {k: synthetic_references(int(k), seed, size, references) for k in keys})
 
 
-@torch.no_grad()
-def cache_features(
-    encoder: Any,
-    keys: list[str],
-    load: Callable[[int], Image.Image | None],
-    out_dir: str | Path,
-    kind: Literal["pooled", "tokens"] = "pooled",
+@dataclass
+class CaptionFeatures:
+    """Encoder features of a split's readable images, in row order, with their references."""
+
+    keys: list[str]  # the image key of each row
+    features: torch.Tensor  # [N, D] pooled float32 or [N, T, D] tokens float16
+    captions: dict[str, list[str]]
+    skipped: int  # images missing on disk or undecodable
+
+
+def encode_split(
+    encoder: Encoder,
+    split: SplitImages,
+    cache_root: str | Path,
+    tokens: bool,
+    device: str | torch.device,
     batch_size: int = 64,
-    chunk: int = 2048,
-    device: str | torch.device = "cpu",
-) -> FeatureCache:
-    """Encode items `keys[i]` (images from `load(i)`, None = missing) once into `out_dir`, resuming finished chunks."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    ident = {"encoder": encoder_signature(encoder), "kind": kind, "keys": _keys_hash(keys), "chunk": chunk}
-    manifest: dict[str, Any] = {**ident, "count": len(keys), "chunks": {}}
-    if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
-        if any(old.get(k) != v for k, v in ident.items()):
-            raise DataError(f"feature cache {out} was computed for another encoder, kind or item list; use a new dir")
-        manifest = old
-    encoder = encoder.to(device).eval()
-    for c, start in enumerate(range(0, len(keys), chunk)):
-        if str(c) in manifest["chunks"]:
-            continue
-        feats, valid = [], []
-        for b in range(start, min(start + chunk, len(keys)), batch_size):
-            idx = range(b, min(b + batch_size, start + chunk, len(keys)))
-            images = [load(i) for i in idx]
-            valid += [im is not None for im in images]
-            batch = [encoder.preprocess(im.convert("RGB")) for im in images if im is not None]
-            if not batch:
-                continue
-            tokens = encoder.forward_features(torch.stack(batch).to(device))
-            x = encoder.forward_head(tokens) if kind == "pooled" else tokens
-            feats.append(x.float().cpu() if kind == "pooled" else x.half().cpu())
-        data = {"valid": torch.tensor(valid, dtype=torch.bool)}
-        if feats:
-            data["features"] = torch.cat(feats)
-        save_file(data, str(out / f"chunk-{c:06d}.safetensors"))
-        manifest["chunks"][str(c)] = [keys[start + i] for i, ok in enumerate(valid) if not ok]
-        _write_json(manifest_path, manifest)
-    return read_feature_cache(out, keys)
-
-
-def read_feature_cache(out_dir: str | Path, keys: list[str]) -> FeatureCache:
-    out = Path(out_dir)
-    manifest = json.loads((out / "manifest.json").read_text())
-    chunk, feats, kept, skipped = manifest["chunk"], [], [], []
-    for c, start in enumerate(range(0, len(keys), chunk)):
-        data = load_file(str(out / f"chunk-{c:06d}.safetensors"))
-        for i, ok in enumerate(data["valid"].tolist()):
-            (kept if ok else skipped).append(keys[start + i])
-        if "features" in data:
-            feats.append(data["features"])
-    features = torch.cat(feats) if feats else torch.zeros(0)
-    return FeatureCache(kept, features, skipped)
-
-
-def open_image(path: Path) -> Image.Image | None:
-    """An image file, or None when it is missing or unreadable (counted as skipped by the cache)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, ValueError):
-        return None
+    num_workers: int = 0,
+    is_main: bool = True,
+) -> CaptionFeatures:
+    """The split's features from the shared feature cache (`pretrain.features`: keyed, resumable, rank-0 computed)."""
+    pool = TOKEN_POOL if tokens else "default"
+    features, _ = cached_feature_set(
+        encoder, split.images, cache_root, (pool,), "auto", device, batch_size, num_workers, is_main
+    )
+    keys = [split.keys[i] for i in features.indices.tolist()]
+    return CaptionFeatures(
+        keys, features.get(pool), split.captions, split.missing + len(features.meta["skipped_indices"])
+    )
 
 
 # ------------------------------------------------------------------------------------------- training pairs

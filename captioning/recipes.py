@@ -19,6 +19,7 @@ class CaptionDataConfig:
     image_root: str = ""  # directory holding `filepath/filename` (e.g. COCO root with train2014/, val2014/)
     cache_dir: str = ""  # encoder-feature cache; "" = <run.out_dir>/features
     feature_batch_size: int = 64  # images per encoder batch when caching features
+    feature_workers: int = 4  # DataLoader workers decoding images for the encoder (0: in the main process)
     max_caption_tokens: int = 0  # 0 = ClipCap's min(mean + 10 std, max) over the training captions
     epochs: int = 10  # passes over the captions when run.steps and run.total_samples are 0
     synthetic_samples: int = 2000  # synthetic: training images (one caption each)
@@ -84,7 +85,9 @@ def clipcap_tiny() -> CaptionRecipe:
     """
     return CaptionRecipe(
         model=CaptionModelConfig(lm="", mapper="mlp", prefix_length=4, freeze_lm=False),
-        data=CaptionDataConfig(kind="synthetic", synthetic_samples=1500, synthetic_image_size=40, epochs=0),
+        data=CaptionDataConfig(
+            kind="synthetic", synthetic_samples=1500, synthetic_image_size=40, epochs=0, feature_workers=0
+        ),  # fmt: skip
         decode=DecodeConfig(beam=3, max_tokens=30, stop=".", batch_size=64),
         optim=OptimConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=20, clip_grad_norm=1.0),
         run=RunConfig(out_dir="runs/clipcap_tiny", steps=300, global_batch_size=32, log_every=20, save_every=0),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,67 +15,42 @@ from typing import Any
 import torch
 
 from captioning.data import (
+    CaptionFeatures,
     CaptionPairs,
-    FeatureCache,
-    cache_features,
-    load_karpathy,
-    open_image,
+    encode_split,
+    karpathy_images,
+    synthetic_images,
+    synthetic_references,
     tokenize_captions,
 )
 from captioning.decode import caption_features
 from captioning.model import ClipCapModel, load_lm, load_tokenizer
 from captioning.recipes import CaptionRecipe, get_recipe
 from captioning.task import ARTIFACT_DIR, CaptionTask, load_captioner
-from pretrain.encoder import load_encoder
+from pretrain.encoder import Encoder, load_encoder
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.config import to_yaml
 from pretrain.runtime.distributed import init_distributed, seed_everything
-from pretrain.runtime.errors import ConfigError, DataError
+from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 
 
-def split_features(recipe: CaptionRecipe, split: str, encoder: Any, device: Any) -> tuple[FeatureCache, dict, int]:
-    """Cached encoder features of a split (Karpathy or synthetic), key -> captions, and images missing on disk."""
-    kind = "tokens" if recipe.model.tokens else "pooled"
-    cache_root = Path(recipe.data.cache_dir or Path(recipe.run.out_dir) / "features")
-    if recipe.data.kind == "karpathy":
-        if not recipe.data.karpathy:
+def split_features(
+    recipe: CaptionRecipe, split: str, encoder: Encoder, device: Any, is_main: bool = True
+) -> CaptionFeatures:
+    """Cached encoder features of a split (Karpathy or synthetic) with its references and skip count."""
+    data = recipe.data
+    if data.kind == "karpathy":
+        if not data.karpathy:
             raise ConfigError("data.karpathy is empty: point it at dataset_coco.json (and data.image_root at COCO)")
-        ks = load_karpathy(recipe.data.karpathy, recipe.data.image_root, split)
-        if not ks.images:
-            root = recipe.data.image_root
-            raise DataError(f"no images of split '{split}' under '{root}' ({len(ks.missing)} missing)")
-        keys = [str(im.image_id) for im in ks.images]
-        captions = {str(im.image_id): im.captions for im in ks.images}
-        missing = len(ks.missing)
-
-        def load(i: int):  # noqa: ANN202
-            return open_image(ks.images[i].path)
+        images = karpathy_images(data.karpathy, data.image_root, split)
     else:
-        from pretrain.data.synthetic import make_sample
-
-        seed = recipe.data.synthetic_seed + (0 if split == "train" else 1)
-        n = recipe.data.synthetic_samples if split == "train" else max(50, recipe.data.synthetic_samples // 10)
-        size = recipe.data.synthetic_image_size
-        keys = [str(i) for i in range(n)]
-        captions = {k: synthetic_references(int(k), seed, size, 1 if split == "train" else 5) for k in keys}
-        missing = 0
-
-        def load(i: int):  # noqa: ANN202
-            return make_sample(i, seed, size).image
-
-    cache = cache_features(encoder, keys, load, cache_root / f"{split}-{kind}", kind,
-                           recipe.data.feature_batch_size, device=device)  # fmt: skip
-    return cache, captions, missing
-
-
-def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
-    """The sample's caption plus `count - 1` other wordings of the same scene."""
-    from pretrain.data.synthetic import caption_for, make_sample
-
-    sample = make_sample(index, seed, size)
-    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
-                               for k in range(1, count)]  # fmt: skip
+        seed = data.synthetic_seed + (0 if split == "train" else 1)
+        n = data.synthetic_samples if split == "train" else max(50, data.synthetic_samples // 10)
+        images = synthetic_images(n, seed, data.synthetic_image_size, 1 if split == "train" else 5)
+    cache_root = Path(data.cache_dir or Path(recipe.run.out_dir) / "features")
+    return encode_split(encoder, images, cache_root, recipe.model.tokens, device, data.feature_batch_size,
+                        data.feature_workers, is_main)  # fmt: skip
 
 
 def train(recipe: CaptionRecipe) -> Path:
@@ -87,8 +61,8 @@ def train(recipe: CaptionRecipe) -> Path:
     if recipe.run.num_threads > 0:
         torch.set_num_threads(recipe.run.num_threads)
     encoder = load_encoder(recipe.encoder)
-    cache, captions, _ = split_features(recipe, "train", encoder, dist_info.device)
-    pairs = [(i, c) for i, key in enumerate(cache.keys) for c in captions[key]]
+    cache = split_features(recipe, "train", encoder, dist_info.device, dist_info.is_main)
+    pairs = [(i, c) for i, key in enumerate(cache.keys) for c in cache.captions[key]]
     if recipe.model.lm == "":
         from captioning.tiny_lm import build_tiny_lm
 
@@ -120,7 +94,7 @@ def generate(
     encoder = load_encoder(recipe.encoder or config["encoder"])
     model_cfg = dataclasses.replace(recipe.model, tokens=model.cfg.tokens)
     recipe = dataclasses.replace(recipe, model=model_cfg)
-    cache, _, missing = split_features(recipe, split, encoder, device)
+    cache = split_features(recipe, split, encoder, device)
     out = Path(out)
     partial = out.with_name(out.name + ".partial.jsonl")
     done: dict[str, str] = {}
@@ -142,8 +116,7 @@ def generate(
     results = [{"image_id": _id(k), "caption": done[k]} for k in cache.keys]
     write_text_atomically(out, json.dumps(results))
     partial.unlink()
-    skipped = len(cache.skipped) + missing  # unreadable files + files missing under image_root
-    return {"split": split, "images": len(results), "skipped": skipped, "out": str(out)}
+    return {"split": split, "images": len(results), "skipped": cache.skipped, "out": str(out)}
 
 
 def _id(key: str) -> int | str:
@@ -162,10 +135,10 @@ def caption_demo(encoder_dir: str | Path, out_dir: str | Path, steps: int = 300)
     captioner = train(recipe)
     model, tokenizer, _ = load_captioner(captioner)
     recipe.model.tokens = model.cfg.tokens
-    cache, refs, _ = split_features(recipe, "val", load_encoder(encoder_dir), "cpu")
+    cache = split_features(recipe, "val", load_encoder(encoder_dir), "cpu")
     texts = caption_features(model, tokenizer, cache.features, recipe.decode)
     results = {i: t for i, t in enumerate(texts)}
-    gts = {i: refs[k] for i, k in enumerate(cache.keys)}
+    gts = {i: cache.captions[k] for i, k in enumerate(cache.keys)}
     train_caps = [synthetic_references(i, recipe.data.synthetic_seed, recipe.data.synthetic_image_size, 1)[0]
                   for i in range(min(500, recipe.data.synthetic_samples))]  # fmt: skip
     constant = _constant_caption(train_caps)

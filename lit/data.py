@@ -6,11 +6,11 @@ image, so the tower runs once over the training data and LiT trains the projecti
 stored features. It needs random-access data (`data.kind` list or synthetic).
 
 The cache is `pretrain.features`' (`manifest.json` + `chunk-NNNNNN.safetensors`, pool `default` = the encoder's own
-pooling, float32, resumable chunk by chunk) in `CACHE_DIR/<key>/`. The key digests everything the features
-depend on: the encoder's config (architecture and preprocessing, i.e. the eval transform) and its weights, the
-training items (list: every image's absolute path, size and mtime; synthetic: the pixels) and the precision.
-Another encoder, other data or another precision therefore gets another directory, and the manifest re-checks
-encoder and items before a cache is reused, so a stale cache is never read.
+pooling, float32, resumable chunk by chunk) in `CACHE_DIR/<key>/` (`pretrain.features.cached_feature_set`). The key
+digests everything the features depend on: the encoder's config (architecture and preprocessing, i.e. the eval
+transform) and its weights, the training items (list: every image's absolute path, size and mtime; synthetic: the
+pixels) and the precision. Another encoder, other data or another precision therefore gets another directory, and
+the manifest re-checks encoder and items before a cache is reused, so a stale cache is never read.
 
 Cached batches come from the same `IndexedSource` + `BatchStream` as live images: the batch order, the skip
 counts and the resume state are those of the live run, and `batch["image"]` holds features [B, D].
@@ -18,9 +18,6 @@ counts and the resume state are those of the live run, and `batch["image"]` hold
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,12 +31,10 @@ from pretrain.data.labelled import LabelledImages
 from pretrain.data.lists import read_list
 from pretrain.data.stream import BatchLoader, BatchStream, DataConfig, EncodeText, IndexedSource, build_loader
 from pretrain.data.synthetic import make_sample
-from pretrain.encoder import Encoder, load_encoder
-from pretrain.features import FeatureSet, encoder_identity, extract_features, read_feature_set
-from pretrain.runtime.distributed import barrier
+from pretrain.encoder import load_encoder
+from pretrain.features import cached_feature_set
 from pretrain.runtime.errors import ConfigError
 
-KEY_VERSION = 1
 POOL = "default"  # the encoder's own pooling: what LiTModel.image_features computes live
 
 
@@ -75,32 +70,6 @@ def training_items(data: DataConfig) -> tuple[LabelledImages, list[str]]:
         images = LabelledImages([s.image for s in samples], [0] * n, ["image"], source=source, split="train")
         return images, [s.caption for s in samples]
     raise ConfigError(f"cache_features: needs random-access data (data.kind list or synthetic), not {data.kind!r}")
-
-
-def _file_stamp(path: str) -> bytes:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return b"missing\n"
-    return f"{stat.st_size}:{stat.st_mtime_ns}\n".encode()
-
-
-def cache_key(encoder: Encoder, images: LabelledImages, precision: str) -> str:
-    """16 hex digits naming the cache of `images` under `encoder` at `precision` (see the module docstring)."""
-    identity = encoder_identity(encoder)
-    parts = {
-        "version": KEY_VERSION,
-        "config": identity["config_hash"],  # includes the preprocessing (the eval transform)
-        "weights": identity["weights_hash"],
-        "items": images.signature(),
-        "precision": precision,
-        "pool": POOL,
-    }
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
-    for item in images.items:  # an image replaced in place keeps its path; its size or mtime changes
-        if isinstance(item, str):
-            digest.update(_file_stamp(item))
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -143,15 +112,9 @@ def build_feature_cache(
     """Compute (on the main rank), finish or reuse the cache of `data` under an encoder; every rank reads it."""
     images, captions = training_items(data)
     encoder = load_encoder(encoder_path)  # on the CPU for the key; extraction moves it to `device`
-    out = Path(cache_dir).expanduser() / cache_key(encoder, images, precision)
-    features: FeatureSet | None = None
-    if is_main:
-        features = extract_features(
-            encoder, images, out, (POOL,), batch_size, num_workers, device, precision, progress=True
-        )
-    barrier()
-    if features is None:
-        features = read_feature_set(out)
+    features, out = cached_feature_set(
+        encoder, images, cache_dir, (POOL,), precision, device, batch_size, num_workers, is_main
+    )
     rows = torch.full((len(images),), -1, dtype=torch.long)
     rows[features.indices] = torch.arange(len(features))
     reasons = {int(i): images.skip_reason(int(i)) for i in features.meta["skipped_indices"]}

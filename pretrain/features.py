@@ -12,7 +12,11 @@ Chunks are append-only: an interrupted run resumes with the first unfinished chu
 finished one. A cache refuses (UserError) to continue or serve a different encoder or dataset.
 
 Pools: `default` is the encoder's own pooling (`forward_head`, what it was trained with; SuperClass: mean of
-patch tokens after the final norm), `cls` the class token, `patch_mean` the mean of the patch tokens.
+patch tokens after the final norm), `cls` the class token, `patch_mean` the mean of the patch tokens, and
+`tokens` every output token [T, D] stored in float16 (ClipCap's transformer mapper reads them; probes do not).
+Trainers keep their caches under a root with `cached_feature_set`, which names each cache by `cache_key`: a
+digest of the encoder (config and weights), the items (and the files' sizes and mtimes), the pools and the
+precision, so a changed input gets a new directory instead of a stale cache.
 The encoder runs in bf16 autocast on a GPU and fp32 on the CPU (`precision`). Decoding (`decode`): `cpu` lets
 the DataLoader workers decode and preprocess with PIL; `gpu` has them read file bytes only and decodes JPEGs
 in batches on the encoder's device with nvJPEG, then resizes there (`pretrain.data.gpu_decode`).
@@ -40,13 +44,16 @@ from pretrain.data.gpu_decode import DevicePreprocess, EncodedImages, check_deco
 from pretrain.data.labelled import LabelledImages
 from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import plain_tensors, write_file_atomically
-from pretrain.runtime.distributed import pick_device
+from pretrain.runtime.distributed import barrier, pick_device
 from pretrain.runtime.errors import ConfigError, UserError
 
 FORMAT = "superclass-features"
 VERSION = 1
 MANIFEST = "manifest.json"
-POOLS = ("default", "cls", "patch_mean")
+POOLS = ("default", "cls", "patch_mean")  # [D] per image: what the probes read
+TOKEN_POOL = "tokens"  # [T, D] per image, float16
+EXTRACT_POOLS = (*POOLS, TOKEN_POOL)
+CACHE_KEY_VERSION = 1
 DECODERS = ("cpu", "gpu")
 
 
@@ -75,7 +82,7 @@ class FeatureConfig:
 class FeatureSet:
     """Features of one dataset split: rows are the images that decoded, in dataset order."""
 
-    features: dict[str, torch.Tensor]  # pool -> [N, D] float32
+    features: dict[str, torch.Tensor]  # pool -> [N, D] float32 (`tokens`: [N, T, D] float16)
     labels: torch.Tensor  # [N] int64 class indices
     indices: torch.Tensor  # [N] int64 positions in the dataset
     keys: torch.Tensor  # [N] int64 item identities (LabelledImages.keys)
@@ -114,8 +121,10 @@ def pool_tokens(encoder: Encoder, tokens: torch.Tensor, pools: Sequence[str]) ->
             out[pool] = tokens[:, 0]
         elif pool == "patch_mean":
             out[pool] = tokens[:, prefix:].mean(dim=1)
+        elif pool == TOKEN_POOL:
+            out[pool] = tokens
         else:
-            raise UserError(f"unknown pool '{pool}' (known: {', '.join(POOLS)})")
+            raise UserError(f"unknown pool '{pool}' (known: {', '.join(EXTRACT_POOLS)})")
     return out
 
 
@@ -241,9 +250,9 @@ def iter_batches(
             with torch.inference_mode(), autocast(precision, device):
                 tokens = encoder.forward_features(batch["images"])
                 pooled = pool_tokens(encoder, tokens, pools)
-                feats = {k: v.float().to("cpu", non_blocking=True) for k, v in pooled.items()}  # async from CUDA
+                feats = {k: _stored(k, v).to("cpu", non_blocking=True) for k, v in pooled.items()}  # async from CUDA
         else:
-            feats = {pool: torch.empty(0, encoder.num_features) for pool in pools}
+            feats = {pool: torch.empty(0, encoder.num_features) for pool in pools}  # dropped by _assemble
         copied = torch.cuda.Event() if device.type == "cuda" else None
         if copied is not None:
             copied.record(torch.cuda.current_stream(device))
@@ -252,6 +261,11 @@ def iter_batches(
         pending = ({"features": feats, **{k: batch[k] for k in ("labels", "indices", "skipped")}}, copied)
     if pending is not None:
         yield _arrived(*pending)
+
+
+def _stored(pool: str, x: torch.Tensor) -> torch.Tensor:
+    """What a pool is kept as: float32, tokens float16 (T times the size of a pooled feature)."""
+    return x.half() if pool == TOKEN_POOL else x.float()
 
 
 def _arrived(out: dict[str, Any], copied: torch.cuda.Event | None) -> dict[str, Any]:
@@ -309,10 +323,16 @@ def _device(encoder: Encoder) -> torch.device:
 def _assemble(
     parts: list[dict[str, Any]], pools: Sequence[str], all_keys: torch.Tensor, meta: dict[str, Any], dim: int
 ) -> FeatureSet:
-    feats = {p: torch.cat([x["features"][p] for x in parts]) if parts else torch.empty(0, dim) for p in pools}
+    feats = {p: _cat_rows([x["features"][p] for x in parts], dim) for p in pools}
     labels = torch.cat([x["labels"] for x in parts]) if parts else torch.empty(0, dtype=torch.long)
     indices = torch.cat([x["indices"] for x in parts]) if parts else torch.empty(0, dtype=torch.long)
     return FeatureSet(feats, labels, indices, all_keys[indices], meta)
+
+
+def _cat_rows(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Concatenate along rows, ignoring the empty placeholders of all-undecodable batches."""
+    rows = [t for t in tensors if len(t)]
+    return torch.cat(rows) if rows else torch.empty(0, dim)
 
 
 # ------------------------------------------------------------------------------------------------- the cache
@@ -462,3 +482,55 @@ def load_features(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tens
     """(features by pool, labels, meta) of a complete cache; meta also holds `indices` and `keys` tensors."""
     fs = read_feature_set(path)
     return fs.features, fs.labels, {**fs.meta, "indices": fs.indices, "keys": fs.keys}
+
+
+# ------------------------------------------------------------------------------------- caches kept by trainers
+
+
+def _file_stamp(path: str) -> bytes:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return b"missing\n"
+    return f"{stat.st_size}:{stat.st_mtime_ns}\n".encode()
+
+
+def cache_key(encoder: Encoder, images: LabelledImages, precision: str, pools: Sequence[str] = ("default",)) -> str:
+    """16 hex digits naming the cache of `images` under `encoder` (config incl. preprocessing, and weights) at
+    `precision` for `pools`; an image file replaced in place keeps its path but changes its size or mtime."""
+    identity = encoder_identity(encoder)
+    parts = {
+        "version": CACHE_KEY_VERSION,
+        "config": identity["config_hash"],
+        "weights": identity["weights_hash"],
+        "items": images.signature(),
+        "precision": precision,
+        "pools": sorted(set(pools)),
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
+    for item in images.items:
+        if isinstance(item, str):
+            digest.update(_file_stamp(item))
+    return digest.hexdigest()[:16]
+
+
+def cached_feature_set(
+    encoder: Encoder,
+    images: LabelledImages,
+    cache_root: str | Path,
+    pools: Sequence[str] = ("default",),
+    precision: str = "auto",
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    is_main: bool = True,
+) -> tuple[FeatureSet, Path]:
+    """The features of `images` from `cache_root/<cache_key>/`: computed (or finished) on the main rank, reused when
+    present, read by every rank after a barrier. Returns the set and its directory."""
+    precision = resolve_precision(precision, pick_device(str(device)) if device is not None else _device(encoder))
+    out = Path(cache_root).expanduser() / cache_key(encoder, images, precision, pools)
+    features: FeatureSet | None = None
+    if is_main:
+        features = extract_features(encoder, images, out, pools, batch_size, num_workers, device, precision)
+    barrier()
+    return (features if features is not None else read_feature_set(out)), out

@@ -1,34 +1,11 @@
 """COCO Karpathy end to end on a tiny fixture: train -> generate (results JSON) -> score (metrics.json)."""
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+from caption_fixtures import karpathy_fixture
+from eval_fixtures import tiny_encoder
 
-from eval_fixtures import tiny_encoder  # noqa: E402
-
-from captioning.cli import main  # noqa: E402
-from pretrain.data.synthetic import make_sample  # noqa: E402
-
-
-def karpathy_fixture(root: Path) -> Path:
-    """dataset_coco.json with 10 images in train/restval/test and one test image missing on disk."""
-    images = []
-    splits = ["train"] * 5 + ["restval"] * 2 + ["test"] * 3
-    for i, split in enumerate(splits):
-        folder = "val2014" if split != "train" else "train2014"
-        name = f"COCO_{folder}_{i:012d}.jpg"
-        sample = make_sample(i, seed=3, image_size=48)
-        if i != 9:  # the last test image is missing: counted and skipped
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            sample.image.save(root / folder / name)
-        sentences = [{"raw": sample.caption, "tokens": sample.caption.split()}] * 2
-        images.append({"filepath": folder, "filename": name, "imgid": i, "cocoid": 1000 + i, "split": split,
-                       "sentences": sentences})  # fmt: skip
-    path = root / "dataset_coco.json"
-    path.write_text(json.dumps({"images": images, "dataset": "coco"}))
-    return path
+from captioning.cli import main
 
 
 def test_train_generate_score_on_karpathy_json(tmp_path, capsys):

@@ -12,12 +12,13 @@ from lit_fixtures import tiny_encoder
 from safetensors.torch import load_file
 
 from lit.cli import main
-from lit.data import build_feature_cache, cache_key, training_items
+from lit.data import build_feature_cache, training_items
 from lit.recipes import get_recipe
 from lit.train import train
 from pretrain.data.stream import DataConfig
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import load_encoder
+from pretrain.features import cache_key
 from pretrain.runtime.config import resolve
 
 

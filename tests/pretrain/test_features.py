@@ -45,8 +45,10 @@ def test_pools_are_the_encoders_own(setup, tmp_path):
     assert labels.tolist() == dataset.labels and meta["classes"] == ["blue", "green", "red"]
     assert torch.equal(meta["indices"], torch.arange(6)) and meta["precision"] == "fp32"
     assert meta["encoder"]["path"] == str(enc_dir.absolute()) and meta["dataset"]["num_items"] == 6
-    mem = compute_features(enc, dataset, pools=["default", "patch_mean"], batch_size=4, device="cpu")
+    mem = compute_features(enc, dataset, pools=["default", "patch_mean", "tokens"], batch_size=4, device="cpu")
     torch.testing.assert_close(mem.features["patch_mean"], fs.features["patch_mean"], rtol=0, atol=1e-6)
+    assert mem.features["tokens"].dtype == torch.float16 and mem.features["tokens"].shape == tokens.shape
+    torch.testing.assert_close(mem.features["tokens"], tokens.half(), rtol=0, atol=0)  # every token, as float16
 
 
 def test_interrupted_cache_resumes_without_recomputing(setup, tmp_path):
