@@ -351,7 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_args(p)
     p.add_argument("--split", default="train", help="split to encode (folder or list name)")
     p.add_argument("--out", required=True, type=Path, help="feature cache directory")
-    p.add_argument("--pool", nargs="+", default=["default"], choices=["default", "cls", "patch_mean"])
+    p.add_argument(
+        "--pool",
+        nargs="+",
+        default=["default"],
+        choices=["default", "cls", "patch_mean", "tokens"],
+        help="pooled features (what the probes read); tokens: every output token, float16 [N, T, D]",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
