@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from llava_shapes import TOWERS, random_llava
 from PIL import Image
 
 from eval.generation import GenerationConfig, Request, generate_answers, generate_one_by_one
@@ -31,21 +32,10 @@ from vlm.templates import SHORT_ANSWER_PROMPT, VICUNA_SYSTEM, generation_prompt
 from vlm.tiny_lm import build_tiny_tokenizer
 
 VQAV2_TEST_DEV = 107_394
-PRESETS = {
-    "tiny": {
-        "vision": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
-                   "num_hidden_layers": 2, "num_attention_heads": 4},
-        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
-        "questions": 64, "baseline": 64,
-    },
-    "vicuna7b": {
-        "vision": {"image_size": 336, "patch_size": 14, "hidden_size": 1024, "intermediate_size": 4096,
-                   "num_hidden_layers": 24, "num_attention_heads": 16},
-        "text": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-                 "vocab_size": 32064},
-        "questions": 512, "baseline": 32,
-    },
-}  # fmt: skip
+PRESETS = {  # preset -> (LLM, tower, questions in the batched run, questions in the one-at-a-time run)
+    "tiny": ("tiny", "tiny", 64, 64),
+    "vicuna7b": ("vicuna7b", "l14", 512, 32),
+}
 QUESTIONS = [
     "What color is the bus?",
     "How many people are in the picture?",
@@ -60,32 +50,17 @@ QUESTIONS = [
 
 def build_llava(preset: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     """A random LLaVA of `preset` built on `device` in `dtype` (no disk, no download) and its processor."""
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+    from transformers import CLIPImageProcessor, LlavaProcessor
 
-    shape = PRESETS[preset]
+    llm, tower = PRESETS[preset][:2]
     tokenizer = build_tiny_tokenizer([VICUNA_SYSTEM, SHORT_ANSWER_PROMPT, *QUESTIONS] * 4, vocab=500)
-    vision = CLIPVisionConfig(**shape["vision"], hidden_act="quick_gelu")
-    text = LlamaConfig(**{"vocab_size": len(tokenizer), **shape["text"]}, max_position_embeddings=4096,
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    grid = shape["vision"]["image_size"] // shape["vision"]["patch_size"]
-    config = LlavaConfig(vision_config=vision, text_config=text, image_seq_length=grid * grid,
-                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"))  # fmt: skip
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
-    size = shape["vision"]["image_size"]
+    ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    model = random_llava(llm, tower, device, dtype, image_token, len(tokenizer), **ids).eval()
+    size, patch = TOWERS[tower]["image_size"], TOWERS[tower]["patch_size"]
     image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               patch_size=shape["vision"]["patch_size"], vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1)  # fmt: skip
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)  # fmt: skip
     return model, processor
 
 
@@ -128,8 +103,8 @@ def main() -> None:
     device = torch.device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
-    n = args.questions or PRESETS[args.preset]["questions"]
-    n_base = min(n, args.baseline or PRESETS[args.preset]["baseline"])
+    n = args.questions or PRESETS[args.preset][2]
+    n_base = min(n, args.baseline or PRESETS[args.preset][3])
     start = time.perf_counter()
     model, processor = build_llava(args.preset, device, dtype)
     print(f"built {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params) on {device} "

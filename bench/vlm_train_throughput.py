@@ -3,11 +3,12 @@
 usage: python bench/vlm_train_throughput.py [--preset tiny|vicuna7b] [--tower b16|l14] [--modes lora,full]
                                             [--batch 4] [--seq 1024] [--steps 5] [--device cpu|cuda]
 
-Builds the LLaVA from configs with random weights (the hub is not reachable on the benchmark machines):
-`vicuna7b` is LLaMA-2-7B's shape (4096 wide, 32 layers, vocab 32064) with a CLIP-style B/16 (224 px, 196 image
-tokens) or L/14 (336 px, 576 image tokens) tower. Training FLOPs are counted with torch's FlopCounterMode on one
-forward: the frozen tower's forward once, the rest 3x for full fine-tuning and 2x for LoRA (frozen weights get no
-weight gradients); recomputation under gradient checkpointing is not counted (the usual MFU convention).
+Builds the LLaVA from configs with random weights (the hub is not reachable on the benchmark machines; shapes in
+bench/llava_shapes.py): `vicuna7b` is LLaMA-2-7B's shape (4096 wide, 32 layers, vocab 32064) with a CLIP-style B/16
+(224 px, 196 image tokens) or L/14 (336 px, 576 image tokens) tower. Training FLOPs are counted with torch's
+FlopCounterMode on one forward: the frozen tower's forward once, the rest 3x for full fine-tuning and 2x for LoRA
+(frozen weights get no weight gradients); recomputation under gradient checkpointing is not counted (the usual
+MFU convention).
 MFU is against the measured H200 bf16 ceiling (790 TFLOP/s) and the 989 TFLOP/s datasheet figure.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import statistics
 
 import torch
+from llava_shapes import LLMS, TOWERS, random_llava
 from steps import timed_steps  # bench/steps.py (the script's own folder is on sys.path)
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -28,36 +30,14 @@ from vlm.task import LlavaTask
 
 H200_MEASURED = 790e12
 H200_DATASHEET = 989e12
-TOWERS = {
-    "tiny": {"hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "image_size": 32, "patch_size": 8},
-    "b16": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "image_size": 224, "patch_size": 16},
-    "l14": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-            "image_size": 336, "patch_size": 14},
-}  # fmt: skip
-LLMS = {
-    "tiny": {"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "vocab_size": 512},
-    "vicuna7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-                 "vocab_size": 32064},
-}  # fmt: skip
 IMAGE_TOKEN_ID = 3
 
 
 def build_model(preset: str, tower: str, llm_dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    """A random LLaVA of the preset's shapes, built on `device` (LLM weights in `llm_dtype`)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    vision = CLIPVisionConfig(hidden_act="gelu", **TOWERS[tower])
-    text = LlamaConfig(max_position_embeddings=4096, **LLMS[preset])
-    tokens = (vision.image_size // vision.patch_size) ** 2
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID, image_seq_length=tokens)
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlavaForConditionalGeneration(config)
-    model.model.language_model.to(llm_dtype)
-    model.lm_head.to(llm_dtype)
+    """A random LLaVA of the preset's shapes on `device`: the LLM in `llm_dtype`, tower and projector in fp32."""
+    model = random_llava(preset, tower, device, llm_dtype, IMAGE_TOKEN_ID)
+    model.model.vision_tower.float()
+    model.model.multi_modal_projector.float()
     return model
 
 
@@ -119,7 +99,12 @@ def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=sorted(LLMS))
-    parser.add_argument("--tower", default="", help="b16 | l14 | tiny (default: tiny for the tiny preset, else l14)")
+    parser.add_argument(
+        "--tower",
+        default="",
+        choices=["", *sorted(TOWERS)],
+        help="b16 | l14 | tiny (default: tiny for the tiny preset, else l14)",
+    )
     parser.add_argument("--modes", default="lora,full")
     parser.add_argument("--batch", type=int, default=4, help="sequences per step")
     parser.add_argument("--seq", type=int, default=0, help="tokens per sequence (default: 64 tiny, 1024 otherwise)")
