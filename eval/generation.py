@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain.runtime.atomic import write_text_atomically
+from pretrain.runtime.jsonl import read_jsonl, repair_tail
 
 log = logging.getLogger(__name__)
 STOP_STRING = "</s>"
@@ -201,32 +202,15 @@ def order_by_length(tokenizer: Any, requests: Sequence[Request]) -> list[int]:
 def read_predictions(path: str | Path) -> dict[int | str, dict[str, Any]]:
     """Rows by question id from a JSONL file; an undecodable line (a kill's truncated tail) is ignored."""
     rows: dict[int | str, dict[str, Any]] = {}
-    path = Path(path)
-    if not path.exists():
-        return rows
-    bad = 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
+    lines, bad = read_jsonl(path)
+    for row in lines:
+        if "question_id" in row and isinstance(row["question_id"], (int, str)):
             rows.setdefault(row["question_id"], row)
-        except (json.JSONDecodeError, KeyError, TypeError):
+        else:
             bad += 1
     if bad:
         log.warning("%s: ignored %d unreadable line(s) (an interrupted write)", path, bad)
     return rows
-
-
-def repair_tail(path: Path) -> None:
-    """Cut a partial last line (no trailing newline) so that appended rows start on a line of their own."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    with open(path, "r+b") as f:
-        f.truncate(data.rfind(b"\n") + 1)
 
 
 def rank_files(path: Path) -> list[Path]:

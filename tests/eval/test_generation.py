@@ -19,8 +19,8 @@ from eval.generation import (
     load_llava,
     one_by_one_ids,
     read_predictions,
-    repair_tail,
 )
+from pretrain.runtime.jsonl import repair_tail
 
 N = 10
 TEXT_ONLY = (3,)
