@@ -26,14 +26,13 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 from PIL import Image
-from safetensors.torch import save_file
 
 from pretrain.encoder import CONFIG_FILE, Encoder, load_encoder
 from pretrain.exports.common import CLIP_ACTS, write_export
 from pretrain.exports.hf import hf_image_processor, hf_vision_config
-from pretrain.exports.mapping import HF_PREFIX, timm_to_hf
-from pretrain.runtime.atomic import plain_tensors
+from pretrain.exports.mapping import timm_to_hf
 from pretrain.runtime.errors import ConfigError, UserError
+from vlm.llava_hf import IMAGE_PROCESSORS, llava_hf_name, save_llava_hf  # noqa: F401 (llava_hf_name: re-exported)
 from vlm.templates import IMAGE_TOKEN
 
 PROJECTORS = ("mlp2x_gelu",)
@@ -171,25 +170,28 @@ def save_llava(
     out: str | Path,
     layout: Literal["hf", "llava-hf"] = "hf",
     state_dict: dict[str, torch.Tensor] | None = None,
+    image_processor: str = "llava",
 ) -> Path:
     """Write model + processor as an HF LLaVA directory `out`, atomically; returns `out`.
 
     `layout` "hf": what transformers 5.x's `save_pretrained` writes (its own legacy renaming, but the CLIP tower
-    without `vision_model.`); "llava-hf": the llava-hf hub layout every transformers 4.x tool reads
-    (`vision_tower.vision_model.*`, `language_model.model.*`, `language_model.lm_head.weight`,
-    `multi_modal_projector.*`); 5.x loads both. `state_dict`: tensors under the model's own (5.x) names to save
-    instead of `model.state_dict()` (e.g. gathered from FSDP2 shards).
+    without `vision_model.`); "llava-hf": the llava-hf hub layout transformers 4.x tools read (`vlm.llava_hf`;
+    `image_processor` "llava" pads as LLaVA and needs transformers >= 4.49, "clip" loads in every 4.x but
+    centre-crops); 5.x loads both. `state_dict`: tensors under the model's own (5.x) names to save instead of
+    `model.state_dict()` (e.g. gathered from FSDP2 shards).
     """
     if layout not in LAYOUTS:
         raise UserError(f"layout {layout!r}: expected one of {list(LAYOUTS)}")
+    if image_processor not in IMAGE_PROCESSORS:
+        raise UserError(f"image processor {image_processor!r}: expected one of {list(IMAGE_PROCESSORS)}")
 
     def write(tmp: Path) -> None:
         if layout == "hf":
             model.save_pretrained(tmp, state_dict=state_dict)
+            processor.save_pretrained(tmp)
         else:
-            _save_llava_hf(model, state_dict if state_dict is not None else model.state_dict(), tmp)
-            processor.image_processor.save_pretrained(tmp)  # preprocessor_config.json, where 4.x looks for it
-        processor.save_pretrained(tmp)
+            state = state_dict if state_dict is not None else model.state_dict()
+            save_llava_hf(model, processor, state, tmp, image_processor)
 
     return write_export(out, write, _is_llava_dir)
 
@@ -205,20 +207,6 @@ def load_llava(
         raise UserError(f"{path / 'config.json'}: missing or not a LLaVA config (expected model_type 'llava')")
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype or "auto")
     return model.to(device).eval(), AutoProcessor.from_pretrained(path)
-
-
-def llava_hf_name(key: str) -> str:
-    """A transformers 5.x `LlavaForConditionalGeneration` parameter name -> its llava-hf (4.x) checkpoint name."""
-    renames = (
-        ("model.vision_tower.", "vision_tower." + HF_PREFIX),
-        ("model.language_model.", "language_model.model."),
-        ("model.multi_modal_projector.", "multi_modal_projector."),
-        ("lm_head.", "language_model.lm_head."),
-    )
-    for old, new in renames:
-        if key.startswith(old):
-            return new + key[len(old) :]
-    raise KeyError(f"{key!r} is not a LlavaForConditionalGeneration parameter name")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -285,24 +273,6 @@ def _language_model(name: str, dtype: Any) -> tuple[nn.Module, Any]:
     lm.config.pad_token_id = tokenizer.pad_token_id
     lm.generation_config.pad_token_id = tokenizer.pad_token_id
     return lm, tokenizer
-
-
-def _save_llava_hf(model: Any, state: dict[str, torch.Tensor], out: Path) -> None:
-    """config + generation config + safetensors shards (with an index when > 1) under llava-hf names."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-
-    tensors = plain_tensors({llava_hf_name(k): v for k, v in state.items()})
-    model.config.architectures = ["LlavaForConditionalGeneration"]
-    model.config.save_pretrained(out)
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(out)
-    split = split_torch_state_dict_into_shards(tensors, max_shard_size="5GB")
-    for file, names in split.filename_to_tensors.items():
-        save_file({n: tensors[n] for n in names}, str(out / file), metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())}}
-        index["weight_map"] = split.tensor_to_filename
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
 def _is_llava_dir(path: Path) -> bool:

@@ -57,7 +57,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = model_config(args)
     check_config(cfg)  # a bad field fails before a 7B LM is loaded
     model, processor = build_llava(cfg)
-    out = save_llava(model, processor, args.out, layout=args.layout)
+    out = save_llava(model, processor, args.out, layout=args.layout, image_processor=args.image_processor)
     print(describe(model))
     print(f"LLaVA model ({args.layout} layout, projector untrained): {out}")
     return 0
@@ -67,7 +67,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from vlm.build import load_llava, save_llava
 
     model, processor = load_llava(args.model)
-    print(f"LLaVA model ({args.layout} layout): {save_llava(model, processor, args.out, layout=args.layout)}")
+    out = save_llava(model, processor, args.out, layout=args.layout, image_processor=args.image_processor)
+    print(f"LLaVA model ({args.layout} layout): {out}")
     return 0
 
 
@@ -100,12 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_image_processor_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-processor",
+        default="llava",
+        choices=["llava", "clip"],
+        help="llava-hf layout only: llava = LlavaImageProcessor, pads to square as LLaVA (transformers >= 4.49); "
+        "clip = CLIPImageProcessor, read by every 4.x but centre-crops, as llava-hf's own checkpoints",
+    )
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """build, export and chat on the `vlm` subparsers action `sub`."""
     p = sub.add_parser("build", help="assemble encoder + LLM + fresh projector into an HF LLaVA directory")
     add_model_args(p)
     p.add_argument("--out", required=True, help="directory to write (an HF LLaVA model + processor)")
     p.add_argument("--layout", default="hf", choices=["hf", "llava-hf"], help="weight names (llava-hf: 4.x tools)")
+    _add_image_processor_arg(p)
     p.set_defaults(fn=_cmd_build)
 
     p = sub.add_parser("train", help="train stage 1 (projector) or stage 2 (projector + LLM, full or LoRA)")
@@ -118,6 +130,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="rewrite a LLaVA directory, e.g. in the llava-hf layout for transformers 4.x")
     p.add_argument("model", help="LLaVA directory (from build or training)")
     p.add_argument("--layout", default="llava-hf", choices=["hf", "llava-hf"])
+    _add_image_processor_arg(p)
     p.add_argument("--out", required=True, help="directory to write")
     p.set_defaults(fn=_cmd_export)
 
