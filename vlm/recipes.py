@@ -68,7 +68,7 @@ def llava15_stage1() -> VLMRecipe:
     """
     return VLMRecipe(
         stage=1,
-        model=VLMModelConfig(image_aspect_ratio="crop"),
+        model=VLMModelConfig(image_aspect_ratio="crop", llm_dtype="bf16"),
         data=VLMDataConfig(kind="llava_json", max_length=2048),
         optim=_llava_optim(1e-3),
         run=RunConfig(
@@ -92,7 +92,7 @@ def llava15_stage2() -> VLMRecipe:
     """
     return VLMRecipe(
         stage=2,
-        model=VLMModelConfig(image_aspect_ratio="pad"),
+        model=VLMModelConfig(image_aspect_ratio="pad", llm_dtype="bf16"),
         data=VLMDataConfig(kind="llava_json", max_length=2048),
         optim=_llava_optim(2e-5),
         run=RunConfig(

@@ -36,6 +36,20 @@ def set_trainable(model: nn.Module, stage: int, lora: bool, train_vision: bool) 
         llava.vision_tower.requires_grad_(True)
 
 
+def upcast_trainable(model: nn.Module) -> int:
+    """Keep trainable weights in fp32 (AdamW's master copy), frozen ones as loaded; returns how many were cast.
+
+    AdamW on 16-bit weights loses updates: at lr 2e-5 a bf16 weight near 0.02 does not move at all and fp16's
+    eps underflows, so LLaVA trains fp32 masters (DeepSpeed) under bf16 compute, as autocast gives here.
+    """
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.is_floating_point() and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
 class LlavaTask(nn.Module):
     """`LlavaForConditionalGeneration` + next-token loss on the supervised (assistant) tokens."""
 
@@ -54,6 +68,7 @@ class LlavaTask(nn.Module):
                 raise ValueError("LoRA is a stage-2 option (stage 1 trains only the projector)")
             add_lora(model.model.language_model, self.lora)
         set_trainable(model, stage, self.lora is not None, train_vision)
+        upcast_trainable(model)
         self.model, self.processor, self.stage, self.train_vision = model, processor, stage, train_vision
         self.projector_lr_scale = projector_lr_scale
         self.info = dict(info or {})
@@ -108,9 +123,22 @@ def save_plain_llava(config: Any, processor: Any, out: Path, state: dict[str, to
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    dtype = _config_dtype(config)  # trained fp32 masters go out in the model's dtype, as LLaVA saves bf16
+    tensors = {k: _as_dtype(v.detach().to("cpu"), dtype).contiguous() for k, v in state.items()}
     model.load_state_dict(tensors, strict=False, assign=True)
     missing = [name for name, p in model.named_parameters() if p.is_meta]
     if missing:
         raise ValueError(f"the state dict lacks {len(missing)} LLaVA weights, e.g. {missing[:3]}")
     return save_llava(model, processor, out)
+
+
+def _config_dtype(config: Any) -> torch.dtype | None:
+    """The dtype a LLaVA config names (`dtype`, a torch.dtype or its name), or None."""
+    dtype = getattr(config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor

@@ -78,6 +78,24 @@ def test_only_the_stage_parameters_get_gradients(parts, stage, lora):
         assert any("layers.0.self_attn.q_proj" in n for n in llm) and "model.lm_head.weight" in llm
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_trainable_weights_are_fp32_masters_in_a_bf16_model(parts, tmp_path, lora):
+    cfg = VLMModelConfig(encoder=str(parts["encoder"]), llm=str(parts["llm"]), llm_dtype="bf16")
+    model, processor = build_llava(cfg)
+    task = LlavaTask(model, processor, 2, LoraSettings(enabled=lora, r=4, alpha=8))
+    trainable = {n: p for n, p in task.named_parameters() if p.requires_grad}
+    assert trainable and all(p.dtype == torch.float32 for p in trainable.values())
+    frozen = [p for p in task.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    batch = _batch(parts, model, processor)
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with_grad, changed = _changed(task, batch, lr=2e-5)  # a bf16 weight near 0.02 would not move at this lr
+    assert changed == with_grad and len(with_grad) > len(trainable) // 2  # LoRA's A gets no gradient while B = 0
+    out = task.export_artifact(tmp_path, task.state_dict(), samples_seen=6)
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.bfloat16}
+
+
 def test_lora_merge_gives_the_unmerged_outputs(parts, tmp_path):
     model, processor = _llava(parts)
     batch = _batch(parts, model, processor, n=3)
