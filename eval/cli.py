@@ -13,9 +13,12 @@ VLM benchmarks on an HF LLaVA directory (`run` generates into OUT/predictions.js
 `score` scores a JSONL or JSON list of {"question_id", "answer"}); each writes OUT/metrics.json:
   superclass eval vqav2 run --model DIR --questions Q.json [--annotations A.json] --image-root COCO --out OUT
   superclass eval vqav2 score --predictions P.jsonl --questions Q.json --annotations A.json --out OUT [--normalize ...]
+  superclass eval vqav2 run --model DIR --parquet lmms-lab/VQAv2/data --split validation --out OUT
   superclass eval textvqa run|score --data TextVQA_0.5.1_val.json --image-root train_images [--prompt lmms_eval] ...
   superclass eval mmbench run|score --tsv mmbench_dev_20230712.tsv [--prompt lmms_eval] [--circular off] ...
 Test splits (no answers) get OUT/submission.json (EvalAI) or OUT/submission.tsv (OpenCompass) instead of a score.
+A rerun of `run` into the same OUT resumes; it refuses answers made with another model, template, prompt layout,
+max_new_tokens or dtype (OUT/predictions.meta.json).
 """
 
 from __future__ import annotations
@@ -216,6 +219,26 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A subcommand parser whose mistakes (bad flag value, missing flag) are one `error:` line, exit 2, as run_cli."""
+
+    def error(self, message: str) -> Any:
+        from pretrain.runtime.errors import UserError
+
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 VLM_BENCHMARKS = {
     "vqav2": "VQAv2: soft VQA accuracy (official normalisation), EvalAI submission for test-dev/test",
     "textvqa": "TextVQA: VQA accuracy with the EvalAI processor; LLaVA (OCR tokens) or lmms-eval prompt",
@@ -244,6 +267,7 @@ def _add_vlm_data_args(p: argparse.ArgumentParser, bench: str) -> None:
         normalize = "evalai"
     p.add_argument("--image-root", type=Path, help="image folder (COCO root or train_images); needed by run")
     p.add_argument("--parquet", type=Path, help="an lmms-lab parquet file or folder instead (needs pyarrow)")
+    p.add_argument("--split", help="with a --parquet folder: the split's file-name prefix (validation, testdev, test)")
     p.add_argument("--normalize", default=normalize, choices=NORMALIZATIONS, help=f"default: {normalize}")
 
 
@@ -257,10 +281,10 @@ def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
         raise UserError(f"{args.bench} run needs --image-root (or --parquet with the images inside)")
     if args.bench == "vqav2":
         return vlm_bench.vqav2_benchmark(
-            args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet
+            args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet, args.split
         )
     return vlm_bench.textvqa_benchmark(
-        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet
+        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet, args.split
     )
 
 
@@ -292,8 +316,9 @@ def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
 
 def _cmd_vlm_run(args: argparse.Namespace) -> int:
     from eval.generation import GenerationConfig
-    from eval.vlm_bench import run_benchmark
+    from eval.vlm_bench import check_template, run_benchmark
 
+    check_template(args.template)  # before the data is read
     bench = _vlm_benchmark(args, run=True)
     cfg = GenerationConfig(
         batch_size=args.batch_size,
@@ -323,16 +348,18 @@ def _add_vlm_commands(sub: Any) -> None:
     """`<benchmark> run|score` for VQAv2, TextVQA and MMBench."""
     for bench, help_text in VLM_BENCHMARKS.items():
         parent = sub.add_parser(bench, help=help_text)
-        actions = parent.add_subparsers(dest="action", required=True)
+        actions = parent.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
         run = actions.add_parser("run", help="answer every question with a LLaVA model dir, then score (resumable)")
         _add_vlm_data_args(run, bench)
         run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
-        run.add_argument("--batch-size", type=int, default=32)
-        run.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (lmms-eval's VQA setting)")
+        run.add_argument("--batch-size", type=_positive_int, default=32)
+        run.add_argument("--max-new-tokens", type=_positive_int, help="default: 16 (lmms-eval's VQA setting)")
         run.add_argument("--device", default="auto")
-        run.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+        run.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
         run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
-        run.add_argument("--template", default="vicuna_v1", help="conversation template of the prompts")
+        run.add_argument(
+            "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
+        )
         run.add_argument("--no-progress", action="store_true", help="no progress bar")
         score = actions.add_parser("score", help="score a predictions file (JSONL or JSON list)")
         _add_vlm_data_args(score, bench)

@@ -1,14 +1,18 @@
 """Batched, resumable, data-parallel greedy answers from any HF LLaVA directory (the VQA/MMBench runners' engine).
 
-`generate_answers(model_dir, requests, predictions, cfg)` loads `LlavaForConditionalGeneration` + `AutoProcessor`
-from the directory, sorts the requests by prompt length (longest first, so an OOM shows at once), and answers them in
-left-padded batches with `model.generate(do_sample=False)`. Left padding is exact because generate derives each
-row's position ids from the attention mask (first real token at position 0) and the mask hides the pads from every
-real query; the tests check batched == one-at-a-time token for token (the batch-size sensitivity of lmms-eval #236,
-LLaVA #1928). Each batch's answers are appended to the JSONL `predictions` as `{"question_id", "answer"}` and
-flushed; a rerun skips ids already there (a truncated last line from a kill is dropped), so an interrupted run
-resumes. Under torchrun each rank answers a strided share into `predictions.rank{r}` and rank 0 merges at the end.
-An image whose loader raises OSError/ValueError is answered "" (with an `"error"` field) and counted as skipped.
+`generate_answers(model_dir, requests, predictions, cfg)` loads the model with `vlm.build.load_llava` (a directory
+that is not a LLaVA is a one-line UserError), sorts the requests by prompt length (longest first, so an OOM shows
+at once), and answers them in left-padded batches with `model.generate(do_sample=False)`. Left padding is exact
+because generate derives each row's position ids from the attention mask (first real token at position 0) and the
+mask hides the pads from every real query; the tests check batched == `vlm.generate.greedy_ids` (one at a time, the
+path `vlm chat` uses) token for token (the batch-size sensitivity of lmms-eval #236, LLaVA #1928).
+Each batch's answers are appended to the JSONL `predictions` as `{"question_id", "answer"}` and flushed; a rerun
+skips ids already answered there (a truncated last line from a kill is dropped), so an interrupted run resumes.
+Beside it, `predictions.meta.json` records what produced the answers (model, backend, dtype, max_new_tokens and
+the caller's fields, e.g. template and prompt layout; not batch size or device): a rerun that differs is refused.
+Under torchrun each rank answers a strided share into `predictions.rank{r}` and rank 0 merges at the end.
+An image whose loader raises OSError/ValueError/DecompressionBombError gets a row with answer "" and an `"error"`
+field: it is not an answer (scoring counts it missing) and the next run retries it.
 The next batch's images are loaded and preprocessed in a thread while the model answers the current one.
 Counts and the rate land in `generate_answers.last_stats` (a `GenerationStats`).
 """
@@ -20,7 +24,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,12 +33,27 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from PIL import Image
 
+from eval.vqa_data import QuestionId, norm_id
 from pretrain.runtime.atomic import write_text_atomically
+from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl, repair_tail
+from vlm.generate import (
+    STOP_STRING,
+    decode_answer,
+    greedy_answer,
+    greedy_config,
+    stop_token_ids,
+    to_model,
+    trim_at_stop,
+)
 
 log = logging.getLogger(__name__)
-STOP_STRING = "</s>"
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}  # fmt: skip
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+IMAGE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -49,6 +68,13 @@ class GenerationConfig:
     progress: bool = True  # tqdm bar with questions/s (rank 0)
     max_batches: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_new_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise UserError(f"dtype: unknown '{self.dtype}' (expected one of {['auto', *DTYPES]})")
+
 
 @dataclass
 class Request:
@@ -62,11 +88,16 @@ class Request:
 
 @dataclass
 class GenerationStats:
-    """What one `generate_answers` call did (summed over ranks): answered now, skipped images, resumed from file."""
+    """What one `generate_answers` call did (summed over ranks).
+
+    answered: rows written now; skipped: of those, images that failed to load; resumed: answers found in the file;
+    failed: requests whose row is still an image error at the end (scored as missing, retried by the next run).
+    """
 
     answered: int = 0
     skipped: int = 0
     resumed: int = 0
+    failed: int = 0
     seconds: float = 0.0
 
     @property
@@ -74,13 +105,16 @@ class GenerationStats:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
 
-# ---------------------------------------------------------------- model, device, decoding
+# ---------------------------------------------------------------- model, device, batches
 
 
 def resolve_device(name: str) -> torch.device:
     """`auto` → this rank's CUDA device (LOCAL_RANK) when CUDA is available, else cpu."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise UserError(f"device: unknown '{name}' (expected auto, cpu, cuda or cuda:N)") from None
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device("cpu")
@@ -90,54 +124,26 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` → bf16 on CUDA (LLaVA's eval precision), fp32 on CPU (bf16 matmuls are slow there)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-            "fp32": torch.float32, "float32": torch.float32}[name]  # fmt: skip
+    if name not in DTYPES:
+        raise UserError(f"dtype: unknown '{name}' (expected one of {['auto', *DTYPES]})")
+    return DTYPES[name]
 
 
-def load_llava(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    """The model (eval mode, on `device` in `dtype`) and its processor, tokenizer set to left padding."""
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(str(model_dir))
-    processor.tokenizer.padding_side = "left"
-    if processor.tokenizer.pad_token_id is None:  # Vicuna's tokenizer has none; pads are masked out anyway
-        processor.tokenizer.pad_token = processor.tokenizer.unk_token or processor.tokenizer.eos_token
-    return model, processor
+def left_padded(processor: Any) -> Any:
+    """`processor` with its tokenizer padding on the left and a pad token (Vicuna's has none; pads are masked)."""
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return processor
 
 
-def stop_token_ids(tokenizer: Any) -> list[int]:
-    """EOS plus `</s>` when it is one token (Vicuna's turn end), so every row stops where LLaVA's would."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    sep = tokenizer.convert_tokens_to_ids(STOP_STRING)
-    if isinstance(sep, int) and sep != tokenizer.unk_token_id and sep not in ids:
-        ids.append(sep)
-    return ids
+def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    """`vlm.build.load_llava` (eval mode, on `device` in `dtype`) with the processor set up for left-padded batches."""
+    from vlm.build import load_llava
 
-
-def _hf_generation_config(tokenizer: Any, max_new_tokens: int) -> Any:
-    """Plain greedy decoding; the model dir's own generation_config.json (sampling, max_length) is not used."""
-    from transformers import GenerationConfig as HFGenerationConfig
-
-    return HFGenerationConfig(
-        do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    )  # fmt: skip
-
-
-def trim_at_stop(ids: Sequence[int], stop_ids: Sequence[int], limit: int) -> list[int]:
-    """The generated ids before the first stop token, at most `limit` of them (pads after EOS are dropped)."""
-    out = []
-    for token in list(ids)[:limit]:
-        if token in stop_ids:
-            break
-        out.append(int(token))
-    return out
-
-
-def decode_answer(tokenizer: Any, ids: Sequence[int]) -> str:
-    """The answer text: special tokens dropped, cut at a textual `</s>`, stripped."""
-    return tokenizer.decode(list(ids), skip_special_tokens=True).split(STOP_STRING)[0].strip()
+    model, processor = load_llava(model_dir, device=device, dtype=dtype)
+    return model, left_padded(processor)
 
 
 def prepare_batch(processor: Any, requests: Sequence[Request], images: Sequence[Any]) -> dict[str, torch.Tensor]:
@@ -146,21 +152,13 @@ def prepare_batch(processor: Any, requests: Sequence[Request], images: Sequence[
     return dict(processor(images=present or None, text=[r.prompt for r in requests], padding=True, return_tensors="pt"))
 
 
-def _to_model(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
-    """Inputs on the model's device, pixel values in its dtype (bf16 on CUDA)."""
-    out = {k: v.to(model.device, non_blocking=True) for k, v in inputs.items()}
-    if "pixel_values" in out:
-        out["pixel_values"] = out["pixel_values"].to(model.dtype)
-    return out
-
-
 @torch.inference_mode()
 def generate_prepared(
     model: Any, processor: Any, inputs: dict[str, torch.Tensor], limits: list[int]
 ) -> list[list[int]]:
     """Greedy ids per row (stop token excluded, at most `limits[i]`) for a prepared batch."""
-    inputs = _to_model(inputs, model)
-    out = model.generate(**inputs, generation_config=_hf_generation_config(processor.tokenizer, max(limits)))
+    inputs = to_model(inputs, model)
+    out = model.generate(**inputs, generation_config=greedy_config(processor.tokenizer, max(limits)))
     new = out[:, inputs["input_ids"].shape[1] :].tolist()
     stops = stop_token_ids(processor.tokenizer)
     return [trim_at_stop(row, stops, limit) for row, limit in zip(new, limits)]
@@ -174,18 +172,10 @@ def generate_batch_ids(
     return generate_prepared(model, processor, prepare_batch(processor, requests, images), limits)
 
 
-@torch.inference_mode()
-def one_by_one_ids(model: Any, processor: Any, request: Request, max_new_tokens: int) -> list[int]:
-    """The reference: HF generate on this request alone (batch 1, no padding), ids before the stop token."""
-    image = request.image() if request.image is not None else None
-    inputs = _to_model(prepare_batch(processor, [request], [image]), model)
-    out = model.generate(**inputs, generation_config=_hf_generation_config(processor.tokenizer, max_new_tokens))
-    return trim_at_stop(out[0, inputs["input_ids"].shape[1] :].tolist(), stop_token_ids(processor.tokenizer), 10**9)
-
-
 def generate_one_by_one(model: Any, processor: Any, request: Request, max_new_tokens: int) -> str:
-    """The reference answer text: HF generate with batch 1, decoded as the batched path decodes."""
-    return decode_answer(processor.tokenizer, one_by_one_ids(model, processor, request, max_new_tokens))
+    """The reference answer of one request: `vlm.generate.greedy_answer` (batch 1, no padding)."""
+    image = request.image() if request.image is not None else None
+    return greedy_answer(model, processor, request.prompt, image, max_new_tokens)
 
 
 def order_by_length(tokenizer: Any, requests: Sequence[Request]) -> list[int]:
@@ -199,18 +189,65 @@ def order_by_length(tokenizer: Any, requests: Sequence[Request]) -> list[int]:
 # ---------------------------------------------------------------- predictions files
 
 
-def read_predictions(path: str | Path) -> dict[int | str, dict[str, Any]]:
-    """Rows by question id from a JSONL file; an undecodable line (a kill's truncated tail) is ignored."""
-    rows: dict[int | str, dict[str, Any]] = {}
-    lines, bad = read_jsonl(path)
-    for row in lines:
-        if "question_id" in row and isinstance(row["question_id"], (int, str)):
-            rows.setdefault(row["question_id"], row)
-        else:
-            bad += 1
-    if bad:
-        log.warning("%s: ignored %d unreadable line(s) (an interrupted write)", path, bad)
-    return rows
+def _prediction_row(entry: Any) -> dict[str, Any] | None:
+    """A row with a normalised `question_id` and a string `answer` (LLaVA's `"text"` read too), None if malformed."""
+    if not isinstance(entry, dict) or "question_id" not in entry:
+        return None
+    answer = entry.get("answer", entry.get("text"))
+    if not isinstance(answer, str):
+        return None
+    try:
+        return {**entry, "question_id": norm_id(entry["question_id"]), "answer": answer}
+    except ValueError:
+        return None
+
+
+def _keep(rows: dict[QuestionId, dict[str, Any]], row: dict[str, Any]) -> bool:
+    """The one duplicate rule: the first row of an id wins, except that an image-error row gives way to an answer."""
+    old = rows.get(row["question_id"])
+    if old is None or ("error" in old and "error" not in row):
+        rows[row["question_id"]] = row
+        return old is None
+    return False
+
+
+def _entries(path: Path) -> tuple[list[Any], int]:
+    """The raw entries of a JSON list file or a JSONL file (a kill's torn line counted as unreadable)."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith("["):
+        return read_jsonl(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), 0
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not a valid JSON list ({exc.msg} at line {exc.lineno})") from exc
+
+
+def read_predictions(path: str | Path) -> tuple[dict[QuestionId, dict[str, Any]], dict[str, Any]]:
+    """Rows by normalised question id from a JSONL file or a JSON list, and counts ({} when the file is absent).
+
+    Rows need `question_id` and `answer` (or LLaVA's `text`); the first row of an id wins (a resumed run never
+    re-appends an answered id) except that an `"error"` row (its image failed) gives way to a later answer.
+    """
+    path = Path(path)
+    entries, bad = _entries(path) if path.is_file() else ([], 0)
+    rows: dict[QuestionId, dict[str, Any]] = {}
+    stats = {"path": str(path), "rows": len(entries) + bad, "malformed_rows": bad, "duplicates": 0}
+    for entry in entries:
+        row = _prediction_row(entry)
+        if row is None:
+            stats["malformed_rows"] += 1
+        elif not _keep(rows, row):
+            stats["duplicates"] += 1
+    stats["image_errors"] = sum("error" in row for row in rows.values())
+    if stats["malformed_rows"]:
+        log.warning("%s: ignored %d unreadable line(s)", path, stats["malformed_rows"])
+    return rows, stats
+
+
+def answers_of(rows: Mapping[QuestionId, dict[str, Any]]) -> dict[QuestionId, str]:
+    """id -> answer text, without the image-error rows (they are missing predictions, not the answer "")."""
+    return {qid: row["answer"] for qid, row in rows.items() if "error" not in row}
 
 
 def rank_files(path: Path) -> list[Path]:
@@ -218,16 +255,16 @@ def rank_files(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f"{path.name}.rank*"))
 
 
-def answered_rows(path: Path) -> dict[int | str, dict[str, Any]]:
-    """Every row already written: the merged file first, then any rank shards."""
-    rows = read_predictions(path)
+def answered_rows(path: Path) -> dict[QuestionId, dict[str, Any]]:
+    """Every row already written: the merged file first, then any rank shards (the same duplicate rule)."""
+    rows = read_predictions(path)[0]
     for shard in rank_files(path):
-        for qid, row in read_predictions(shard).items():
-            rows.setdefault(qid, row)
+        for row in read_predictions(shard)[0].values():
+            _keep(rows, row)
     return rows
 
 
-def merge_predictions(path: Path) -> dict[int | str, dict[str, Any]]:
+def merge_predictions(path: Path) -> dict[QuestionId, dict[str, Any]]:
     """Fold the rank shards into `path` (atomically, each id once) and delete them; returns all rows."""
     shards = rank_files(path)
     rows = answered_rows(path)
@@ -236,6 +273,62 @@ def merge_predictions(path: Path) -> dict[int | str, dict[str, Any]]:
         for shard in shards:
             shard.unlink()
     return rows
+
+
+def signature_path(predictions: Path) -> Path:
+    """`predictions.meta.json` beside `predictions.jsonl`: what produced the answers in it."""
+    return predictions.with_name(f"{predictions.stem}.meta.json")
+
+
+def run_signature(
+    model_dir: str | Path,
+    requests: Sequence[Request],
+    cfg: GenerationConfig,
+    loaded: tuple[Any, Any] | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What decides the answers: model, backend, dtype, max_new_tokens and the caller's fields (not batch/device)."""
+    limits = sorted({r.max_new_tokens or cfg.max_new_tokens for r in requests}) or [cfg.max_new_tokens]
+    if loaded is not None:
+        dtype = DTYPE_NAMES.get(loaded[0].dtype, str(loaded[0].dtype))
+    elif cfg.backend == "vllm":  # vLLM resolves "auto" itself (the model's saved dtype)
+        dtype = DTYPE_NAMES.get(DTYPES.get(cfg.dtype), cfg.dtype)
+    else:
+        dtype = DTYPE_NAMES[resolve_dtype(cfg.dtype, resolve_device(cfg.device))]
+    signature = {"model": os.path.abspath(model_dir), "backend": cfg.backend, "dtype": dtype}
+    signature["max_new_tokens"] = limits[0] if len(limits) == 1 else limits
+    return {**signature, **json.loads(json.dumps(dict(extra or {})))}  # JSON-native, as it is compared after reading
+
+
+def check_signature(predictions: Path, signature: dict[str, Any], resuming: bool) -> None:
+    """Refuse to add to answers made differently (one-line UserError naming the field); no-op on a fresh run."""
+    meta = signature_path(predictions)
+    if not resuming:
+        return
+    if not meta.is_file():
+        log.warning("%s: missing (answers from an older version); resuming without checking them", meta)
+        return
+    try:
+        old = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    restart = f"write to a new --out, or delete {predictions} to start over"
+    if not isinstance(old, dict) or not old:
+        raise UserError(f"{meta}: unreadable, so the answers in {predictions.name} cannot be checked; {restart}")
+    for key in dict.fromkeys([*signature, *old]):
+        if old.get(key) != signature.get(key):
+            raise UserError(
+                f"{meta}: the answers in {predictions.name} were made with {key}={old.get(key)!r}, this run has "
+                f"{key}={signature.get(key)!r}; {restart}"
+            )
+
+
+def write_signature(predictions: Path, signature: dict[str, Any]) -> None:
+    """Record `signature` beside the predictions (atomically) unless the file already says exactly that."""
+    meta = signature_path(predictions)
+    text = json.dumps(signature, indent=2) + "\n"
+    if not meta.is_file() or meta.read_text(encoding="utf-8") != text:
+        write_text_atomically(meta, text)
 
 
 # ---------------------------------------------------------------- backends
@@ -247,9 +340,8 @@ class HFBackend:
     def __init__(self, model_dir: str | Path, cfg: GenerationConfig, loaded: tuple[Any, Any] | None = None) -> None:
         if loaded is None:
             device = resolve_device(cfg.device)
-            loaded = load_llava(model_dir, device, resolve_dtype(cfg.dtype, device))
-        self.model, self.processor = loaded
-        self.processor.tokenizer.padding_side = "left"
+            loaded = load_model(model_dir, device, resolve_dtype(cfg.dtype, device))
+        self.model, self.processor = loaded[0], left_padded(loaded[1])
         # The prefetch thread gets its own copy: a fast tokenizer that pads while another thread decodes raises
         # "Already borrowed" (padding settings are mutable state of the shared Rust object).
         self.prep_processor = copy.deepcopy(self.processor)
@@ -329,15 +421,15 @@ def _distributed() -> tuple[int, int, bool]:
 
 
 def _load_images(requests: Sequence[Request]) -> tuple[list[Any], list[str | None]]:
-    """Each request's image (None for text-only) and the loader's error message where it raised OSError/ValueError."""
+    """Each request's image (None for text-only) and the loader's error message where it raised an IMAGE_ERRORS."""
     images: list[Any] = []
     errors: list[str | None] = []
     for request in requests:
         try:
             images.append(request.image() if request.image is not None else None)
             errors.append(None)
-        except (OSError, ValueError) as e:
-            log.warning("question %r: image failed to load (%s: %s); answered ''", request.id, type(e).__name__, e)
+        except IMAGE_ERRORS as e:
+            log.warning("question %r: image failed to load (%s: %s); retried next run", request.id, type(e).__name__, e)
             images.append(None)
             errors.append(f"{type(e).__name__}: {e}")
     return images, errors
@@ -351,7 +443,7 @@ def _prepare(backend: Any, batch: Sequence[Request]) -> tuple[Sequence[Request],
 
 
 def _answer_rows(backend: Any, prepared: tuple[Sequence[Request], list[str | None], Any]) -> list[dict[str, Any]]:
-    """One predictions row per request of a batch; failed images are answered "" without running the model."""
+    """One predictions row per request of a batch; a failed image gets an error row (answer "") and no model run."""
     batch, errors, inputs = prepared
     ok = [i for i, e in enumerate(errors) if e is None]
     answers = dict(zip(ok, backend.run(inputs))) if ok else {}
@@ -364,14 +456,18 @@ def _answer_rows(backend: Any, prepared: tuple[Sequence[Request], list[str | Non
     return rows
 
 
-def _check_requests(requests: Sequence[Request]) -> None:
-    """Unique ids, and an image for every prompt that has a placeholder (else the processor fails mid-run)."""
-    ids = [r.id for r in requests]
+def _check_requests(requests: Sequence[Request]) -> list[QuestionId]:
+    """The normalised ids (unique), checking each prompt with a placeholder has an image (else it fails mid-run)."""
+    try:
+        ids = [norm_id(r.id) for r in requests]
+    except ValueError as exc:
+        raise ValueError(f"request {exc}") from None
     if len(set(ids)) != len(ids):
         raise ValueError(f"{len(ids) - len(set(ids))} duplicate request id(s)")
     for r in requests:
         if r.image is None and "<image>" in r.prompt:
             raise ValueError(f"request {r.id!r}: prompt has '<image>' but no image loader")
+    return ids
 
 
 def _run_share(
@@ -421,44 +517,62 @@ def generate_answers(
     predictions: str | Path,
     cfg: GenerationConfig,
     loaded: tuple[Any, Any] | None = None,
+    signature: Mapping[str, Any] | None = None,
 ) -> dict[int | str, str]:
-    """Answer every request not yet in `predictions`; {id: answer} for all requests on rank 0, {} elsewhere.
+    """Answer every request not yet answered in `predictions`; {id: answer} on rank 0 ({} elsewhere).
 
-    `loaded` is an already loaded (model, processor) to reuse across benchmarks instead of reading `model_dir`.
+    Image-error rows are left out of the result (and retried by the next call). `loaded` is an already loaded
+    (model, processor) to reuse instead of reading `model_dir`. `signature` adds the caller's fields (template,
+    prompt layout) to what `predictions.meta.json` records; a resume that differs is a UserError.
     Timing in `generate_answers.last_stats` excludes model loading.
     """
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown backend {cfg.backend!r} (expected one of {sorted(BACKENDS)})")
-    _check_requests(requests)
+    keys = _check_requests(requests)
     path = Path(predictions)
     path.parent.mkdir(parents=True, exist_ok=True)
     rank, world, created = _distributed()
-    done = answered_rows(path)
+    written = answered_rows(path)
+    done = {k: row for k, row in written.items() if "error" not in row}  # image errors are tried again
+    sig = run_signature(model_dir, requests, cfg, loaded, signature)
+    check_signature(path, sig, resuming=bool(written))  # every rank reads the same files: all raise or none
     if world > 1:  # everyone has read the same files before anyone appends: the shares are consistent
         dist.barrier()
-    todo = [r for r in requests if r.id not in done][rank::world]
+    todo = [r for r, k in zip(requests, keys) if k not in done][rank::world]
     answered, skipped, seconds = 0, 0, 0.0
     if todo:
         backend = BACKENDS[cfg.backend](model_dir, cfg, loaded)
+        write_signature(path, sig)  # once the model has loaded, before the first answer is appended
         out_path = path if world == 1 else path.with_name(f"{path.name}.rank{rank}")
         start = time.perf_counter()
         answered, skipped = _run_share(backend, todo, out_path, cfg, cfg.progress and rank == 0)
         seconds = time.perf_counter() - start
     answered, skipped = _reduce([answered, skipped], world)  # also a barrier: every shard is complete
     (seconds,) = _reduce([seconds], world, dist.ReduceOp.MAX)  # the slowest rank's time, so q/s is the job's
-    stats = GenerationStats(int(answered), int(skipped), sum(r.id in done for r in requests), seconds)
-    generate_answers.last_stats = stats  # type: ignore[attr-defined]
+    stats = GenerationStats(int(answered), int(skipped), sum(k in done for k in keys), 0, seconds)
     result: dict[int | str, str] = {}
     if rank == 0:
-        rows = merge_predictions(path)
-        result = {r.id: rows[r.id]["answer"] for r in requests if r.id in rows}
-        log.info("%d answered (%.1f q/s), %d skipped images, %d resumed", stats.answered, stats.questions_per_s,
-                 stats.skipped, stats.resumed)  # fmt: skip
+        result, stats.failed = _collect(path, requests, keys, sig)
+        log.info("%d answered (%.1f q/s), %d skipped images, %d resumed, %d without an answer (image errors)",
+                 stats.answered, stats.questions_per_s, stats.skipped, stats.resumed, stats.failed)  # fmt: skip
+    generate_answers.last_stats = stats  # type: ignore[attr-defined]
     if world > 1:
         dist.barrier()  # nobody starts a next run before the merge is done
         if created:
             dist.destroy_process_group()
     return result
+
+
+def _collect(
+    path: Path, requests: Sequence[Request], keys: Sequence[QuestionId], signature: dict[str, Any]
+) -> tuple[dict[int | str, str], int]:
+    """Rank 0 after the run: merge the shards; the answers of `requests` and how many are image errors."""
+    rows = merge_predictions(path)
+    if rows:
+        write_signature(path, signature)  # also adopts answers from before signatures existed
+    answers = answers_of(rows)
+    failed = sum(k in rows and k not in answers for k in keys)
+    return {r.id: answers[k] for r, k in zip(requests, keys) if k in answers}, failed
 
 
 generate_answers.last_stats = GenerationStats()  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ only if every copy is answered right. A TSV without copies gets rotated copies m
 copy k shows the options rotated by k with the letters fixed, index + k * 1_000_000, the answer letter moved
 with its text (LLaVA's `--all-rounds`). `circular="off"` scores the rows with index < 1_000_000 alone.
 Answers are read from free text by `extract_choice` (letters first, then one option's text); an answer it cannot
-read is wrong and counted as `unparsed` (lmms-eval would ask GPT, or guess at random when offline).
+read, or one that names several letters ("B, C", "A or B"), is wrong and counted as `unparsed` (lmms-eval would
+ask GPT, or guess at random when offline).
 """
 
 from __future__ import annotations
@@ -257,6 +258,30 @@ def _letter_tokens(text: str, letters: str) -> str | None:
     return None
 
 
+_CONNECTORS = {"or", "and", "nor", "vs", "vs.", "versus", "/", "&"}
+
+
+def _named_letters(text: str, options: Sequence[str], letters: str) -> set[str]:
+    """Every option letter the text writes as a standalone letter form ("B", "(C)", "D.", "A/B" splits in two).
+
+    Option texts quoted in the answer are taken out first ("B. Vitamin C" names B only). A bare "A" before an
+    ordinary word is the article ("A dog ..."), but before "or"/"and"/"nor" it is a letter.
+    """
+    for option in sorted((o.strip() for o in options), key=len, reverse=True):
+        if len(option) > 2:
+            text = text.replace(option, " ")
+    words = re.split(r"[\s/]+", text.strip())
+    found = set()
+    for i, word in enumerate(words):
+        for c in letters:
+            if not any(word == form.format(c) for form in _TOKEN_FORMS):
+                continue
+            after = words[i + 1].lower() if i + 1 < len(words) else None
+            if not (word == "A" and after is not None and after not in _CONNECTORS):
+                found.add(c)
+    return found
+
+
 def _norm_text(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
@@ -277,7 +302,7 @@ def extract_choice(text: str, options: Sequence[str]) -> str | None:
     """The option letter a free-text answer names, or None when it names none or several (counted `unparsed`)."""
     letters = LETTERS[: len(options)]
     s = text.strip()
-    if not s:
+    if not s or len(_named_letters(s, options, letters)) > 1:  # a hedge ("B, C", "A or B", "neither A nor B")
         return None
     for pattern, fn in ((_WRAPPED_LETTER, re.fullmatch), (_STATED_LETTER, re.search), (_LEADING_LETTER, re.match)):
         m = fn(pattern, s)

@@ -2,9 +2,11 @@
 
 A benchmark builds generation requests (question text in LLaVA-1.5's `vicuna_v1` prompt, one `<image>`, a lazy
 image loader) and scores a predictions mapping (question id -> answer text). `run_benchmark` hands the requests
-to `eval.generation.generate_answers` (resumable `predictions.jsonl`) and writes `metrics.json` and the submission
+to `eval.generation.generate_answers` (resumable `predictions.jsonl`, refused when `predictions.meta.json` says it
+was made differently) and writes `metrics.json` (with image errors and generation counts) and the submission
 files; `score_predictions` does the second half from a predictions file (JSONL or a JSON list of
-`{"question_id", "answer"}`; LLaVA's `"text"` key is read too).
+`{"question_id", "answer"}`; LLaVA's `"text"` key is read too), read by `eval.generation.read_predictions`, the
+one reader (first row per id wins; image-error rows are missing predictions).
 
 max_new_tokens: 16 for all three by default. lmms-eval uses 16 for VQAv2/TextVQA; LLaVA's scripts allow 128
 (VQA) and 1024 (MMBench), but a model asked for "a single word or phrase" or "the option's letter directly"
@@ -14,6 +16,7 @@ them exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from abc import ABC, abstractmethod
@@ -36,11 +39,24 @@ from eval.vqa_data import (
     score_vqa,
 )
 from eval.vqa_data import submission_rows as vqa_submission_rows
-from eval.vqa_metric import check_normalization
+from eval.vqa_metric import NORMALIZATION_RULES, check_normalization
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 
 DEFAULT_MAX_NEW_TOKENS = 16
+BENCHMARK_TEMPLATES = ("vicuna_v1",)
+
+
+def check_template(template: str) -> str:
+    """`template` if benchmarks can be asked in it; `plain` (stage 1) is refused: its prompt is the bare image."""
+    if template == "plain":
+        raise UserError(
+            "--template plain: a stage-1 prompt is the bare image, without the question; benchmarks need "
+            f"one of {list(BENCHMARK_TEMPLATES)}"
+        )
+    if template not in BENCHMARK_TEMPLATES:
+        raise UserError(f"--template {template!r}: expected one of {list(BENCHMARK_TEMPLATES)}")
+    return template
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class VLMBenchmark(ABC):
         from eval.generation import Request
         from vlm.templates import generation_prompt
 
+        check_template(template)
         limit = max_new_tokens or self.max_new_tokens
         return [
             Request(
@@ -111,6 +128,7 @@ class VQABenchmark(VLMBenchmark):
             "source": self.vset.source,
             "prompt": self.prompt if self.name == "textvqa" else "short_answer",
             "normalization": self.normalize,
+            "normalization_rule": NORMALIZATION_RULES[self.normalize],
             "num_questions": len(self.vset.items),
             "data_counts": dict(self.vset.counts),
         }
@@ -180,10 +198,11 @@ def vqav2_benchmark(
     normalize: str = "official",
     limit: int | None = None,
     parquet: str | Path | None = None,
+    split: str | None = None,
 ) -> VQABenchmark:
-    """VQAv2 from the official JSON files (or an lmms-lab parquet)."""
+    """VQAv2 from the official JSON files (or an lmms-lab parquet file or folder; `split` picks a folder's shards)."""
     if parquet is not None:
-        return VQABenchmark(load_parquet(parquet, "vqav2", limit), normalize)
+        return VQABenchmark(load_parquet(parquet, "vqav2", limit, split), normalize)
     if questions is None:
         raise UserError("VQAv2 needs --questions (the official question JSON) or --parquet")
     return VQABenchmark(load_vqav2(questions, annotations, image_root, limit), normalize)
@@ -196,10 +215,11 @@ def textvqa_benchmark(
     normalize: str = "evalai",
     limit: int | None = None,
     parquet: str | Path | None = None,
+    split: str | None = None,
 ) -> VQABenchmark:
     """TextVQA from the official JSON (or an lmms-lab parquet); LLaVA's OCR-token prompt unless `lmms_eval`."""
     if parquet is not None:
-        return VQABenchmark(load_parquet(parquet, "textvqa", limit), normalize, prompt)
+        return VQABenchmark(load_parquet(parquet, "textvqa", limit, split), normalize, prompt)
     if data is None:
         raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json) or --parquet")
     return VQABenchmark(load_textvqa(data, image_root, limit), normalize, prompt)
@@ -210,49 +230,6 @@ def mmbench_benchmark(
 ) -> MMBenchBenchmark:
     """MMBench from its official TSV."""
     return MMBenchBenchmark(load_mmbench(tsv, circular, limit), prompt)
-
-
-def _parse_prediction(entry: Any) -> tuple[QuestionId, str] | None:
-    if not isinstance(entry, dict) or "question_id" not in entry:
-        return None
-    answer = entry.get("answer", entry.get("text"))
-    if not isinstance(answer, str):
-        return None
-    try:
-        return norm_id(entry["question_id"]), answer
-    except ValueError:
-        return None
-
-
-def read_predictions(path: str | Path) -> tuple[dict[QuestionId, str], dict[str, Any]]:
-    """id -> answer from a JSONL file or a JSON list of {"question_id", "answer"|"text"}; bad rows are counted."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such predictions file")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            entries: list[Any] = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not a valid JSON list ({exc.msg} at line {exc.lineno})") from exc
-    else:
-        entries = []
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError:
-                    entries.append(None)
-    predictions: dict[QuestionId, str] = {}
-    stats = {"path": str(path), "rows": len(entries), "malformed_rows": 0, "duplicates": 0}
-    for entry in entries:
-        parsed = _parse_prediction(entry)
-        if parsed is None:
-            stats["malformed_rows"] += 1
-            continue
-        stats["duplicates"] += parsed[0] in predictions
-        predictions[parsed[0]] = parsed[1]  # the last answer wins, as a resumed run appends
-    return predictions, stats
 
 
 def finish(
@@ -271,9 +248,13 @@ def finish(
 
 
 def score_predictions(bench: VLMBenchmark, predictions: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Score a predictions file into `out_dir` (metrics.json, submission files)."""
-    preds, stats = read_predictions(predictions)
-    return finish(bench, preds, out_dir, {"predictions": stats})
+    """Score a predictions file (JSONL or JSON list) into `out_dir`; image-error rows count as missing."""
+    from eval.generation import answers_of, read_predictions
+
+    if not Path(predictions).is_file():
+        raise DataError(f"{predictions}: no such predictions file")
+    rows, stats = read_predictions(predictions)
+    return finish(bench, answers_of(rows), out_dir, {"predictions": stats})
 
 
 def _is_main_rank() -> bool:
@@ -287,20 +268,28 @@ def _is_main_rank() -> bool:
 def run_benchmark(
     bench: VLMBenchmark, model_dir: str | Path, out_dir: str | Path, cfg: Any, template: str = "vicuna_v1"
 ) -> dict[str, Any] | None:
-    """Generate (resumably) into out_dir/predictions.jsonl, then score on rank 0; other ranks return None."""
+    """Generate (resumably) into out_dir/predictions.jsonl, then score on rank 0; other ranks return None.
+
+    A rerun refuses predictions made with another model, template, prompt layout, max_new_tokens or dtype
+    (`predictions.meta.json`); questions whose image failed to load are retried, and scored as missing.
+    """
     from eval.generation import generate_answers
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = bench.requests(template, cfg.max_new_tokens)
-    answers = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg)
+    signature = {"benchmark": bench.name, "template": template, "prompt": bench.describe()["prompt"]}
+    answers = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg, signature=signature)
     if not _is_main_rank():
         return None
+    stats = generate_answers.last_stats
     extra = {
         "model": str(model_dir),
         "template": template,
         "max_new_tokens": cfg.max_new_tokens or bench.max_new_tokens,
         "num_requests": len(requests),
+        "image_errors": stats.failed,
+        "generation": {**dataclasses.asdict(stats), "questions_per_s": round(stats.questions_per_s, 3)},
         "predictions": {"path": str(out_dir / "predictions.jsonl"), "rows": len(answers)},
     }
     return finish(bench, {norm_id(k): v for k, v in answers.items()}, out_dir, extra)

@@ -267,14 +267,35 @@ def _parquet_item(name: str, row: dict[str, Any]) -> VQAItem | None:
     return item
 
 
-def load_parquet(path: str | Path, name: str, limit: int | None = None) -> VQASet:
-    """lmms-lab's VQAv2 or textvqa parquet (a file, or a folder of `*.parquet` shards); needs pyarrow."""
+def parquet_split(file: Path) -> str:
+    """The split of a Hugging Face parquet shard: its name before the first "-" (`validation-00000-of-00010`)."""
+    return file.stem.split("-", 1)[0]
+
+
+def parquet_files(path: Path, split: str | None = None) -> tuple[list[Path], str]:
+    """The shards of one split in a file or folder, and the split's name; a folder of several splits needs `split`."""
+    if not path.is_dir():
+        if not path.is_file():
+            raise DataError(f"{path}: no parquet file")
+        return [path], split or parquet_split(path)
+    files = sorted(path.glob("*.parquet"))
+    splits = sorted({parquet_split(f) for f in files})
+    if not files:
+        raise DataError(f"{path}: no *.parquet file in the folder")
+    if split is None and len(splits) > 1:
+        raise UserError(f"{path}: holds the splits {splits}; choose one with --split (the file-name prefix)")
+    split = split or splits[0]
+    if split not in splits:
+        raise UserError(f"{path}: no '{split}' parquet files (file-name prefixes found: {splits})")
+    return [f for f in files if parquet_split(f) == split], split
+
+
+def load_parquet(path: str | Path, name: str, limit: int | None = None, split: str | None = None) -> VQASet:
+    """lmms-lab's VQAv2 or textvqa parquet (a file, or a folder of `{split}-*.parquet` shards); needs pyarrow."""
     if name not in ("vqav2", "textvqa"):
         raise UserError(f"parquet benchmark '{name}' (expected vqav2 or textvqa)")
     path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].is_file():
-        raise DataError(f"{path}: no parquet file")
+    files, split = parquet_files(path, split)
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
     items: list[VQAItem] = []
     for file in files:
@@ -288,7 +309,7 @@ def load_parquet(path: str | Path, name: str, limit: int | None = None) -> VQASe
             counts["missing_images"] += item.image is None
             counts["unannotated"] += item.answers is None
             items.append(item)
-    return VQASet(name, path.stem, str(path), items, counts)
+    return VQASet(name, split, str(path), items, counts)
 
 
 def vqav2_prompt(question: str) -> str:

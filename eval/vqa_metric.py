@@ -2,10 +2,12 @@
 
 Per question, acc = mean over the GT answers g of min(1, #(other GTs == prediction) / 3): the "10 choose 9"
 leave-one-out average, so exactly 1, 2, 3 matching annotators give 0.3, 0.6, 0.9 and 4 or more give 1.0.
-Normalisation modes (`NORMALIZATIONS`):
-- `official`: strip \\n, \\t and surrounding spaces; only when the GT answers are not all identical, apply
-  `process_punctuation` then `process_digit_article` to the GTs and the prediction (unanimous GTs compare raw,
-  case-sensitive), as the EvalAI server does.
+Normalisation modes (`NORMALIZATIONS`, described in one line each in `NORMALIZATION_RULES`):
+- `official`: the score EvalAI gives the answer we submit. The prediction first goes through `evalai_normalize`,
+  as our (and LLaVA's) submission file writes it; then the official rule: strip \\n, \\t and surrounding spaces,
+  and only when the GT answers are not all identical apply `process_punctuation` then `process_digit_article` to
+  the GTs and the prediction (unanimous GTs compare raw, case-sensitive). So "Yes" against ten "yes" scores 1,
+  as it does on EvalAI; the raw official script would give 0.
 - `always`: the two steps on prediction and GTs for every question (lmms-eval's `vqav2_val` in effect; it runs
   the full EvalAI processor on the prediction, which differs only on capitals, ',' '?' and "'s" against
   unanimous GTs).
@@ -23,6 +25,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 NORMALIZATIONS = ("official", "always", "evalai")
+NORMALIZATION_RULES = {
+    "official": "prediction as submitted to EvalAI (evalai_normalize), then the official vqaEval.py rule: "
+    "punctuation and digit/article processing of prediction and GTs only when the GT answers disagree",
+    "always": "punctuation and digit/article processing of prediction and GTs on every question (lmms-eval)",
+    "evalai": "the full EvalAI answer processor on prediction and GTs on every question (LLaVA's m4c scorer)",
+}
 
 # fmt: off
 CONTRACTIONS: dict[str, str] = {
@@ -120,11 +128,16 @@ def check_normalization(mode: str) -> str:
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str], normalize: str = "official") -> float:
-    """One question's soft accuracy in [0, 1]: the leave-one-out mean of min(1, matches among the others / 3)."""
+    """One question's soft accuracy in [0, 1]: the leave-one-out mean of min(1, matches among the others / 3).
+
+    In `official` mode the prediction is scored as submitted (`evalai_normalize`d), as EvalAI receives it.
+    """
     check_normalization(normalize)
     if not answers:
         raise ValueError("a VQA question needs at least one ground-truth answer")
     pred, gts = _strip_whitespace(prediction), [_strip_whitespace(a) for a in answers]
+    if normalize == "official":  # what the submission holds, so the local score is the server's
+        pred = evalai_normalize(pred)
     if normalize == "evalai":
         pred, gts = evalai_normalize(pred), [evalai_normalize(g) for g in gts]
     elif normalize == "always" or len(set(gts)) > 1:

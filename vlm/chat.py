@@ -2,8 +2,9 @@
 
 usage: superclass vlm chat MODEL_DIR --image IMG [--prompt TEXT] [--max-new-tokens N] [--template vicuna_v1]
 
-Greedy decoding, the prompt in LLaVA-1.5's `vicuna_v1` format (the image in the first user turn, earlier turns
-kept as history); `--template plain` (stage-1 models) ignores the text and history and captions the image.
+Greedy decoding (`vlm.generate.greedy_answer`, the one-at-a-time path eval's batched runner is tested against),
+the prompt in LLaVA-1.5's `vicuna_v1` format (the image in the first user turn, earlier turns kept as history);
+`--template plain` (stage-1 models) ignores the text and history and captions the image.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from pretrain.runtime.errors import UserError
 from vlm.build import load_llava
+from vlm.generate import greedy_answer
 from vlm.templates import IMAGE_TOKEN, TEMPLATES, generation_prompt, render
 
 EXIT_WORDS = ("exit", "quit")
@@ -32,18 +32,6 @@ def chat_prompt(history: list[tuple[str, str]], question: str, template: str = "
         conversation.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{asked}" if i == 0 else asked})
         conversation.append({"from": "gpt", "value": answered})
     return render(conversation, template).text + f"USER: {question} ASSISTANT:"
-
-
-@torch.no_grad()
-def answer(model: Any, processor: Any, image: Image.Image, prompt: str, max_new_tokens: int = 128) -> str:
-    """The model's greedy continuation of `prompt` (which holds one `<image>`) about `image`, special tokens removed."""
-    inputs = processor(images=image.convert("RGB"), text=prompt, return_tensors="pt").to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    tokenizer = processor.tokenizer
-    output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id
-    )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -75,7 +63,7 @@ def chat(
     image = open_image(image_path)
     model, processor = load_llava(model_dir, device=device)
     if prompt is not None:
-        reply = answer(model, processor, image, chat_prompt([], prompt, template), max_new_tokens)
+        reply = greedy_answer(model, processor, chat_prompt([], prompt, template), image, max_new_tokens)
         emit(reply)
         return [reply]
     interactive = lines is None and sys.stdin.isatty()
@@ -88,7 +76,7 @@ def chat(
         if question.lower() in EXIT_WORDS:
             break
         if question:
-            reply = answer(model, processor, image, chat_prompt(history, question, template), max_new_tokens)
+            reply = greedy_answer(model, processor, chat_prompt(history, question, template), image, max_new_tokens)
             emit(reply)
             replies.append(reply)
             if reply:  # an empty turn cannot be rendered back into the prompt

@@ -1,4 +1,5 @@
-"""Batched LLaVA answers equal one-at-a-time HF generate token for token; runs resume; bad images; 2 gloo ranks."""
+"""Batched LLaVA answers equal one-at-a-time HF generate token for token; runs resume (and refuse answers made
+differently); bad images are retried; one predictions reader; 2 gloo ranks."""
 
 import json
 import os
@@ -7,20 +8,22 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from llava_fixtures import build_tiny_llava, synthetic_requests
+from llava_fixtures import build_tiny_llava, synthetic_image, synthetic_requests
+from PIL import Image
 
 from eval.generation import (
     GenerationConfig,
     Request,
-    decode_answer,
     generate_answers,
     generate_batch_ids,
     generate_one_by_one,
-    load_llava,
-    one_by_one_ids,
+    load_model,
     read_predictions,
+    signature_path,
 )
+from pretrain.runtime.errors import UserError
 from pretrain.runtime.jsonl import repair_tail
+from vlm.generate import decode_answer, greedy_ids
 
 N = 10
 TEXT_ONLY = (3,)
@@ -41,9 +44,15 @@ def _cfg(**kw) -> GenerationConfig:
 def llava(tmp_path_factory):
     """The tiny model dir, the loaded model + processor, and the one-at-a-time reference ids."""
     model_dir = build_tiny_llava(tmp_path_factory.mktemp("llava"))
-    model, processor = load_llava(model_dir, torch.device("cpu"), torch.float32)
-    ref = {r.id: one_by_one_ids(model, processor, r, r.max_new_tokens or 12) for r in _requests()}
+    model, processor = load_model(model_dir, torch.device("cpu"), torch.float32)
+    ref = {r.id: _one_by_one(model, processor, r) for r in _requests()}
     return model_dir, model, processor, ref
+
+
+def _one_by_one(model, processor, request: Request) -> list[int]:
+    """`vlm.generate.greedy_ids` (the path `vlm chat` answers with) on one request."""
+    image = request.image() if request.image is not None else None
+    return greedy_ids(model, processor, request.prompt, image, request.max_new_tokens or 12)
 
 
 def _reference_answers(llava) -> dict:
@@ -106,15 +115,28 @@ def test_generate_one_by_one_decodes_the_reference(llava):
     assert generate_one_by_one(model, processor, request, 12) == _reference_answers(llava)[0]
 
 
+def test_chat_answers_as_the_batched_runner(llava, tmp_path):
+    """`vlm chat` and the eval runner share one generation path (vlm.generate): the same answer for the same prompt."""
+    from vlm.chat import chat, chat_prompt
+
+    image = tmp_path / "image.png"
+    synthetic_image(0).save(image)
+    question = "What colour is the circle?"
+    replies = chat(llava[0], image, question, max_new_tokens=12, emit=lambda _: None)
+    request = Request(0, chat_prompt([], question), lambda: Image.open(image).convert("RGB"))
+    assert replies == [generate_answers(llava[0], [request], tmp_path / "p.jsonl", _cfg())[0]]
+
+
 def test_kill_and_resume(llava, tmp_path):
     """Stop after 2 batches, simulate a kill mid-write, rerun: each id once, same answers as an uninterrupted run."""
     out = tmp_path / "predictions.jsonl"
     generate_answers(llava[0], _requests(), out, _cfg(batch_size=3, max_batches=2))
-    assert len(read_predictions(out)) == 6
+    assert len(read_predictions(out)[0]) == 6
     with open(out, "a") as f:
         f.write('{"question_id": 99, "ans')  # the kill's truncated last line
-    assert len(read_predictions(out)) == 6
-    answers = generate_answers(llava[0], _requests(), out, _cfg(batch_size=3))
+    assert len(read_predictions(out)[0]) == 6
+    # batch size and device are not part of the signature: a resume may change them
+    answers = generate_answers(llava[0], _requests(), out, _cfg(batch_size=4, device="auto"))
     assert generate_answers.last_stats.resumed == 6 and generate_answers.last_stats.answered == N - 6
     ids = [json.loads(line)["question_id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == list(range(N))
@@ -128,21 +150,82 @@ def test_repair_tail_keeps_complete_lines(tmp_path):
     assert path.read_text() == '{"question_id": 1, "answer": "a"}\n'
 
 
-def test_failed_image_is_answered_empty_and_counted(llava, tmp_path):
+def test_failed_images_are_error_rows_retried_next_run(llava, tmp_path):
     def broken() -> None:
         raise OSError("truncated JPEG")
 
-    def bad_value() -> None:
-        raise ValueError("not an image")
+    def bomb() -> None:
+        raise Image.DecompressionBombError("too many pixels")
 
     requests = _requests()
-    requests[2].image, requests[7].image = broken, bad_value
-    answers = generate_answers(llava[0], requests, tmp_path / "p.jsonl", _cfg(batch_size=4))
+    good = {2: requests[2].image, 7: requests[7].image}
+    requests[2].image, requests[7].image = broken, bomb
+    out = tmp_path / "p.jsonl"
+    answers = generate_answers(llava[0], requests, out, _cfg(batch_size=4))
     ref = _reference_answers(llava)
-    assert answers[2] == "" and answers[7] == ""
-    assert {k: v for k, v in answers.items() if k not in (2, 7)} == {k: v for k, v in ref.items() if k not in (2, 7)}
-    assert generate_answers.last_stats.skipped == 2
-    assert "OSError" in read_predictions(tmp_path / "p.jsonl")[2]["error"]
+    assert answers == {k: v for k, v in ref.items() if k not in (2, 7)}  # an error row is not the answer ""
+    stats = generate_answers.last_stats
+    assert (stats.skipped, stats.failed) == (2, 2)
+    rows, counts = read_predictions(out)
+    assert "OSError" in rows[2]["error"] and "DecompressionBombError" in rows[7]["error"]
+    assert counts["image_errors"] == 2
+    requests[2].image, requests[7].image = good[2], good[7]  # the images are readable now: a rerun retries them
+    assert generate_answers(llava[0], requests, out, _cfg(batch_size=4)) == ref
+    stats = generate_answers.last_stats
+    assert (stats.resumed, stats.answered, stats.skipped, stats.failed) == (N - 2, 2, 0, 0)
+    rows, counts = read_predictions(out)
+    assert rows[2]["answer"] == ref[2] and "error" not in rows[2] and counts["image_errors"] == 0
+
+
+def test_one_reader_first_row_wins_and_ids_are_normalised(tmp_path):
+    """The reader resume and scoring share: first row of an id wins, an error row gives way, "7" is 7."""
+    lines = [
+        {"question_id": "7", "answer": "first"},
+        {"question_id": 7, "answer": "second"},
+        {"question_id": 8, "answer": "", "error": "OSError: x"},
+        {"question_id": "8", "answer": "retried"},
+        {"question_id": 9, "text": "llava key"},
+        {"question_id": True, "answer": "bad id"},
+        {"answer": "no id"},
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in lines) + '{"question_id": 10, "ans')
+    rows, stats = read_predictions(path)
+    assert {k: r["answer"] for k, r in rows.items()} == {7: "first", 8: "retried", 9: "llava key"}
+    assert (stats["duplicates"], stats["malformed_rows"], stats["image_errors"]) == (2, 3, 0)
+    (tmp_path / "p.json").write_text(json.dumps(lines[:2]))
+    assert read_predictions(tmp_path / "p.json")[0][7]["answer"] == "first"
+    assert read_predictions(tmp_path / "absent.jsonl")[0] == {}
+
+
+def test_resume_refuses_answers_made_differently(llava, tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    generate_answers(llava[0], _requests(), out, _cfg(batch_size=5, max_batches=1), signature={"template": "vicuna_v1"})
+    meta = json.loads(signature_path(out).read_text())
+    assert signature_path(out).name == "predictions.meta.json" and meta["template"] == "vicuna_v1"
+    assert meta["max_new_tokens"] == [4, 12] and meta["dtype"] == "fp32" and "batch_size" not in meta
+    for cfg, signature, field in [
+        (_cfg(max_new_tokens=8), {"template": "vicuna_v1"}, "max_new_tokens"),
+        (_cfg(dtype="bf16"), {"template": "vicuna_v1"}, "dtype"),
+        (_cfg(), {"template": "plain"}, "template"),
+    ]:
+        with pytest.raises(UserError, match=f"predictions.meta.json: .*made with {field}=.*new --out") as info:
+            generate_answers(llava[0], _requests(), out, cfg, signature=signature)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="made with model="):
+        generate_answers(tmp_path / "other_model", _requests(), out, _cfg(), signature={"template": "vicuna_v1"})
+    assert len(read_predictions(out)[0]) == 5  # nothing was appended by the refused runs
+    generate_answers(llava[0], _requests(), out, _cfg(batch_size=2), signature={"template": "vicuna_v1"})
+    assert generate_answers.last_stats.resumed == 5
+    out.unlink()  # deleting the predictions starts over, whatever the old signature said
+    generate_answers(llava[0], _requests()[:2], out, _cfg(max_new_tokens=3))
+    assert json.loads(signature_path(out).read_text())["max_new_tokens"] == 3
+
+
+def test_a_dir_that_is_not_a_llava_is_a_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a LLaVA config"):
+        generate_answers(tmp_path / "empty", _requests()[:2], tmp_path / "p.jsonl", _cfg())
 
 
 def test_bad_requests_and_missing_vllm(llava, tmp_path):
@@ -189,7 +272,7 @@ def test_two_gloo_ranks_merge_to_the_single_process_answers(llava, tmp_path):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_cuda_batched_matches_one_by_one(llava, tmp_path, dtype):
     """fp32 on CUDA is exact; bf16 (padding changes reduction shapes) must agree on nearly every answer."""
-    model, processor = load_llava(llava[0], torch.device("cuda"), torch.float32 if dtype == "fp32" else torch.bfloat16)
+    model, processor = load_model(llava[0], torch.device("cuda"), torch.float32 if dtype == "fp32" else torch.bfloat16)
     ref = {r.id: generate_one_by_one(model, processor, r, r.max_new_tokens or 12) for r in _requests()}
     answers = generate_answers(llava[0], _requests(), tmp_path / "p.jsonl", _cfg(device="cuda", dtype=dtype))
     agree = sum(answers[k] == v for k, v in ref.items())

@@ -121,6 +121,17 @@ OPTIONS = ["red", "dark red", "blue", "green"]
         ("Green.", "D"),
         ("it is dark red", "B"),  # the longer option wins over the one it contains
         ("red or blue", None),  # two options: ambiguous
+        ("B, C", None),  # hedges naming several letters are not read as their first or last letter
+        ("The answer is A or B", None),
+        ("A and B", None),
+        ("Neither A nor B", None),
+        ("A/B", None),
+        ("(B) or (D).", None),
+        ("A", "A"),
+        ("(A)", "A"),
+        ("A.", "A"),
+        ("The answer is B.", "B"),
+        ("C. A dark red one", "C"),  # "A" before an ordinary word is the article
         ("E", None),  # not an option of this question
         ("a purple thing", None),
         ("", None),
@@ -128,6 +139,13 @@ OPTIONS = ["red", "dark red", "blue", "green"]
 )
 def test_extract_choice(text, expected):
     assert extract_choice(text, OPTIONS) == expected
+
+
+def test_a_letter_inside_a_quoted_option_is_not_a_hedge():
+    options = ["Vitamin A", "Vitamin C", "Vitamin D"]
+    assert extract_choice("B. Vitamin C", options) == "B"
+    assert extract_choice("A. Vitamin A", options) == "A"
+    assert extract_choice("B or C", options) is None
 
 
 def test_prompt_layouts():

@@ -51,7 +51,8 @@ def _official_loop(pred: str, gts: list[str]) -> float:
     ],
 )
 def test_matches_the_official_loop(pred, gts):
-    assert vqa_accuracy(pred, gts, "official") == pytest.approx(_official_loop(pred, gts))
+    """`official` = the server's loop run on what the submission holds: the EvalAI-processed prediction."""
+    assert vqa_accuracy(pred, gts, "official") == pytest.approx(_official_loop(evalai_normalize(pred), gts))
 
 
 @pytest.mark.parametrize(
@@ -85,16 +86,26 @@ def test_evalai_processor_also_tokenizes():
     assert official_normalize("Dog's bone") == "dog's bone"  # the official steps keep the apostrophe
 
 
-def test_unanimous_answers_compare_raw_in_official_mode_only():
+def test_official_mode_scores_the_submitted_answer():
+    """EvalAI receives evalai_normalize(prediction) (our submission file, LLaVA's converter): "Yes" is right there."""
     gts = ["yes"] * 10
-    assert vqa_accuracy("Yes", gts, "official") == 0.0  # raw, case-sensitive
-    assert vqa_accuracy("yes.", gts, "official") == 0.0
-    assert vqa_accuracy(" yes\n", gts, "official") == 1.0  # whitespace is always stripped
+    assert vqa_accuracy("Yes", gts, "official") == 1.0
+    assert _official_loop("Yes", gts) == 0.0  # the raw prediction would be wrong: unanimous GTs compare raw
+    assert vqa_accuracy("yes.", gts, "official") == 1.0
+    assert vqa_accuracy(" yes\n", gts, "official") == 1.0
     assert vqa_accuracy("Yes", gts, "always") == 1.0
-    assert vqa_accuracy("yes.", gts, "always") == 1.0
     assert vqa_accuracy("YES?", gts, "evalai") == 1.0
-    # Disagreeing annotators switch normalisation on for the official mode too.
-    assert vqa_accuracy("Yes", ["yes"] * 9 + ["no"], "official") == 1.0
+    # GTs are still processed only when the annotators disagree: a unanimous GT with a capital stays raw.
+    assert vqa_accuracy("Red", ["Red"] * 10, "official") == 0.0
+    assert vqa_accuracy("Red", ["Red"] * 9 + ["blue"], "official") == 1.0
+
+
+def test_official_vqav2_score_of_yes_is_100():
+    from eval.vqa_data import VQAItem, VQASet, score_vqa, submission_rows
+
+    vset = VQASet("vqav2", "val2014", "test", [VQAItem(1, "Is it?", None, answers=["yes"] * 10)], {})
+    assert score_vqa(vset, {1: "Yes"}, "official")["accuracy"] == 100.0
+    assert submission_rows(vset, {1: "Yes"})[0] == [{"question_id": 1, "answer": "yes"}]
 
 
 def test_evalai_mode_splits_possessives_on_both_sides():
