@@ -25,10 +25,11 @@ from pretrain.data.gpu_decode import check_decoder
 from pretrain.data.labelled import image_folder
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import Encoder, default_preprocess
-from pretrain.features import autocast, iter_batches, iter_inputs
+from pretrain.features import iter_batches, iter_inputs
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import get_preset
 from pretrain.runtime.distributed import pick_device
+from pretrain.runtime.precision import autocast
 
 
 def write_jpegs(root: Path, count: int, side: int) -> Path:

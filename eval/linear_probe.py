@@ -11,6 +11,10 @@ By default the head trains on CACHED features: the encoder is frozen and there i
 image is seen through the eval transform every epoch). MAE trains with RandomResizedCrop + horizontal flip
 through the encoder at every step; `live=true` (`--live`) does exactly that, at the cost of a forward pass
 of the encoder per step. The normalisation constants are the encoder's own (OpenAI CLIP's), not ImageNet's.
+A live run saves `RUN_DIR/live_state.pt` after every epoch (head, LARS momentum, epoch, the loader's and the
+global RNG states; written atomically, read with `weights_only`); rerun the same command to resume at the last
+finished epoch, exactly. The state is tied to the recipe, the encoder's hashes and the train images: another
+run into the same RUN_DIR is refused until the file is deleted; it is removed once metrics.json is written.
 
 CLIP protocol (`method=logreg`): multinomial logistic regression fit with full-batch L-BFGS on cached
 features, L2 scaled as scikit-learn's `C` (objective mean CE + ||W||^2 / (2 C N), bias unpenalised). C is
@@ -23,6 +27,7 @@ Both report top-1 / top-5 on the val split, write metrics.json + predictions.jso
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -37,13 +42,23 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from eval.results import chance_levels, format_table, prediction_rows, topk_accuracy, write_metrics, write_predictions
+from eval.results import chance_levels, format_table, prediction_rows, write_metrics, write_predictions
 from pretrain.data.labelled import LabelledImages, stratified_holdout
 from pretrain.encoder import Encoder
-from pretrain.features import FeatureConfig, FeatureSet, autocast, collate_skipping, pool_tokens, resolve_precision
+from pretrain.features import (
+    FeatureConfig,
+    FeatureSet,
+    collate_skipping,
+    encoder_identity,
+    pool_tokens,
+)
+from pretrain.metrics import topk_accuracy
+from pretrain.runtime.atomic import write_file_atomically, write_text_atomically
 from pretrain.runtime.config import to_dict
 from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_jsonl
+from pretrain.runtime.precision import autocast, resolve_precision
 from pretrain.runtime.recipes import RecipeBook
 
 
@@ -310,6 +325,48 @@ def mae_train_transform(encoder: Encoder, cfg: LarsConfig) -> v2.Compose:
     )
 
 
+LIVE_STATE = "live_state.pt"  # the per-epoch resume state of a live run, in its RUN_DIR
+
+
+def live_fingerprint(recipe: LinearProbeRecipe, encoder: Encoder, dataset: LabelledImages) -> str:
+    """A digest of what a live run's epochs depend on: the recipe, the encoder's hashes and the train images."""
+    identity = encoder_identity(encoder)
+    what = {
+        "recipe": to_dict(recipe),
+        "encoder": [identity["config_hash"], identity["weights_hash"]],
+        "train": dataset.signature(),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_live_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The saved state of an interrupted live run at `path` (None when there is none); another run's is refused."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state (torn, foreign) gets the same one-line advice
+        raise UserError(f"{path}: unreadable resume state ({type(exc).__name__}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        raise UserError(
+            f"{path}: state of an interrupted --live run with another recipe, encoder or train data; "
+            "delete it (or use another --out) to start over"
+        )
+    return state
+
+
+def _save_live_state(path: Path, fingerprint: str, epoch: int, head: nn.Module, opt: LARS, gen: torch.Generator):
+    state = {
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "head": head.state_dict(),
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),  # augmentation draws when the loader runs in-process
+    }
+    write_file_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
 def train_lars_probe_live(
     encoder: Encoder,
     dataset: LabelledImages,
@@ -319,12 +376,27 @@ def train_lars_probe_live(
     num_workers: int = 4,
     precision: str = "auto",
     log: Callable[[dict[str, Any]], None] | None = None,
+    state_path: Path | None = None,
+    fingerprint: str = "",
 ) -> tuple[nn.Sequential, int]:
-    """The MAE head trained through the frozen encoder on augmented images; (head, images skipped per epoch)."""
+    """The MAE head trained through the frozen encoder on augmented images; (head, images skipped per epoch).
+
+    With `state_path`, the state after every epoch is saved there and a matching saved state is resumed from:
+    every epoch's randomness (order, worker seeds, in-process augmentation) comes from saved generators, and
+    workers are not kept across epochs (a persistent worker's RNG would carry over), so a resume is exact.
+    """
     device = next(encoder.parameters()).device
     precision = resolve_precision(precision, device)
     head, opt, batch, peak = _lars_setup(encoder.num_features, len(dataset), len(dataset.classes), cfg, seed, device)
     gen = torch.Generator().manual_seed(seed)
+    first = 0
+    saved = read_live_state(state_path, fingerprint) if state_path is not None else None
+    if saved is not None:
+        head.load_state_dict(saved["head"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        first = int(saved["epoch"])
     loader = torch.utils.data.DataLoader(
         dataset.with_transform(mae_train_transform(encoder, cfg)),
         batch_size=batch,
@@ -334,11 +406,10 @@ def train_lars_probe_live(
         num_workers=min(num_workers, os.cpu_count() or 1),
         collate_fn=collate_skipping,
         pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
     )
     steps, skipped = len(loader), 0
     head.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         total, skipped = 0.0, 0
         for it, b in enumerate(loader):
             skipped += len(b["skipped"])
@@ -349,6 +420,8 @@ def train_lars_probe_live(
                 feats = pool_tokens(encoder, tokens, [pool])[pool].float()
             lr = mae_lr(epoch + it / steps, peak, cfg)
             total += _lars_step(head, opt, feats, b["labels"].to(device), lr)
+        if state_path is not None:
+            _save_live_state(state_path, fingerprint, epoch + 1, head, opt, gen)
         if log is not None:
             log({"epoch": epoch + 1, "loss": total / max(1, steps), "lr": mae_lr(epoch + 1, peak, cfg)})
     return head.eval(), skipped
@@ -475,34 +548,15 @@ def run_linear_probe(
     pool = recipe.features.pool
     device = pick_device(recipe.features.device)
     num_classes = val.num_classes
-    log_path = Path(out_dir) / "train_log.jsonl" if out_dir is not None else None
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
-
-    def log(record: dict[str, Any]) -> None:
-        if log_path is not None:
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-
     start = time.perf_counter()
     extra: dict[str, Any] = {}
+    model: nn.Module
     if recipe.live:
         if encoder is None or train_dataset is None:
             raise UserError("linear probe live mode needs the encoder and the train images")
         if list(train_dataset.classes) != val.classes:
             raise UserError("linear probe: the train and val class lists differ")
-        model: nn.Module
-        model, skipped = train_lars_probe_live(
-            encoder,
-            train_dataset,
-            pool,
-            recipe.lars,
-            recipe.seed,
-            recipe.features.num_workers,
-            recipe.features.precision,
-            log,
-        )
+        model, skipped = _run_live(recipe, encoder, train_dataset, out_dir)
         train_labels = torch.tensor(train_dataset.labels)
         extra = {"train_skipped_per_epoch": skipped}
         dtype = torch.float32
@@ -514,6 +568,7 @@ def run_linear_probe(
         x, y = train.get(pool).to(device), train.labels.to(device)
         train_labels = train.labels
         if recipe.method == "lars":
+            log = _train_log(out_dir, 0)
             model, dtype = train_lars_probe(x, y, num_classes, recipe.lars, recipe.seed, log), torch.float32
         else:
             model, extra = train_logreg_probe(x, y, num_classes, recipe.logreg, recipe.seed)
@@ -540,6 +595,7 @@ def run_linear_probe(
     if out_dir is not None:
         write_metrics(out_dir, metrics)
         write_predictions(out_dir, prediction_rows(logits, val.labels, val.indices, val.classes))
+        (Path(out_dir) / LIVE_STATE).unlink(missing_ok=True)  # finished: a rerun starts a fresh run
     if verbose:
         print(
             format_table(
@@ -558,6 +614,37 @@ def run_linear_probe(
             )
         )
     return metrics
+
+
+def _train_log(out_dir: str | Path | None, keep_epochs: int) -> Callable[[dict[str, Any]], None]:
+    """An appender to `out_dir/train_log.jsonl` keeping the rows of the first `keep_epochs` epochs (a resume's)."""
+    if out_dir is None:
+        return lambda record: None
+    path = Path(out_dir) / "train_log.jsonl"
+    rows = [r for r in read_jsonl(path)[0] if int(r.get("epoch", 0)) <= keep_epochs] if keep_epochs else []
+    write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def log(record: dict[str, Any]) -> None:
+        with path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    return log
+
+
+def _run_live(
+    recipe: LinearProbeRecipe, encoder: Encoder, dataset: LabelledImages, out_dir: str | Path | None
+) -> tuple[nn.Sequential, int]:
+    """The live LARS probe, resuming from `out_dir/live_state.pt` when an interrupted run of the same left one."""
+    state_path, fingerprint = None, ""
+    if out_dir is not None:
+        state_path, fingerprint = Path(out_dir) / LIVE_STATE, live_fingerprint(recipe, encoder, dataset)
+    saved = read_live_state(state_path, fingerprint) if state_path is not None else None
+    log = _train_log(out_dir, int(saved["epoch"]) if saved is not None else 0)
+    feat = recipe.features
+    return train_lars_probe_live(
+        encoder, dataset, feat.pool, recipe.lars, recipe.seed, feat.num_workers, feat.precision, log, state_path,
+        fingerprint,
+    )  # fmt: skip
 
 
 def _skips(fs: FeatureSet | None) -> dict[str, int]:

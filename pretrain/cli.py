@@ -29,12 +29,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def iter_captions(spec: str, kind: str, counts: Counter) -> Iterator[str]:
-    """Captions of a shard set (no image decoding) or of a JSONL/CSV list, for offline IDF counting."""
+    """Stripped, non-empty captions of a shard set (no image decoding) or of a JSONL/CSV list, for offline IDF
+    counting: the captions training would label (empty ones are counted under `empty_caption` and skipped)."""
     from pretrain.data.lists import read_list
     from pretrain.data.shards import decode_caption, expand_shards, iter_raw_samples
 
     if kind == "list":
-        yield from (caption for _, caption in read_list(spec).items)
+        for caption in (c.strip() for c in read_list(spec).captions):
+            if caption:
+                yield caption
+            else:
+                counts["empty_caption"] += 1
         return
     for shard in expand_shards(spec):
         for _, raw in iter_raw_samples(shard, counts):
@@ -47,11 +52,12 @@ def _cmd_idf_counts(args: argparse.Namespace) -> int:
     from pretrain.labels import LabelConfig, build_tokenizer, compute_idf_counts, save_idf_counts
     from pretrain.runtime.config import resolve
 
-    labels = resolve(LabelConfig(), None, args.overrides)
+    # `labels.mode=official` as in a training recipe, or just `mode=official`
+    labels = resolve(LabelConfig(), None, [o.removeprefix("labels.") for o in args.overrides])
     tokenizer = build_tokenizer(labels)
     counts: Counter = Counter()
     idf = compute_idf_counts(iter_captions(args.data, args.kind, counts), tokenizer, official=labels.mode == "official")
-    save_idf_counts(idf, args.out, tokenizer_name=tokenizer.name)
+    save_idf_counts(idf, args.out)  # records the tokenizer and labels.mode, which a run using the file must share
     print(json.dumps({"out": str(args.out), "num_samples": idf.num_samples, "skipped": dict(counts)}))
     return 0
 
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=["shards", "list"], default="shards")
     p.add_argument("--out", required=True, type=Path, help="counts file to write (.safetensors)")
     p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="tokenizer settings (LabelConfig), e.g. mode=official"
+        "overrides", nargs="*", metavar="key=value", help="the run's labels settings, e.g. labels.mode=official"
     )
     p.set_defaults(fn=_cmd_idf_counts)
 

@@ -26,6 +26,7 @@ import torchvision.transforms.v2 as v2
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import InterpolationMode
 
+from pretrain.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from pretrain.models.backbone import build_backbone
 from pretrain.models.heads import SuperClassHead
 from pretrain.models.presets import ArchConfig
@@ -39,8 +40,6 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 HEAD_FILE = "head.safetensors"
 METHODS = ("superclass", "clip")
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def default_preprocess(arch: ArchConfig) -> dict[str, Any]:
@@ -83,13 +82,6 @@ def build_preprocess(pre: dict[str, Any]) -> v2.Compose:
             v2.Normalize(mean=[float(x) for x in pre["mean"]], std=[float(x) for x in pre["std"]]),
         ]
     )
-
-
-def head_state_dict(head: nn.Module, idf: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The `head_state` for `save_encoder`: the head's tensors under "head.", IDF statistics under "idf."."""
-    state = {f"head.{k}": v for k, v in head.state_dict().items()}
-    state.update({f"idf.{k}": v for k, v in (idf or {}).items()})
-    return state
 
 
 class Encoder(nn.Module):
@@ -198,8 +190,8 @@ def save_encoder(
     `preprocess`: mean, std, resize, crop, interpolation (see `default_preprocess`). `provenance`: `method`
     ("superclass" | "clip") plus what produced it: tokenizer, vocab_size, samples_seen, config (the resolved
     recipe; dataclasses are converted). `backbone`: the module or its full state dict (what FSDP2 callers
-    gather first). `head_state`: from `head_state_dict(head, idf)`. Call on one rank; DDP / torch.compile
-    wrappers are unwrapped.
+    gather first). `head_state`: the SuperClass head's tensors under "head.", IDF statistics under "idf.". Call
+    on one rank; DDP / torch.compile wrappers are unwrapped.
     """
     out_dir = Path(out_dir)
     pre = _check_preprocess(preprocess, f"{out_dir / CONFIG_FILE}: preprocessing")

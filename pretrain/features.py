@@ -31,7 +31,6 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +45,7 @@ from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import plain_tensors, write_file_atomically
 from pretrain.runtime.distributed import barrier, pick_device
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.precision import autocast, resolve_precision
 
 FORMAT = "superclass-features"
 VERSION = 1
@@ -153,19 +153,6 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         while block := f.read(1 << 24):
             h.update(block)
     return h.hexdigest()
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 on CUDA, fp32 elsewhere."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise UserError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(precision: str, device: torch.device) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def _as_encoder(encoder: Encoder | str | Path, device: str | torch.device | None) -> Encoder:

@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from pretrain.data.stream import build_loader
+from pretrain.data.transforms import TransformConfig
 from pretrain.encoder import default_preprocess
 from pretrain.labels import CaptionTokenizer, IDFWeights, build_tokenizer
 from pretrain.models.backbone import build_backbone
@@ -16,7 +18,7 @@ from pretrain.models.clip import CLIPModel
 from pretrain.models.presets import ArchConfig, get_preset, get_text_preset
 from pretrain.recipes import PretrainRecipe
 from pretrain.runtime.config import to_dict, to_yaml
-from pretrain.runtime.distributed import DistInfo, init_distributed, seed_everything
+from pretrain.runtime.distributed import DistInfo, cleanup, init_distributed, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.tasks import ARTIFACT_DIR, CLIPTask, SuperClassTask
@@ -41,6 +43,15 @@ def check_recipe(recipe: PretrainRecipe) -> None:
         )
     if recipe.method == "clip" and recipe.labels.mode == "official":
         raise ConfigError("labels.mode=official only applies to SuperClass labels")
+    if recipe.method == "clip" and recipe.labels.tokenizer != "clip_bpe":
+        # the text tower pools at the largest id (argmax), which is EOT only under CLIP's BPE vocabulary
+        raise ConfigError(f"method=clip needs labels.tokenizer=clip_bpe (got {recipe.labels.tokenizer!r})")
+    size, arch_size = recipe.data.transform.image_size, resolve_arch(recipe).image_size
+    if size != arch_size and size != TransformConfig().image_size:  # the default follows the model
+        raise ConfigError(
+            f"data.transform.image_size={size} but the model ({recipe.model.preset}) takes {arch_size} px; "
+            f"set data.transform.image_size={arch_size} (or model.image_size={size})"
+        )
 
 
 def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: DistInfo) -> nn.Module:
@@ -55,7 +66,7 @@ def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: D
     }
     backbone = build_backbone(arch)
     if recipe.method == "superclass":
-        idf = IDFWeights(tokenizer.vocab_size, recipe.idf)
+        idf = IDFWeights(tokenizer.vocab_size, recipe.idf, tokenizer=tokenizer.name, label_mode=recipe.labels.mode)
         official = recipe.labels.mode == "official"
         args = (backbone, arch, tokenizer.vocab_size, tokenizer.special_ids, official, idf, recipe.loss)
         return SuperClassTask(*args, provenance=provenance, preprocess=preprocess)
@@ -71,33 +82,38 @@ def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: D
 def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
+    owns_group = not (dist.is_available() and dist.is_initialized())
     dist_info = init_distributed(recipe.run.device)
-    if recipe.run.num_threads > 0:
-        torch.set_num_threads(recipe.run.num_threads)
-    tokenizer = build_tokenizer(recipe.labels)
-    seed_everything(recipe.run.seed)  # identical initial weights on every rank
-    task = build_task(recipe, tokenizer, dist_info)
-    seed_everything(recipe.run.seed + dist_info.rank)
-    arch = resolve_arch(recipe)
-    data_cfg = dataclasses.replace(
-        recipe.data, transform=dataclasses.replace(recipe.data.transform, image_size=arch.image_size)
-    )
-    loader = build_loader(
-        data_cfg,
-        tokenizer,
-        local_batch_size(recipe.run, dist_info.world_size),
-        rank=dist_info.rank,
-        world_size=dist_info.world_size,
-        seed=recipe.run.seed,
-    )
-    trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
-    trainer.fit()
+    try:
+        if recipe.run.num_threads > 0:
+            torch.set_num_threads(recipe.run.num_threads)
+        tokenizer = build_tokenizer(recipe.labels)
+        seed_everything(recipe.run.seed)  # identical initial weights on every rank
+        task = build_task(recipe, tokenizer, dist_info)
+        seed_everything(recipe.run.seed + dist_info.rank)
+        arch = resolve_arch(recipe)
+        data_cfg = dataclasses.replace(
+            recipe.data, transform=dataclasses.replace(recipe.data.transform, image_size=arch.image_size)
+        )
+        loader = build_loader(
+            data_cfg,
+            tokenizer,
+            local_batch_size(recipe.run, dist_info.world_size),
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
+            seed=recipe.run.seed,
+        )
+        trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+        trainer.fit()
+    finally:
+        if owns_group:  # a process group a caller set up stays theirs
+            cleanup()
     return Path(recipe.run.out_dir) / ARTIFACT_DIR
 
 
 def load_trained_task(recipe: PretrainRecipe, checkpoint: str | Path = "latest") -> nn.Module:
     """The recipe's task (model + head or text tower) with a checkpoint's weights, on the CPU, for inspection."""
-    from pretrain.runtime.checkpoint import load_checkpoint, resolve_resume
+    from pretrain.runtime.checkpoint import load_checkpoint, match_model_state, resolve_resume
 
     path = resolve_resume(Path(recipe.run.out_dir), str(checkpoint))
     if path is None:
@@ -105,5 +121,6 @@ def load_trained_task(recipe: PretrainRecipe, checkpoint: str | Path = "latest")
     tokenizer = build_tokenizer(recipe.labels)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     task = build_task(recipe, tokenizer, info)
-    task.load_state_dict(load_checkpoint(path)[0])
+    expected = {k: v.shape for k, v in task.state_dict().items()}
+    task.load_state_dict(match_model_state(path, load_checkpoint(path)[0], expected))
     return task

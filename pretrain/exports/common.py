@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import torch
-from safetensors.torch import load_file
 
 from pretrain.encoder import CONFIG_FILE, Encoder, load_encoder
 from pretrain.models.backbone import build_backbone
 from pretrain.models.presets import ArchConfig
 from pretrain.runtime.atomic import write_dir_atomically
+from pretrain.runtime.checkpoint import read_weights
 from pretrain.runtime.errors import ConfigError, UserError
 
 CLIP_ACTS = ("gelu", "quick_gelu")  # the activations OpenCLIP and HF CLIP both name exactly
@@ -67,13 +65,7 @@ def read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     `module.` prefix are removed)."""
     if not file.is_file():
         raise UserError(f"{file}: missing")
-    try:
-        if file.suffix == ".safetensors":
-            state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except (safetensors.SafetensorError, OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
-        raise UserError(f"{file}: not a readable weights file ({str(exc).splitlines()[0]})") from None
+    state = read_weights(file)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 from torchvision.transforms import InterpolationMode
 
-from pretrain.encoder import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, default_preprocess, save_encoder
+from pretrain.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from pretrain.encoder import default_preprocess, save_encoder
 from pretrain.exports.common import (
     CLIP_ACTS,
     as_float32,

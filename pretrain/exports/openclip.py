@@ -27,7 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pretrain.encoder import CONFIG_FILE, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, save_encoder
+from pretrain.data.transforms import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from pretrain.encoder import CONFIG_FILE, save_encoder
 from pretrain.exports.common import (
     as_float32,
     check_tensors,

@@ -45,6 +45,8 @@ class IDFCounts:
 
     doc_freq: torch.Tensor  # LongTensor [V]
     num_samples: int
+    tokenizer: str = ""  # the tokenizer's name the captions were counted with ("" = not recorded)
+    mode: str = ""  # the label rule: "masked" or "official" (labels.mode; "" = not recorded)
 
 
 def compute_idf_counts(
@@ -69,11 +71,13 @@ def compute_idf_counts(
             flush()
     if batch:
         flush()
-    return IDFCounts(doc_freq=doc_freq.round().long(), num_samples=num_samples)
+    mode = "official" if official else "masked"
+    return IDFCounts(doc_freq.round().long(), num_samples, tokenizer=tokenizer.name, mode=mode)
 
 
 def save_idf_counts(counts: IDFCounts, path: str | Path, tokenizer_name: str = "") -> None:
-    """Write counts as safetensors (`doc_freq` int64 [V], `num_samples` int64 scalar), atomically."""
+    """Write counts as safetensors (`doc_freq` int64 [V], `num_samples` int64 scalar), atomically; the metadata
+    records the tokenizer (`tokenizer_name`, else the counts') and label mode so a run can refuse other ones."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -82,35 +86,47 @@ def save_idf_counts(counts: IDFCounts, path: str | Path, tokenizer_name: str = "
         "doc_freq": counts.doc_freq.to(torch.int64).contiguous(),
         "num_samples": torch.tensor(counts.num_samples, dtype=torch.int64),
     }
-    metadata = {"format": "superclass-idf-counts", "tokenizer": tokenizer_name}
+    metadata = {"format": "superclass-idf-counts", "tokenizer": tokenizer_name or counts.tokenizer, "mode": counts.mode}
     write_file_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_idf_counts(path: str | Path) -> IDFCounts:
-    """Read a counts file written by `save_idf_counts`; a missing or malformed file is a ConfigError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_idf_counts(path: str | Path, tokenizer: str = "", mode: str = "") -> IDFCounts:
+    """Read a counts file written by `save_idf_counts`; a missing or malformed file, or one counted with another
+    `tokenizer` name or label `mode` than the given ones (when both sides recorded them), is a ConfigError."""
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"idf.counts_path: IDF counts file {path} does not exist")
     try:
-        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ConfigError(f"IDF counts file {path}: not a safetensors file ({exc})") from None
+    for key, what, wanted in (("mode", "labels.mode", mode), ("tokenizer", "tokenizer", tokenizer)):
+        found = metadata.get(key, "")
+        if wanted and found and wanted != found:
+            raise ConfigError(
+                f"IDF counts file {path} was counted with {what} {found!r}, this run uses {wanted!r}; "
+                "recount with `superclass pretrain idf-counts` and the run's labels settings"
+            )
     df, n = tensors.get("doc_freq"), tensors.get("num_samples")
     if df is None or n is None or df.ndim != 1 or n.numel() != 1:
         raise ConfigError(f"IDF counts file {path}: expected tensors doc_freq [V] and num_samples (a scalar)")
     num_samples = int(n.reshape(()).item())
     if df.is_floating_point() or (df < 0).any() or (df > num_samples).any():
         raise ConfigError(f"IDF counts file {path}: doc_freq must be integers between 0 and num_samples")
-    return IDFCounts(doc_freq=df.long(), num_samples=num_samples)
+    return IDFCounts(df.long(), num_samples, metadata.get("tokenizer", ""), metadata.get("mode", ""))
 
 
 class IDFWeights(nn.Module):
     """Per-label IDF weights `[V]`; online statistics live in float64 buffers so checkpoints carry them."""
 
-    def __init__(self, vocab_size: int, cfg: IDFConfig | None = None) -> None:
+    def __init__(
+        self, vocab_size: int, cfg: IDFConfig | None = None, tokenizer: str = "", label_mode: str = ""
+    ) -> None:
+        """`tokenizer` (its name) and `label_mode` (labels.mode): what an offline counts file must match."""
         super().__init__()
         self.cfg = cfg or IDFConfig()
         self.vocab_size = vocab_size
@@ -123,7 +139,7 @@ class IDFWeights(nn.Module):
             self.register_buffer("num_steps", torch.zeros((), dtype=f64))
             self.register_buffer("batch_size", torch.ones((), dtype=f64))  # global B of the latest step
         elif self.mode == "offline":
-            counts = load_idf_counts(self.cfg.counts_path)
+            counts = load_idf_counts(self.cfg.counts_path, tokenizer=tokenizer, mode=label_mode)
             if counts.doc_freq.numel() != vocab_size:
                 raise ConfigError(
                     f"IDF counts file {self.cfg.counts_path}: has {counts.doc_freq.numel()} labels, "

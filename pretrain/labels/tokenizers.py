@@ -108,7 +108,7 @@ class _Tokenizer(ABC):
 
     def __init__(self, context_length: int, stopwords: bool) -> None:
         if context_length < 1:
-            raise ConfigError(f"label.context_length: expected a positive integer, got {context_length}")
+            raise ConfigError(f"labels.context_length: expected a positive integer, got {context_length}")
         self.context_length = context_length
         self.stopwords = stopwords
         self._backend: Any = None
@@ -140,7 +140,7 @@ class ClipBPETokenizer(_Tokenizer):
     def __init__(self, context_length: int = 77, stopwords: bool = False) -> None:
         super().__init__(context_length, stopwords)
         if context_length < 2:
-            raise ConfigError(f"label.context_length: CLIP BPE needs room for SOT and EOT, got {context_length}")
+            raise ConfigError(f"labels.context_length: CLIP BPE needs room for SOT and EOT, got {context_length}")
         tok = self._tok()
         self.vocab_size = tok.vocab_size
         self.sot_id = tok.sot_token_id
@@ -176,7 +176,7 @@ class HFTokenizer(_Tokenizer):
     def __init__(self, path: str, context_length: int = 77, stopwords: bool = False) -> None:
         super().__init__(context_length, stopwords)
         if not path:
-            raise ConfigError("label.tokenizer_path: required for tokenizer 'hf' (a local directory or hub name)")
+            raise ConfigError("labels.tokenizer_path: required for tokenizer 'hf' (a local directory or hub name)")
         self.path = path
         tok = self._tok()
         self.vocab_size = len(tok)  # includes added tokens, unlike tok.vocab_size
@@ -202,12 +202,12 @@ def _load_hf_tokenizer(path: str) -> Any:
     local = Path(path).expanduser()
     looks_local = path.startswith((".", "/", "~")) or local.exists()
     if looks_local and not local.is_dir():
-        raise ConfigError(f"label.tokenizer_path: tokenizer directory {path} does not exist")
+        raise ConfigError(f"labels.tokenizer_path: tokenizer directory {path} does not exist")
     try:
         return AutoTokenizer.from_pretrained(str(local) if looks_local else path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"label.tokenizer_path: could not load a tokenizer from {path}: {first}") from None
+        raise ConfigError(f"labels.tokenizer_path: could not load a tokenizer from {path}: {first}") from None
 
 
 class WordTokenizer(_Tokenizer):
@@ -248,7 +248,7 @@ def load_word_vocab(path: str | Path) -> list[str]:
     """Words of a vocabulary file written by `save_word_vocab`; a missing, empty or duplicated file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"label.tokenizer_path: word vocabulary file {path} does not exist")
+        raise ConfigError(f"labels.tokenizer_path: word vocabulary file {path} does not exist")
     words = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     words = [w for w in words if w not in (PAD_WORD, UNK_WORD)]
     if not words:
@@ -269,7 +269,7 @@ def build_tokenizer(cfg: LabelConfig) -> CaptionTokenizer:
         return HFTokenizer(cfg.tokenizer_path, cfg.context_length, cfg.stopwords)
     if cfg.tokenizer == "word":
         if not cfg.tokenizer_path:
-            raise ConfigError("label.tokenizer_path: required for tokenizer 'word' (a vocabulary file)")
+            raise ConfigError("labels.tokenizer_path: required for tokenizer 'word' (a vocabulary file)")
         words = load_word_vocab(cfg.tokenizer_path)
         return WordTokenizer(words, cfg.context_length, cfg.stopwords, name=f"word:{cfg.tokenizer_path}")
-    raise ConfigError(f"label.tokenizer: expected one of clip_bpe, hf, word, got {cfg.tokenizer!r}")
+    raise ConfigError(f"labels.tokenizer: expected one of clip_bpe, hf, word, got {cfg.tokenizer!r}")

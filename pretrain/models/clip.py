@@ -9,6 +9,7 @@ embed_dim), so its weights load into OpenCLIP unchanged. The loss lives in the t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -17,9 +18,16 @@ from open_clip.transformer import TextTransformer
 
 from pretrain.models.presets import TextConfig
 
-__all__ = ["CLIPModel", "TextConfig", "build_text_tower"]
+__all__ = ["CLIPModel", "TextConfig", "build_text_tower", "reshape_logit_scale"]
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's temperature init; the task clamps the scale at log(100)
+
+
+def reshape_logit_scale(state_dict: dict[str, Any], key: str) -> None:
+    """Make a 0-dim `logit_scale` (OpenCLIP's layout; our checkpoints before FSDP2 support) the [1] ours hold."""
+    value = state_dict.get(key)
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        state_dict[key] = value.reshape(1)
 
 
 def build_text_tower(cfg: TextConfig) -> TextTransformer:
@@ -48,7 +56,8 @@ class CLIPModel(nn.Module):
         nn.init.normal_(self.image_proj.weight, std=pooled_dim**-0.5)  # OpenCLIP's `proj` init
         self.text = build_text_tower(text_cfg)
         self.text_cfg = text_cfg
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        # shape [1], not 0-dim: FSDP2's fully_shard rejects scalar parameters; forward returns it as a scalar
+        self.logit_scale = nn.Parameter(torch.full((1,), LOGIT_SCALE_INIT))
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Image embeddings [B, embed_dim] from the pooled backbone feature."""
@@ -61,20 +70,15 @@ class CLIPModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(normalised image features, normalised text features, logit_scale.exp())."""
-        return self.encode_image(images), self.encode_text(ids), self.logit_scale.exp()
+        """(normalised image features, normalised text features, logit_scale.exp() as a 0-dim tensor)."""
+        return self.encode_image(images), self.encode_text(ids), self.logit_scale.exp().squeeze(0)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        reshape_logit_scale(state_dict, prefix + "logit_scale")  # older checkpoints stored it 0-dim
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing in both towers (the runtime turns it on)."""
         self.backbone.set_grad_checkpointing(enable)
         self.text.set_grad_checkpointing(enable)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names that take no weight decay besides norms/biases (timm convention, full names)."""
-        names = {"logit_scale"}
-        for prefix, tower in (("backbone.", self.backbone), ("text.", self.text)):
-            if hasattr(tower, "no_weight_decay"):
-                names |= {prefix + name for name in tower.no_weight_decay()}
-        return names

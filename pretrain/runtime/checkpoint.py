@@ -7,15 +7,19 @@ half-written `step_*` directory; `latest` is the highest complete step.
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
-from pretrain.runtime.errors import UserError
+from pretrain.runtime.errors import ConfigError, UserError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -65,15 +69,55 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(model state, train state) of a checkpoint; pickles are read with weights_only=True."""
-    path = Path(path)
+# what safetensors and torch.load raise on a truncated, corrupt or foreign file (EOFError: an empty pickle)
+READ_ERRORS = (SafetensorError, OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError)
+
+
+def read_weights(file: Path) -> Any:
+    """A .safetensors file's tensors, or a torch pickle loaded with weights_only=True; unreadable -> a UserError."""
+    file = Path(file)
     try:
-        model_state = load_file(str(path / "model.safetensors"))
-        train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise UserError(f"checkpoint {path} could not be read: {str(exc).splitlines()[0]}") from None
+        if file.suffix == ".safetensors":
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except READ_ERRORS as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{file}: not a readable weights file ({first})") from None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model state, train state) of a checkpoint; a missing or corrupt file is a one-line UserError naming it."""
+    path = Path(path)
+    model_state = read_weights(path / "model.safetensors")
+    train_state = read_weights(path / "train_state.pt")
+    if not isinstance(train_state, dict):
+        raise UserError(f"{path / 'train_state.pt'}: expected a dict of loop state, got {type(train_state).__name__}")
     return model_state, train_state
+
+
+def match_model_state(
+    path: Path, state: dict[str, torch.Tensor], expected: Mapping[str, torch.Size | tuple[int, ...]]
+) -> dict[str, torch.Tensor]:
+    """`state` checked against the model's keys and shapes (`expected`); a mismatch is a ConfigError naming the
+    checkpoint and the first differing key (set_model_state_dict would otherwise leave missing weights as they are).
+
+    A one-element tensor whose shape differs only in rank is reshaped: checkpoints written before FSDP2 support
+    stored the CLIP/LiT `logit_scale` as a 0-dim tensor; the models now hold it as [1] (fully_shard rejects 0-dim).
+    """
+    out = dict(state)
+    for key in sorted(set(expected) | set(state)):
+        if key not in state:
+            raise ConfigError(f"checkpoint {path} does not match the model: it lacks {key}")
+        if key not in expected:
+            raise ConfigError(f"checkpoint {path} does not match the model: unexpected tensor {key}")
+        have, want = tuple(state[key].shape), tuple(expected[key])
+        if have == want:
+            continue
+        if state[key].numel() == 1 and torch.Size(want).numel() == 1:
+            out[key] = state[key].reshape(want)
+            continue
+        raise ConfigError(f"checkpoint {path} does not match the model: {key} is {have} there, {want} in the model")
+    return out
 
 
 def clean_stale_tmp(run_dir: Path) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pretrain.runtime.errors import NonFiniteError, UserError
+from pretrain.runtime.errors import NonFiniteError, StopRequested, UserError
 
 
 def add_recipe_args(parser: argparse.ArgumentParser, default_recipe: str) -> None:
@@ -18,7 +18,8 @@ def add_recipe_args(parser: argparse.ArgumentParser, default_recipe: str) -> Non
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
-    """Run `main`, turning user errors into one `error: ...` line (exit 2) and a non-finite stop into exit 3."""
+    """Run `main`, turning user errors into one `error: ...` line (exit 2), a non-finite stop into exit 3 and a
+    SIGTERM stop (checkpoint saved) into exit 143, as a process killed by SIGTERM reports itself."""
     try:
         result = main(argv)
     except UserError as exc:
@@ -27,6 +28,9 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except NonFiniteError as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return 3
+    except StopRequested as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

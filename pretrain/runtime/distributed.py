@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from pretrain.runtime.errors import ConfigError
+
+TIMEOUT_ENV = "SUPERCLASS_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 120.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,19 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
+def dist_timeout() -> timedelta:
+    """How long a collective may wait: 2 h by default (rank 0 alone builds feature caches and writes big
+    checkpoints while the other ranks wait in `barrier()`); the env var SUPERCLASS_DIST_TIMEOUT_MIN overrides."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        minutes = float(raw) if raw else DEFAULT_TIMEOUT_MIN
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes < 1e8:  # also rejects nan/inf, which timedelta cannot hold
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of minutes")
+    return timedelta(minutes=minutes)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU); else run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -44,7 +63,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=dist_timeout())
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
@@ -111,5 +130,6 @@ def set_rng_state(state: dict) -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group (if any), so the process exits without NCCL/gloo teardown warnings."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class NonFiniteError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; raised before the optimizer update."""
+
+
+class StopRequested(RuntimeError):
+    """A SIGTERM stopped training before its last step; the loop saved a checkpoint first (exit status 143)."""

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from pretrain.runtime import checkpoint as ckpt
+from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.distributed import (
     DistInfo,
     all_reduce_min_flag,
@@ -39,10 +41,12 @@ from pretrain.runtime.distributed import (
     rng_state,
     set_rng_state,
 )
-from pretrain.runtime.errors import ConfigError, NonFiniteError
+from pretrain.runtime.errors import ConfigError, NonFiniteError, StopRequested
+from pretrain.runtime.jsonl import read_jsonl
 from pretrain.runtime.metrics import MetricsLogger
 from pretrain.runtime.optim import OptimConfig, build_optimizer, lr_at, set_lr
 from pretrain.runtime.parallelize import parallelize
+from pretrain.runtime.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -134,8 +138,7 @@ class Trainer:
         self.skipped_base: dict[str, int] = {}
         self.last_checkpoint: Path | None = None
         self._stop_requested = False
-        use_bf16 = run.precision == "bf16" or (run.precision == "auto" and dist_info.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.precision = resolve_precision(run.precision, dist_info.device)
 
     # ----------------------------------------------------------------------------------- state
     def _state_options(self) -> StateDictOptions:
@@ -188,6 +191,8 @@ class Trainer:
                 f"{self.dist.world_size} would change the data order (exact resume needs the same world size)"
             )
         strict = getattr(self.task, "checkpoint_frozen", True)
+        expected = self._checkpointed({k: v.shape for k, v in self.task.state_dict().items()})  # DTensor: global
+        model_state = ckpt.match_model_state(path, model_state, expected)
         set_model_state_dict(self.task, model_state, options=StateDictOptions(full_state_dict=True, strict=strict))
         set_optimizer_state_dict(
             self.task, self.optimizer, train_state["optimizer"], options=StateDictOptions(full_state_dict=True)
@@ -202,12 +207,25 @@ class Trainer:
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
-        """Drop metric lines a killed run wrote after the checkpoint we resume from."""
+        """Drop metric lines a killed run wrote after the checkpoint we resume from (and a torn last line)."""
         path = self.run_dir / "metrics.jsonl"
         if not self.dist.is_main or not path.is_file():
             return
-        kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
-        path.write_text("".join(f"{ln}\n" for ln in kept))
+        rows, _ = read_jsonl(path)
+        kept = [row for row in rows if row.get("step", 0) <= self.step]
+        write_text_atomically(path, "".join(json.dumps(row, allow_nan=True) + "\n" for row in kept))
+
+    def _check_fresh_start(self) -> None:
+        """Refuse to start from step 0 in a run directory that already holds a run: its metrics would mix with
+        ours, and the keep-N rule would delete our checkpoints in favour of its higher-numbered ones."""
+        earlier = self.dist.is_main and (
+            bool(ckpt.list_checkpoints(self.run_dir)) or (self.run_dir / "metrics.jsonl").is_file()
+        )
+        if not all_reduce_min_flag(not earlier, self.dist.device):  # every rank raises, none waits in a collective
+            raise ConfigError(
+                f"{self.run_dir} has checkpoints or metrics from an earlier run; "
+                "pass run.resume=latest or a new run.out_dir"
+            )
 
     def skipped(self) -> dict[str, int]:
         """Samples skipped by this rank's loader since the run began (across resumes)."""
@@ -218,11 +236,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.dist.device.type, dtype=self.autocast_dtype)
+        return autocast(self.precision, self.dist.device)
 
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP2) on all but the last micro-batch."""
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2 modules have no `no_sync`
+            self.model.set_requires_gradient_sync(last)
+            return contextlib.nullcontext()
         if not last and hasattr(self.model, "no_sync"):
             return self.model.no_sync()
         return contextlib.nullcontext()
@@ -263,16 +283,30 @@ class Trainer:
     def _request_stop(self, *_: Any) -> None:
         self._stop_requested = True
 
-    def fit(self) -> dict[str, Any]:
-        """Train to `total_steps`, resuming first if asked; returns the last logged record."""
+    def _start(self) -> None:
+        """Resume from the requested checkpoint, or check that a fresh run has its directory to itself."""
         if self.dist.is_main:
             ckpt.clean_stale_tmp(self.run_dir)
         resume_from = ckpt.resolve_resume(self.run_dir, self.run.resume)
         if resume_from is not None:
             self.restore(resume_from)
+        elif self.run.resume:
+            self._truncate_metrics()  # resume=latest before the first checkpoint: start over from step 0
+        else:
+            self._check_fresh_start()
+
+    def fit(self) -> dict[str, Any]:
+        """Train to `total_steps`, resuming first if asked; returns the last logged record.
+
+        A SIGTERM on any rank (the stop flag is all-reduced) saves a checkpoint on every rank's next step boundary
+        and then raises StopRequested, so a scheduler's preemption ends in a resumable state and a non-zero exit.
+        """
+        self._start()
         logger = MetricsLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard)
-        previous = signal.signal(signal.SIGTERM, self._request_stop) if self.dist.is_main else None
+        on_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
+        previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread else None
         last: dict[str, Any] = {}
+        stopped = False
         it = iter(self.loader)
         self.task.train()
         tick, tick_step = time.perf_counter(), self.step
@@ -285,28 +319,36 @@ class Trainer:
                 if self.step % self.run.log_every == 0 or self.step == self.total_steps:
                     last = self._log(logger, record, tick, tick_step)
                     tick, tick_step = time.perf_counter(), self.step
-                stop = all_reduce_min_flag(not self._stop_requested, self.dist.device) is False
+                stopped = all_reduce_min_flag(not self._stop_requested, self.dist.device) is False
                 at_save = self.run.save_every > 0 and self.step % self.run.save_every == 0
-                if at_save or self.step == self.total_steps or stop:
+                if at_save or self.step == self.total_steps or stopped:
                     self.save()
-                if stop:
+                if stopped:
                     break
         finally:
             logger.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            if on_main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if stopped and self.step < self.total_steps:
+            raise StopRequested(
+                f"SIGTERM at step {self.step} of {self.total_steps}; saved {self.last_checkpoint}; "
+                "continue with run.resume=latest"
+            )
         return last
+
+    def skipped_all_ranks(self) -> dict[str, int]:
+        """`skipped()` summed over every rank (a collective: call it on all ranks)."""
+        summed: dict[str, int] = {}
+        for rank_counts in _gather_objects(self.skipped()):
+            for key, value in rank_counts.items():
+                summed[key] = summed.get(key, 0) + value
+        return summed
 
     def _log(self, logger: MetricsLogger, record: dict[str, torch.Tensor], tick: float, tick_step: int) -> dict:
         if self.dist.device.type == "cuda":
             torch.cuda.synchronize(self.dist.device)
         elapsed = max(time.perf_counter() - tick, 1e-9)
-        skipped = self.skipped()
-        totals = _gather_objects(skipped)
-        summed: dict[str, int] = {}
-        for rank_counts in totals:
-            for key, value in rank_counts.items():
-                summed[key] = summed.get(key, 0) + value
+        summed = self.skipped_all_ranks()
         out: dict[str, Any] = {
             "step": self.step,
             "samples": self.samples_seen,

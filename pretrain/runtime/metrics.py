@@ -11,6 +11,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pretrain.runtime.jsonl import read_jsonl
+
 
 class _NoWriter:
     """Stands in for TensorBoard's SummaryWriter when TensorBoard is off: every call does nothing."""
@@ -78,8 +80,5 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The logged records of a run, in order."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The logged records of a run, in order (a line torn by a kill is skipped)."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")[0]

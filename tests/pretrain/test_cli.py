@@ -51,3 +51,18 @@ def test_resize_shards_command(tmp_path, capsys):
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["samples"] == 8 and (tmp_path / "dst" / "00000.tar").is_file()
+
+
+def test_idf_counts_over_a_list_counts_stripped_non_empty_captions(tmp_path, capsys):
+    rows = [("a.png", "  a dog  "), ("b.png", "a cat"), ("c.png", "   "), ("d.png", "the dog")]
+    listing = tmp_path / "list.jsonl"
+    listing.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
+    out = tmp_path / "idf.safetensors"
+    args = ["idf-counts", "--kind", "list", "--data", str(listing), "--out", str(out), "labels.mode=official"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["num_samples"] == 3 and printed["skipped"] == {"empty_caption": 1}
+    counts = load_idf_counts(out)
+    dog, cat, sot = 1929, 2368, 49406
+    assert [int(counts.doc_freq[i]) for i in (dog, cat, sot)] == [2, 1, 3]  # official mode keeps SOT
+    assert (counts.mode, counts.tokenizer) == ("official", "clip_bpe")

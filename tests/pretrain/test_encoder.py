@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 import pretrain.encoder as encoder_mod
 from pretrain.encoder import (
     default_preprocess,
-    head_state_dict,
     load_encoder,
     read_config,
     save_encoder,
@@ -114,7 +113,8 @@ def test_head_and_idf_round_trip(tmp_path):
     with torch.no_grad():
         head.norm.weight.add_(0.5)
     idf = {"cap_fq": torch.rand(1, 300, dtype=torch.float64), "num_samples": torch.tensor([[7.0]], dtype=torch.float64)}
-    save(tmp_path / "enc", model, arch, head_state=head_state_dict(head, idf))
+    head_state = {**{f"head.{k}": v for k, v in head.state_dict().items()}, **{f"idf.{k}": v for k, v in idf.items()}}
+    save(tmp_path / "enc", model, arch, head_state=head_state)
     loaded = load_encoder(tmp_path / "enc").load_head()
     assert loaded is not None
     head2, idf2 = loaded

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from pretrain.cli import main as pretrain_main
 from pretrain.encoder import load_encoder
@@ -19,7 +19,7 @@ from pretrain.recipes import get_recipe
 from pretrain.runtime.checkpoint import list_checkpoints
 from pretrain.runtime.config import resolve
 from pretrain.runtime.metrics import read_metrics
-from pretrain.train import train
+from pretrain.train import check_recipe, load_trained_task, train
 
 FAST = ["run.log_every=5", "run.device=cpu", "data.num_workers=0", "data.synthetic_samples=512"]
 
@@ -80,7 +80,8 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "strategy"), [("superclass_tiny", "ddp"), ("clip_tiny", "ddp"), ("superclass_tiny", "fsdp")]
+    ("name", "strategy"),
+    [("superclass_tiny", "ddp"), ("clip_tiny", "ddp"), ("superclass_tiny", "fsdp"), ("clip_tiny", "fsdp")],
 )
 def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
     args = [
@@ -128,6 +129,8 @@ def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
         (["train", "data.kind=shards"], "data.train is empty"),
         (["train", "data.kind=shards", "data.train=/no/such/{00000..00003}.tar"], "/no/such"),
         (["train", "run.resume=/no/such/ckpt", "run.steps=1"], "not a checkpoint directory"),
+        (["train", "--recipe", "clip_tiny", "labels.tokenizer=word"], "method=clip needs labels.tokenizer=clip_bpe"),
+        (["train", "model.image_size=48"], "data.transform.image_size=32 but the model (vit_tiny) takes 48 px"),
         (["recipe", "nope"], "unknown recipe 'nope'"),
     ],
 )
@@ -144,3 +147,43 @@ def test_recipe_prints_yaml_that_loads_back(tmp_path, capsys):
     path.write_text(capsys.readouterr().out)
     recipe = resolve(get_recipe("superclass_tiny"), path)
     assert recipe.optim.lr == 1e-3 and recipe.run.global_batch_size == 16384 and recipe.model.preset == "vit_b16"
+
+
+def test_transform_size_follows_the_model_unless_set_otherwise():
+    check_recipe(resolve(get_recipe("superclass_tiny"), None, ["model.image_size=48", "data.transform.image_size=48"]))
+    default = resolve(get_recipe("superclass_b16_512m"), None, ["data.train=/data/x.tar", "model.preset=vit_tiny"])
+    assert default.data.transform.image_size == 224  # the TransformConfig default: the model's 32 px is used
+    check_recipe(default)
+
+
+def test_sigterm_saves_and_the_cli_exits_143_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    cmd, env = _cli("--recipe", "superclass_tiny", "run.steps=100000", "run.save_every=0", "run.device=cpu",
+                    "run.global_batch_size=8", "data.num_workers=0", f"run.out_dir={out}")  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the first logged step: the loop (and its SIGTERM handler) is running
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: SIGTERM at step"), err[-2000:]
+    assert "run.resume=latest" in lines[0] and list_checkpoints(out)
+
+
+def test_clip_checkpoint_with_a_0dim_logit_scale_resumes_and_loads(tmp_path, monkeypatch):
+    """Checkpoints from before logit_scale became [1] (FSDP2 rejects 0-dim parameters) stay usable."""
+    cleanups = []
+    monkeypatch.setattr("pretrain.train.cleanup", lambda: cleanups.append(True))
+    _run("clip_tiny", tmp_path, "run.steps=2", "run.global_batch_size=8")
+    assert cleanups == [True], "train() leaves the process group it joined"
+    step = list_checkpoints(tmp_path)[-1]
+    state = load_file(str(step / "model.safetensors"))
+    assert state["model.logit_scale"].shape == (1,)
+    state["model.logit_scale"] = state["model.logit_scale"].reshape(())
+    save_file(state, str(step / "model.safetensors"))
+    recipe = resolve(get_recipe("clip_tiny"), None, [f"run.out_dir={tmp_path}", *FAST, "run.global_batch_size=8"])
+    assert load_trained_task(recipe).model.logit_scale.shape == (1,)
+    _run("clip_tiny", tmp_path, "run.steps=3", "run.global_batch_size=8", "run.resume=latest")
+    assert [r["step"] for r in read_metrics(tmp_path)][-1] == 3

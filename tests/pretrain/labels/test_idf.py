@@ -157,3 +157,21 @@ def test_bad_counts_files_are_config_errors(tmp_path):
     save_idf_counts(IDFCounts(doc_freq=torch.tensor([5, 0, 2]), num_samples=2), bad)
     with pytest.raises(ConfigError, match="bad.safetensors"):
         load_idf_counts(bad)
+
+
+def test_counts_file_records_mode_and_tokenizer_and_a_run_with_others_is_refused(tmp_path, tok):
+    captions = ["a dog", "a cat"]
+    path = tmp_path / "official.safetensors"
+    save_idf_counts(compute_idf_counts(captions, tok, official=True), path)
+    loaded = load_idf_counts(path)
+    assert (loaded.mode, loaded.tokenizer) == ("official", tok.name)
+    offline = IDFConfig(mode="offline", counts_path=str(path))
+    IDFWeights(tok.vocab_size, offline, tokenizer=tok.name, label_mode="official")  # matching: fine
+    with pytest.raises(ConfigError, match=r"official.safetensors .*labels\.mode 'official'.* 'masked'") as info:
+        IDFWeights(tok.vocab_size, offline, tokenizer=tok.name, label_mode="masked")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="tokenizer 'clip_bpe'"):
+        load_idf_counts(path, tokenizer="word:vocab.txt", mode="official")
+    unrecorded = tmp_path / "old.safetensors"  # files written before the metadata existed still load
+    save_idf_counts(IDFCounts(doc_freq=torch.zeros(tok.vocab_size, dtype=torch.long), num_samples=2), unrecorded)
+    assert load_idf_counts(unrecorded, tokenizer=tok.name, mode="masked").num_samples == 2

@@ -90,8 +90,10 @@ def test_hf_missing_path_is_config_error(tmp_path):
     missing = tmp_path / "no_such_tokenizer"
     with pytest.raises(ConfigError, match="no_such_tokenizer"):
         build_tokenizer(LabelConfig(tokenizer="hf", tokenizer_path=str(missing)))
-    with pytest.raises(ConfigError, match="tokenizer_path"):
+    with pytest.raises(ConfigError, match=r"^labels\.tokenizer_path: "):  # the recipe key, as users type it
         build_tokenizer(LabelConfig(tokenizer="hf", tokenizer_path=""))
+    with pytest.raises(ConfigError, match=r"^labels\.context_length: "):
+        build_tokenizer(LabelConfig(context_length=1))
 
 
 def test_word_vocab_min_count_and_top_k(tmp_path):
@@ -121,7 +123,7 @@ def test_missing_or_bad_word_vocab_is_config_error(tmp_path):
     dup.write_text("cat\ndog\ncat\n")
     with pytest.raises(ConfigError, match="dup.txt"):
         load_word_vocab(dup)
-    with pytest.raises(ConfigError, match="tokenizer_path"):
+    with pytest.raises(ConfigError, match=r"^labels\.tokenizer_path: "):
         build_tokenizer(LabelConfig(tokenizer="word"))
 
 

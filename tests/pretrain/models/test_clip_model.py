@@ -35,8 +35,9 @@ def test_forward_shapes_normalisation_and_logit_scale():
     assert img.shape == txt.shape == (3, cfg.embed_dim)
     torch.testing.assert_close(img.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(txt.norm(dim=-1), torch.ones(3))
+    assert model.logit_scale.shape == (1,), "FSDP2's fully_shard rejects 0-dim parameters"
     assert math.isclose(model.logit_scale.item(), math.log(1 / 0.07), rel_tol=1e-6)
-    assert math.isclose(scale.item(), 1 / 0.07, rel_tol=1e-5)
+    assert scale.shape == () and math.isclose(scale.item(), 1 / 0.07, rel_tol=1e-5)
     raw = model.encode_image(torch.randn(3, 3, 32, 32), normalize=False)
     assert not torch.allclose(raw.norm(dim=-1), torch.ones(3))
     assert model.image_proj.bias is None
@@ -72,4 +73,12 @@ def test_grad_checkpointing_leaves_outputs_unchanged():
     out = model(x, ids)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    assert {"logit_scale", "backbone.pos_embed", "text.positional_embedding"} <= model.no_weight_decay()
+
+
+def test_state_dicts_with_a_0dim_logit_scale_still_load():
+    """Checkpoints written before the scale became [1] (and OpenCLIP's layout) hold it 0-dim."""
+    model = tiny_clip()
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    old["logit_scale"] = torch.tensor(2.0)
+    model.load_state_dict(old)
+    assert model.logit_scale.shape == (1,) and model.logit_scale.item() == 2.0

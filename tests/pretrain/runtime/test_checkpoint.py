@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pretrain.runtime import checkpoint as ckpt
-from pretrain.runtime.errors import UserError
+from pretrain.runtime.errors import ConfigError, UserError
 
 
 def test_save_load_keep_and_latest(tmp_path):
@@ -40,3 +40,26 @@ def test_resume_errors(tmp_path):
     assert ckpt.resolve_resume(tmp_path, "latest") is None
     with pytest.raises(UserError, match="not a checkpoint directory"):
         ckpt.resolve_resume(tmp_path, str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("model.safetensors", b"not safetensors"), ("train_state.pt", b"not a pickle"), ("train_state.pt", b"")],
+)
+def test_corrupt_checkpoint_files_are_one_line_errors(tmp_path, name, content):
+    path = ckpt.save_checkpoint(tmp_path, 1, {"w": torch.ones(2)}, {"step": 1}, "")
+    (path / name).write_bytes(content)
+    with pytest.raises(UserError, match=f"{name}: not a readable weights file") as info:
+        ckpt.load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_match_model_state_names_the_first_difference_and_upgrades_0dim_scalars(tmp_path):
+    expected = {"a": torch.Size([2]), "logit_scale": torch.Size([1])}
+    old = {"a": torch.ones(2), "logit_scale": torch.tensor(2.5)}  # a checkpoint from before FSDP2 support
+    upgraded = ckpt.match_model_state(tmp_path, old, expected)
+    assert upgraded["logit_scale"].shape == (1,) and upgraded["logit_scale"].item() == 2.5
+    with pytest.raises(ConfigError, match=r"does not match the model: a is \(3,\) there, \(2,\) in the model"):
+        ckpt.match_model_state(tmp_path, {**old, "a": torch.ones(3)}, expected)
+    with pytest.raises(ConfigError, match="unexpected tensor b"):
+        ckpt.match_model_state(tmp_path, {**old, "b": torch.ones(1)}, expected)

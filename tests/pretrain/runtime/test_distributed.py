@@ -1,0 +1,33 @@
+"""Process-group setup: the collective timeout is generous by default and set from the environment."""
+
+from datetime import timedelta
+
+import pytest
+import torch.distributed as dist
+
+from pretrain.runtime import distributed
+from pretrain.runtime.errors import ConfigError
+
+
+def test_timeout_default_override_and_bad_values(monkeypatch):
+    monkeypatch.delenv("SUPERCLASS_DIST_TIMEOUT_MIN", raising=False)
+    assert distributed.dist_timeout() == timedelta(hours=2)
+    monkeypatch.setenv("SUPERCLASS_DIST_TIMEOUT_MIN", "7.5")
+    assert distributed.dist_timeout() == timedelta(minutes=7.5)
+    for bad in ("0", "-3", "soon", "inf"):
+        monkeypatch.setenv("SUPERCLASS_DIST_TIMEOUT_MIN", bad)
+        with pytest.raises(ConfigError, match="SUPERCLASS_DIST_TIMEOUT_MIN"):
+            distributed.dist_timeout()
+
+
+def test_process_group_gets_the_timeout(monkeypatch):
+    """Rank 0 alone builds feature caches / writes checkpoints while the others wait: 10 min would kill them."""
+    seen: dict = {}
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("SUPERCLASS_DIST_TIMEOUT_MIN", raising=False)
+    info = distributed.init_distributed("cpu")
+    assert seen == {"backend": "gloo", "timeout": timedelta(hours=2)}
+    assert (info.rank, info.world_size) == (1, 2)
