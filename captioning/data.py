@@ -1,16 +1,20 @@
 """COCO Karpathy split, a resumable encoder-feature cache, and the (image, caption) batch stream for training.
 
 The split comes from `dataset_coco.json`'s own per-image `split` field (train + restval = train; val; test),
-never re-sampled. Images are `image_root/filepath/filename`; missing ones are counted and skipped.
+never re-sampled; the file is read by `pretrain.data.karpathy` (the reader LiT's retrieval uses too). Images
+are `image_root/filepath/filename`; missing ones are counted and skipped.
 
 Encoder features come from `pretrain.features`' cache (`cached_feature_set`): one directory per encoder, image
 set and precision under the cache root, resumable chunk by chunk, computed on rank 0; pooled features are
 float32, all tokens (the transformer mapper's input) float16.
+
+Training pairs (`CaptionPairs`) are split across ranks like a distributed sampler: every epoch one permutation
+shared by all ranks (seeded by seed + epoch), cut into global batches of local x world pairs; rank r takes the
+r-th slice of each, so the ranks see disjoint pairs that together make the global batch.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from typing import Any
 
 import torch
 
+from pretrain.data.karpathy import karpathy_split
 from pretrain.data.labelled import LabelledImages
 from pretrain.data.synthetic import caption_for, make_sample
 from pretrain.encoder import Encoder
@@ -42,56 +47,31 @@ class KarpathySplit:
     missing: list[int] = field(default_factory=list)  # image ids whose file does not exist
 
 
-def _image_id(entry: dict[str, Any]) -> int:
-    return int(entry["cocoid"] if "cocoid" in entry else entry["imgid"])
-
-
-def _captions(entry: dict[str, Any]) -> list[str]:
-    return [s.get("raw") or " ".join(s.get("tokens", [])) for s in entry.get("sentences", [])]
-
-
-def read_karpathy_json(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Karpathy split file {path} does not exist (dataset_coco.json from caption_datasets.zip)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path} is not a Karpathy split file (expected {{'images': [...]}})")
-    return data["images"]
-
-
 def load_karpathy(
     path: str | Path, image_root: str | Path | None, split: str, check_images: bool = True
 ) -> KarpathySplit:
     """One split of `dataset_coco.json`; with `check_images`, images missing under `image_root` are counted."""
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
-    root = Path(image_root) if image_root else Path(".")
     out = KarpathySplit(split, [])
-    for entry in read_karpathy_json(path):
-        if entry.get("split") not in SPLITS[split]:
-            continue
-        image_path = root / entry.get("filepath", "") / entry["filename"]
+    for entry in karpathy_split(path, SPLITS[split]):
+        image_path = entry.path(image_root)
         if check_images and not image_path.is_file():
-            out.missing.append(_image_id(entry))
+            out.missing.append(entry.image_id)
             continue
-        out.images.append(CaptionedImage(_image_id(entry), image_path, _captions(entry)))
+        out.images.append(CaptionedImage(entry.image_id, image_path, entry.captions))
     return out
 
 
 def karpathy_to_coco(path: str | Path, split: str = "test") -> dict[str, Any]:
     """COCO caption annotations (`images`, `annotations`) for one Karpathy split, for scoring."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     images, annotations = [], []
-    for entry in read_karpathy_json(path):
-        if entry.get("split") not in SPLITS[split]:
-            continue
-        image_id = _image_id(entry)
-        images.append({"id": image_id, "file_name": entry["filename"]})
-        for caption in _captions(entry):
-            annotations.append({"id": len(annotations), "image_id": image_id, "caption": caption})
+    for entry in karpathy_split(path, SPLITS[split]):
+        images.append({"id": entry.image_id, "file_name": entry.filename})
+        for caption in entry.captions:
+            annotations.append({"id": len(annotations), "image_id": entry.image_id, "caption": caption})
     return {"images": images, "annotations": annotations, "type": "captions"}
 
 
@@ -180,18 +160,32 @@ def tokenize_captions(tokenizer: Any, captions: list[str], max_tokens: int = 0) 
 class CaptionPairs:
     """Endless, resumable stream of (feature, caption) batches: one pair per caption, reshuffled every epoch.
 
-    Satisfies the loop's `BatchSource`; batches are `features`, `tokens` (padded with 0) and `targets` (-100 pad).
+    `batch_size` is this rank's (the loop's local batch); a global batch is `batch_size * world_size` pairs of
+    one permutation per epoch that every rank draws alike (seed + epoch), and rank r takes its r-th slice, so
+    ranks never repeat each other's pairs. The state (epoch, position) resumes exactly. Satisfies the loop's
+    `BatchSource`; batches are `features`, `tokens` (padded with 0) and `targets` (-100 pad).
     """
 
-    def __init__(self, features: torch.Tensor, image_index: list[int], ids: list[list[int]], batch_size: int, seed=0):
-        if len(ids) < batch_size:
-            raise DataError(f"{len(ids)} captions are fewer than one batch of {batch_size}")
+    def __init__(
+        self,
+        features: torch.Tensor,
+        image_index: list[int],
+        ids: list[list[int]],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if len(ids) < batch_size * world_size:
+            raise DataError(f"{len(ids)} captions are fewer than one global batch of {batch_size * world_size}")
         self.features, self.image_index, self.ids = features, torch.tensor(image_index), ids
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch, self.position = 0, 0
 
     def __len__(self) -> int:
-        return len(self.ids) // self.batch_size  # drop_last, as ClipCap
+        return len(self.ids) // (self.batch_size * self.world_size)  # global batches per epoch; drop_last
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -213,11 +207,16 @@ class CaptionPairs:
         feats = self.features[self.image_index[torch.tensor(rows)]].float()
         return {"features": feats, "tokens": tokens, "targets": targets}
 
+    def _order(self) -> torch.Tensor:
+        """This epoch's permutation of all pairs: the same on every rank (seeded by seed + epoch only)."""
+        return torch.randperm(len(self.ids), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            order = torch.randperm(len(self.ids), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = self._order()
             while self.position < len(self):
-                rows = order[self.position * self.batch_size : (self.position + 1) * self.batch_size].tolist()
+                start = (self.position * self.world_size + self.rank) * self.batch_size  # this rank's slice
+                rows = order[start : start + self.batch_size].tolist()
                 self.position += 1
                 yield self.collate(rows)
             self.epoch, self.position = self.epoch + 1, 0

@@ -29,7 +29,7 @@ class CaptionDataConfig:
 
 @dataclass
 class CaptionRecipe:
-    encoder: str = ""  # the encoder artifact directory (pretrain's output)
+    encoder: str = ""  # the encoder artifact (pretrain's output); generate: "" = the captioner's own (checked)
     model: CaptionModelConfig = field(default_factory=CaptionModelConfig)
     data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -2,6 +2,10 @@
 
 `train(recipe)` returns the captioner artifact; `generate(...)` writes COCO results JSON for a Karpathy split,
 appending to `<out>.partial.jsonl` as it goes so an interrupted run resumes; `caption_demo` is the demo's stage.
+
+The partial file's first row is a header: the captioner (path and `captioner_hash`), the split and the decoding
+settings. A rerun with another captioner, split or decoding is refused in one line instead of mixing captions;
+a torn last line (a kill mid-write) is cut before appending (`pretrain.runtime.jsonl`).
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ from captioning.data import (
     synthetic_references,
     tokenize_captions,
 )
-from captioning.decode import caption_features
+from captioning.decode import DecodeConfig, caption_features
 from captioning.model import ClipCapModel, load_lm, load_tokenizer
 from captioning.recipes import CaptionRecipe, get_recipe
-from captioning.task import ARTIFACT_DIR, CaptionTask, load_captioner
+from captioning.task import ARTIFACT_DIR, CaptionTask, captioner_encoder, captioner_hash, load_captioner
 from pretrain.encoder import Encoder, load_encoder
+from pretrain.features import encoder_identity
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.config import to_yaml
 from pretrain.runtime.distributed import init_distributed, seed_everything
-from pretrain.runtime.errors import ConfigError
+from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_jsonl, repair_tail
 from pretrain.runtime.loop import Trainer, local_batch_size
 
 
@@ -78,9 +84,11 @@ def train(recipe: CaptionRecipe) -> Path:
         recipe = dataclasses.replace(recipe, run=run)
     seed_everything(run.seed)
     model = ClipCapModel(recipe.model, int(encoder.num_features), load_lm(recipe.model.lm))
-    task = CaptionTask(model, tokenizer, int(encoder.num_features), recipe.encoder)
+    enc_path = str(Path(recipe.encoder).expanduser().absolute())
+    task = CaptionTask(model, tokenizer, int(encoder.num_features), enc_path, encoder_identity(encoder))
     batch = local_batch_size(run, dist_info.world_size)
-    loader = CaptionPairs(cache.features, [i for i, _ in pairs], ids, batch, seed=run.seed + dist_info.rank)
+    loader = CaptionPairs(cache.features, [i for i, _ in pairs], ids, batch, run.seed, dist_info.rank,
+                          dist_info.world_size)  # fmt: skip
     trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
     trainer.fit()
     return Path(run.out_dir) / ARTIFACT_DIR
@@ -89,23 +97,22 @@ def train(recipe: CaptionRecipe) -> Path:
 def generate(
     captioner: str | Path, recipe: CaptionRecipe, split: str, out: str | Path, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Caption every image of `split` into COCO results JSON `out`, resuming from `<out>.partial.jsonl`."""
+    """Caption every image of `split` into COCO results JSON `out`, resuming from `<out>.partial.jsonl`.
+
+    The encoder is the captioner's own (its config names it); recipe `encoder=` may point at a moved copy,
+    which `captioner_encoder` checks against the recorded identity.
+    """
     model, tokenizer, config = load_captioner(captioner, device)
-    encoder = load_encoder(recipe.encoder or config["encoder"])
+    encoder = captioner_encoder(captioner, config, recipe.encoder)
     model_cfg = dataclasses.replace(recipe.model, tokens=model.cfg.tokens)
     recipe = dataclasses.replace(recipe, model=model_cfg)
     cache = split_features(recipe, split, encoder, device)
     out = Path(out)
     partial = out.with_name(out.name + ".partial.jsonl")
-    done: dict[str, str] = {}
-    if partial.is_file():
-        for line in partial.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[str(rec["image_id"])] = rec["caption"]
+    done = resume_partial(partial, partial_header(captioner, split, recipe.decode))
     todo = [i for i, k in enumerate(cache.keys) if k not in done]
     step = recipe.decode.batch_size * 8
-    with partial.open("a") as f:
+    with partial.open("a", encoding="utf-8") as f:
         for s in range(0, len(todo), step):
             rows = todo[s : s + step]
             texts = caption_features(model, tokenizer, cache.features[rows], recipe.decode)
@@ -117,6 +124,44 @@ def generate(
     write_text_atomically(out, json.dumps(results))
     partial.unlink()
     return {"split": split, "images": len(results), "skipped": cache.skipped, "out": str(out)}
+
+
+def partial_header(captioner: str | Path, split: str, decode: DecodeConfig) -> dict[str, Any]:
+    """What the captions of a partial file depend on: the captioner's files, the split and the decoding."""
+    return {
+        "captioner": str(Path(captioner).absolute()),
+        "captioner_hash": captioner_hash(captioner),
+        "split": split,
+        "decode": {k: getattr(decode, k) for k in ("beam", "max_tokens", "stop")},  # not batch_size: exact either way
+    }
+
+
+def resume_partial(partial: Path, header: dict[str, Any]) -> dict[str, str]:
+    """Captions already in `partial` by image key; a new file gets `header` as its first row.
+
+    A torn last line is cut first, so appended rows start on their own line. A file whose header names another
+    captioner (hash), split or decoding is a one-line UserError: its captions must not be mixed in.
+    """
+    repair_tail(partial)
+    rows, _ = read_jsonl(partial)
+    if not rows:
+        write_text_atomically(partial, json.dumps({"header": header}) + "\n")
+        return {}
+    found = rows[0].get("header")
+    if not isinstance(found, dict):
+        raise UserError(f"{partial}: no header row (not written by this version); delete it to caption from scratch")
+    for key in ("captioner_hash", "split", "decode"):
+        if found.get(key) != header[key]:
+            raise UserError(
+                f"{partial}: started with {key} {_short(found.get(key))} (captioner {found.get('captioner')}), "
+                f"not {_short(header[key])}; rerun with the same captioner/split/decoding or delete it"
+            )
+    return {str(r["image_id"]): r["caption"] for r in rows[1:] if "image_id" in r and isinstance(r.get("caption"), str)}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text[:40] + "..." if len(text) > 40 else text
 
 
 def _id(key: str) -> int | str:

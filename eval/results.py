@@ -1,4 +1,7 @@
-"""What every evaluator writes: `metrics.json`, raw predictions as JSONL, and a small table on stdout."""
+"""What every evaluator writes: `metrics.json`, raw predictions as JSONL, and a small table on stdout.
+
+Accuracies are `pretrain.metrics.topk_accuracy`'s (percent; NaN on an empty set), re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +12,8 @@ from typing import Any
 
 import torch
 
+from pretrain.metrics import topk_accuracy  # noqa: F401 - re-exported: the one definition lives there
 from pretrain.runtime.atomic import write_text_atomically
-
-
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """{'top1': ..., 'top5': ...} in percent; k is capped at the number of classes."""
-    out = {}
-    if len(labels) == 0:
-        return {f"top{k}": float("nan") for k in ks}
-    for k in ks:
-        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-        out[f"top{k}"] = 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
-    return out
 
 
 def chance_levels(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int) -> dict[str, float]:

@@ -52,9 +52,19 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
     from lit.zeroshot import evaluate_zeroshot
 
     metrics = evaluate_zeroshot(
-        args.model, args.data, args.out, args.split, args.classnames, args.templates, args.batch_size, args.device
+        args.model,
+        args.data,
+        args.out,
+        args.split,
+        args.classnames,
+        args.templates,
+        args.batch_size,
+        args.device,
+        encoder=args.encoder,
+        train_split=args.train_split,
+        num_workers=args.workers,
     )
-    _table(metrics, ("top1", "top5"))
+    _table(metrics, ("top1", "top5"))  # percent
     print(f"images {metrics['num_images']}, skipped {json.dumps(metrics['skipped'])}; wrote {args.out}/metrics.json")
     return 0
 
@@ -62,7 +72,7 @@ def _cmd_zeroshot(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from lit.export import export_lit_open_clip
 
-    print(f"OpenCLIP model: {export_lit_open_clip(args.model, args.out)}")
+    print(f"OpenCLIP model: {export_lit_open_clip(args.model, args.out, encoder=args.encoder)}")
     return 0
 
 
@@ -70,11 +80,30 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
     from lit.retrieval import evaluate_retrieval
 
     metrics = evaluate_retrieval(
-        args.model, args.karpathy, args.images, args.out, args.split, args.batch_size, args.device
+        args.model,
+        args.karpathy,
+        args.images,
+        args.out,
+        args.split,
+        args.batch_size,
+        args.device,
+        encoder=args.encoder,
+        num_workers=args.workers,
     )
     _table(metrics, [f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)])
     print(f"images {metrics['num_images']}, texts {metrics['num_texts']}, skipped {json.dumps(metrics['skipped'])}")
     return 0
+
+
+ENCODER_HELP = "encoder artifact, when it moved since training (default: the path in the LiT config)"
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    """Flags every LiT evaluator shares."""
+    p.add_argument("--encoder", default=None, type=Path, help=ENCODER_HELP)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers decoding images (0: in-process)")
+    p.add_argument("--device", default="cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="LiT model directory (run_dir/lit)")
     p.add_argument("--data", required=True, type=Path, help="dataset root (ROOT/<split>/<class>/...) or list file")
     p.add_argument("--split", default="val")
-    p.add_argument("--classnames", default=None, help="'imagenet' or a file, one name per class (sorted folders)")
+    p.add_argument("--train-split", default=None, help="split whose classes define the labels (default: train if any)")
+    p.add_argument(
+        "--classnames", default=None, help="'imagenet', 'folders', or a file, one name per class (sorted folders)"
+    )
     p.add_argument("--templates", default="openai", help="'openai' (80), 'simple', or a file of '{}' templates")
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json + predictions.jsonl")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    _add_eval_args(p)
     p.set_defaults(fn=_cmd_zeroshot)
 
     p = sub.add_parser("retrieval", help="COCO / Flickr30k Karpathy image-text retrieval recall@1/5/10")
@@ -110,13 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="image root (COCO: holding val2014/ ...)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, type=Path, help="directory for metrics.json")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    _add_eval_args(p)
     p.set_defaults(fn=_cmd_retrieval)
 
     p = sub.add_parser("export", help="the LiT model as an OpenCLIP model directory (open_clip.create_model)")
     p.add_argument("--model", required=True, help="LiT model directory (<run>/lit)")
     p.add_argument("--to", choices=["open_clip"], default="open_clip")
+    p.add_argument("--encoder", default=None, type=Path, help=ENCODER_HELP)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_cmd_export)
     return parser

@@ -15,8 +15,9 @@ from lit.model import lit_tokenizer, load_lit
 from lit.recipes import get_recipe
 from lit.retrieval import RetrievalSet, recall_at_k
 from lit.train import train
-from lit.zeroshot import _encoder_transform, encode_images, topk_accuracy, zero_shot_classifier, zero_shot_logits
+from lit.zeroshot import encode_images, zero_shot_classifier, zero_shot_logits
 from pretrain.data.synthetic import COLOURS, SHAPES, make_sample
+from pretrain.metrics import topk_accuracy
 from pretrain.runtime.config import resolve
 
 HELD_OUT_SEED = 1
@@ -34,7 +35,10 @@ def lit_demo(
     n_retrieval: int = 100,
     overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train lit_tiny (+ `key=value` overrides) on `encoder_dir`; zero-shot and retrieval scores beside chance."""
+    """Train lit_tiny (+ `key=value` overrides) on `encoder_dir`; zero-shot and retrieval scores beside chance.
+
+    Every score and chance level is a fraction in [0, 1] (`superclass demo` prints them as percentages).
+    """
     recipe = resolve(get_recipe("lit_tiny"), None, list(overrides))
     recipe.encoder = str(encoder_dir)
     recipe.run.out_dir = str(out_dir)
@@ -42,16 +46,15 @@ def lit_demo(
     recipe.run.save_every = 0
     lit_dir = train(recipe)
     model, tokenizer = load_lit(lit_dir), lit_tokenizer(lit_dir)
-    transform = _encoder_transform(model)
     size = int(recipe.data.synthetic_image_size)
     samples = [make_sample(i, seed=HELD_OUT_SEED, image_size=size) for i in range(max(n_eval, n_retrieval))]
-    feats, _, _ = encode_images(model, [s.image for s in samples], transform)
+    feats, _, _ = encode_images(model, [s.image for s in samples])
     out: dict[str, Any] = {"lit_dir": str(lit_dir), "steps": steps}
     for name, (classes, templates) in TASKS.items():
         classifier = zero_shot_classifier(model.encode_text, tokenizer, list(classes), templates)
         labels = torch.tensor([classes.index(s.attributes[name]) for s in samples[:n_eval]])
         acc = topk_accuracy(zero_shot_logits(feats[:n_eval], classifier), labels, ks=(1,))["top1"]
-        out[f"zeroshot_{name}_top1"] = acc
+        out[f"zeroshot_{name}_top1"] = acc / 100  # fractions here, like the recalls (the demo report scales)
         out[f"zeroshot_{name}_chance"] = 1.0 / len(classes)
     pairs = RetrievalSet([""] * n_retrieval, [s.caption for s in samples[:n_retrieval]], list(range(n_retrieval)))
     ids, lengths = tokenizer(pairs.captions)

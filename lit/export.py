@@ -36,9 +36,12 @@ def _text_cfg(text: TextTransformer) -> dict[str, Any]:
     }
 
 
-def export_lit_open_clip(lit_dir: str | Path, out: str | Path) -> Path:
-    """Write the LiT model at `lit_dir` as an OpenCLIP directory `out` (atomically); returns `out`."""
-    model = load_lit(lit_dir)
+def export_lit_open_clip(lit_dir: str | Path, out: str | Path, encoder: str | Path | None = None) -> Path:
+    """Write the LiT model at `lit_dir` as an OpenCLIP directory `out` (atomically); returns `out`.
+
+    `encoder` overrides the encoder artifact path the LiT model names (it must be the same artifact).
+    """
+    model = load_lit(lit_dir, encoder=encoder)
     if not isinstance(model.text, TextTransformer):
         raise UserError(f"{lit_dir}: its text tower is an HF encoder; only OpenCLIP text towers export to open_clip")
     if model.arch.family != "vit":
@@ -51,7 +54,7 @@ def export_lit_open_clip(lit_dir: str | Path, out: str | Path) -> Path:
     state = {f"visual.{k}": v for k, v in timm_to_open_clip(model.backbone.state_dict()).items()}
     state["visual.proj"] = model.image_proj.weight.detach().T  # OpenCLIP computes x @ proj
     state.update(model.text.state_dict())
-    state["logit_scale"] = model.logit_scale.detach()
+    state["logit_scale"] = model.logit_scale.detach().reshape(())  # OpenCLIP holds it 0-dim; ours is [1]
     pre = model.encoder_config["preprocessing"]
     preprocess_cfg = {"size": pre["crop"], "mean": pre["mean"], "std": pre["std"],
                       "interpolation": pre["interpolation"], "resize_mode": "shortest"}  # fmt: skip

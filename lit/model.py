@@ -4,13 +4,18 @@ Image side: `pretrain.encoder.load_encoder` (frozen weights, eval-mode norms, no
 Linear(width, embed_dim, bias=False) (OpenCLIP's `proj`, freshly initialised, always trained). OpenCLIP-style
 `unlocked_groups`: 0 trains only that projection (the paper's / SuperClass's LiT setting); N > 0 also unlocks
 the last N image groups, counted from the top: [last block + final norm], then one group per earlier block,
-then the stem [patch embed, class token, positions, ln_pre].
+then the stem [patch embed, class token, positions, ln_pre]. OpenCLIP counts the projection as its own last
+group, so our N is OpenCLIP's `lock_image_unlocked_groups` N + 1 (the paper's `unlocked_groups: 1` is our 0).
+
+`load_lit` re-checks the encoder: its config and weights hashes (`pretrain.features.encoder_identity`, stored
+at training) must match the artifact it loads, also when `encoder=` points it at a moved copy.
 
 Text side: OpenCLIP's `TextTransformer` from scratch (`pretrain.models.clip.build_text_tower`), or a pretrained
 Hugging Face encoder from a local path (AutoModel, never remote code) with mean or CLS pooling + a projection.
 
 A LiT model directory (what `export_artifact` writes and `load_lit` reads):
-    config.json         {"format": "superclass-lit", "version": 1, "encoder": <artifact path>, "embed_dim",
+    config.json         {"format": "superclass-lit", "version": 1, "encoder": <artifact path>,
+                         "encoder_identity": {"path", "config_hash", "weights_hash"}, "embed_dim",
                          "text": {"kind": "scratch"|"hf", ...}, "tokenizer": {LabelConfig}, "unlocked_groups"}
     model.safetensors   image_proj.*, text.*, logit_scale (+ backbone.* when image groups were unlocked)
     text_hf/            for kind "hf": the HF config and tokenizer files, so the directory loads on its own
@@ -31,8 +36,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pretrain.encoder import Encoder, load_encoder
+from pretrain.features import encoder_identity
 from pretrain.labels import LabelConfig, build_tokenizer
-from pretrain.models.clip import LOGIT_SCALE_INIT, build_text_tower
+from pretrain.models.clip import LOGIT_SCALE_INIT, build_text_tower, reshape_logit_scale
 from pretrain.models.presets import TextConfig, get_text_preset
 from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
 from pretrain.runtime.config import from_dict, to_dict
@@ -130,11 +136,12 @@ class LiTModel(nn.Module):
         self.backbone = encoder.backbone
         self.encoder_config, self.arch = encoder.config, encoder.arch
         self.encoder_path = encoder.path
+        self.encoder_identity = encoder_identity(encoder)  # of the artifact as loaded, before any LiT update
         width = encoder.num_features
         self.image_proj = nn.Linear(width, embed_dim, bias=False)
         nn.init.normal_(self.image_proj.weight, std=width**-0.5)  # OpenCLIP's `proj` init
         self.text = text
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self.logit_scale = nn.Parameter(torch.full((1,), LOGIT_SCALE_INIT))  # [1]: fully_shard rejects 0-dim
         self.embed_dim = embed_dim
         groups = image_groups(self.backbone)
         if not 0 <= unlocked_groups <= len(groups):
@@ -191,8 +198,12 @@ class LiTModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor | None = None):
-        """(normalised image features, normalised text features, logit_scale.exp())."""
-        return self.encode_image(images), self.encode_text(ids, lengths), self.logit_scale.exp()
+        """(normalised image features, normalised text features, logit_scale.exp() as a 0-dim tensor)."""
+        return self.encode_image(images), self.encode_text(ids, lengths), self.logit_scale.exp().squeeze(0)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        reshape_logit_scale(state_dict, prefix + "logit_scale")  # LiT directories before FSDP2 support: 0-dim
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
@@ -268,6 +279,7 @@ def save_lit(
         "format": FORMAT,
         "version": VERSION,
         "encoder": str(Path(model.encoder_path).absolute()) if model.encoder_path else "",
+        "encoder_identity": model.encoder_identity,
         "embed_dim": model.embed_dim,
         "unlocked_groups": model.unlocked_groups,
         "text": to_dict(text),
@@ -308,13 +320,14 @@ def load_lit(path: str | Path, device: str | torch.device = "cpu", encoder: str 
         labels = from_dict(LabelConfig, config["tokenizer"], prefix="tokenizer.")
     except (ConfigError, KeyError) as exc:
         raise UserError(f"{path / CONFIG_FILE}: {exc}") from None
-    enc_path = Path(encoder or config.get("encoder", ""))
+    enc_path = Path(encoder or config.get("encoder", "")).expanduser()
     if not enc_path.is_dir():
-        raise UserError(f"{path / CONFIG_FILE}: encoder artifact {enc_path} not found (pass the encoder path)")
+        raise UserError(f"{path / CONFIG_FILE}: encoder artifact {enc_path} not found (pass --encoder DIR)")
     if text.kind == "hf":
         text = dataclasses.replace(text, hf_path=str(path / HF_DIR))
         labels = dataclasses.replace(labels, tokenizer_path=str(path / HF_DIR))
     model = build_lit_model(enc_path, text, labels, int(config.get("unlocked_groups", 0)), pretrained_text=False)
+    check_encoder_identity(path / CONFIG_FILE, config.get("encoder_identity"), model.encoder_identity, enc_path)
     tensors = load_file(str(path / MODEL_FILE))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
@@ -322,6 +335,23 @@ def load_lit(path: str | Path, device: str | torch.device = "cpu", encoder: str 
         raise UserError(f"{path / MODEL_FILE}: weights do not match the config ({bad[0]} ...)")
     model.tokenizer_config = labels  # type: ignore[assignment]
     return model.to(device).eval()
+
+
+def check_encoder_identity(
+    config_file: Path, stored: dict[str, str] | None, found: dict[str, str], enc_path: Path
+) -> None:
+    """UserError when the encoder at `enc_path` is not the one the LiT model was trained on (config or weights).
+
+    Directories written before the identity was stored have none; then there is nothing to compare.
+    """
+    if not stored:
+        return
+    for key, what in (("config_hash", "config"), ("weights_hash", "weights")):
+        if stored.get(key) and stored[key] != found.get(key):
+            raise UserError(
+                f"{config_file}: encoder {enc_path} has other {what} ({key} {found.get(key, '')[:12]}, trained "
+                f"with {stored[key][:12]} from {stored.get('path', '?')}); pass --encoder with that artifact"
+            )
 
 
 def lit_tokenizer(path: str | Path) -> Any:

@@ -3,17 +3,15 @@
 Every caption is a query for text->image recall@k (averaged over captions); every image is a query for
 image->text recall@k (averaged over images), where a hit counts if ANY of the image's captions is in the top k.
 
-Karpathy JSON (`dataset_coco.json` / `dataset_flickr30k.json`): {"images": [{"filename", "filepath" (COCO
-only, e.g. "val2014"), "split": train|restval|val|test, "sentences": [{"raw": ...}, ...]}, ...]}; images are
-read from ROOT/filepath/filename (or ROOT/filename). Missing or undecodable images are skipped with their
-captions and counted in metrics.json.
+Karpathy JSON (`dataset_coco.json` / `dataset_flickr30k.json`, read by `pretrain.data.karpathy`, the reader
+ClipCap uses too): images are read from ROOT/filepath/filename (or ROOT/filename). Missing or undecodable
+images are skipped with their captions and counted in metrics.json. Recalls are fractions (CLIP_benchmark's).
 
     superclass lit retrieval --model runs/lit/lit --karpathy dataset_coco.json --images /data/coco --out DIR
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 
 import torch
 
-from pretrain.runtime.atomic import write_dir_atomically
+from eval.results import write_metrics
+from pretrain.data.karpathy import karpathy_split
 from pretrain.runtime.errors import DataError
 
 
@@ -36,27 +35,11 @@ class RetrievalSet:
 
 def load_karpathy(path: str | Path, image_root: str | Path, split: str = "test") -> RetrievalSet:
     """The `split` of a Karpathy JSON, with image paths under `image_root` (existence is checked when encoding)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected a Karpathy split JSON, e.g. dataset_coco.json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise DataError(f"{path}: expected an object with an 'images' list (Karpathy format)")
-    root = Path(image_root).expanduser()
     images, captions, text_image = [], [], []
-    for n, entry in enumerate(data["images"]):
-        if not isinstance(entry, dict) or "filename" not in entry or not isinstance(entry.get("sentences"), list):
-            raise DataError(f"{path}: images[{n}] lacks 'filename' or a 'sentences' list")
-        if entry.get("split") != split:
-            continue
-        sub = entry.get("filepath", "")
-        images.append(str(root / sub / entry["filename"]) if sub else str(root / entry["filename"]))
-        for sentence in entry["sentences"]:
-            captions.append(str(sentence["raw"] if isinstance(sentence, dict) else sentence).strip())
-            text_image.append(len(images) - 1)
+    for entry in karpathy_split(path, split):
+        images.append(str(entry.path(image_root)))
+        captions += entry.captions
+        text_image += [len(images) - 1] * len(entry.captions)
     if not images:
         raise DataError(f"{path}: no images in split '{split}'")
     return RetrievalSet(images, captions, text_image)
@@ -94,11 +77,13 @@ def encode_texts(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: i
     return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
 
 
-def retrieval_scores(model: Any, tokenizer: Any, data: RetrievalSet, batch_size: int = 64, device: str = "cpu"):
+def retrieval_scores(
+    model: Any, tokenizer: Any, data: RetrievalSet, batch_size: int = 64, device: str = "cpu", num_workers: int = 0
+) -> tuple[dict[str, float], dict[str, int]]:
     """(recall metrics, skip counts) of `model` on `data`; unreadable images drop out with their captions."""
-    from lit.zeroshot import _encoder_transform, encode_images
+    from lit.zeroshot import encode_images
 
-    image_feats, kept, skipped = encode_images(model, data.images, _encoder_transform(model), batch_size, device)
+    image_feats, kept, skipped = encode_images(model, data.images, batch_size, device, num_workers)
     if not kept:
         raise DataError(f"none of the {len(data.images)} images could be read (first: {data.images[0]})")
     new_index = {old: new for new, old in enumerate(kept)}
@@ -118,18 +103,20 @@ def evaluate_retrieval(
     split: str = "test",
     batch_size: int = 64,
     device: str = "cpu",
+    encoder: str | Path | None = None,
+    num_workers: int = 0,
 ) -> dict[str, Any]:
-    """Recall@1/5/10 both ways of the LiT model at `model_dir`; writes metrics.json to `out_dir`."""
+    """Recall@1/5/10 both ways of the LiT model at `model_dir`, into `out_dir/metrics.json`.
+
+    The file is written atomically on its own: other files in `out_dir` stay. `encoder` overrides the encoder
+    artifact path the model names.
+    """
     from lit.model import lit_tokenizer, load_lit
 
     data = load_karpathy(karpathy, images, split)
-    model = load_lit(model_dir, device=device)
-    recalls, counts = retrieval_scores(model, lit_tokenizer(model_dir), data, batch_size, device)
+    model = load_lit(model_dir, device=device, encoder=encoder)
+    recalls, counts = retrieval_scores(model, lit_tokenizer(model_dir), data, batch_size, device, num_workers)
     metrics = {**recalls, "num_images": counts.pop("images"), "num_texts": counts.pop("texts"), "skipped": counts}
     metrics.update({"model": str(model_dir), "karpathy": str(karpathy), "split": split})
-
-    def write(tmp: Path) -> None:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
-    write_dir_atomically(Path(out_dir), write)
+    write_metrics(out_dir, metrics)
     return metrics

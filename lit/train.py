@@ -18,6 +18,7 @@ from pretrain.runtime.config import to_dict, to_yaml
 from pretrain.runtime.distributed import DistInfo, init_distributed, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
+from pretrain.runtime.precision import resolve_precision
 
 CACHE_DIR = "feature_cache"  # the default cache root inside the run directory
 
@@ -63,7 +64,7 @@ def build_task(recipe: LiTRecipe, dist_info: DistInfo) -> LiTTask:
 
 def cache_precision(recipe: LiTRecipe, device: torch.device) -> str:
     """The precision the live locked tower runs in: bf16 under the loop's bf16 autocast or as a bf16 tower."""
-    autocast_bf16 = recipe.run.precision == "bf16" or (recipe.run.precision == "auto" and device.type == "cuda")
+    autocast_bf16 = resolve_precision(recipe.run.precision, device) == "bf16"
     return "bf16" if autocast_bf16 or recipe.image_dtype == "bf16" else "fp32"
 
 

@@ -6,6 +6,8 @@ from caption_fixtures import karpathy_fixture
 from eval_fixtures import tiny_encoder
 
 from captioning.cli import main
+from captioning.recipes import get_recipe
+from captioning.train import partial_header
 
 
 def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
@@ -23,13 +25,30 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
     rows = json.loads(results.read_text())
     assert sorted(r["image_id"] for r in rows) == [1007, 1008] and all(isinstance(r["caption"], str) for r in rows)
 
-    # an interrupted run left one caption in the append-only partial file: the rerun keeps it and does the rest
+    config = json.loads((run / "captioner" / "config.json").read_text())
+    assert config["encoder"] == str(enc.absolute()) and config["encoder_identity"]["weights_hash"]
+
+    # an interrupted run left one caption and a torn line in the partial file: the rerun keeps the caption,
+    # cuts the torn line and does the rest
     resumed = tmp_path / "resumed.json"
-    (tmp_path / "resumed.json.partial.jsonl").write_text(json.dumps({"image_id": 1008, "caption": "kept as is"}) + "\n")
-    assert main([*gen[: gen.index("--out") + 1], str(resumed), *gen[gen.index("--out") + 2 :]]) == 0
+    partial = tmp_path / "resumed.json.partial.jsonl"
+    header = partial_header(run / "captioner", "test", get_recipe("clipcap_tiny").decode)
+    kept = json.dumps({"image_id": 1008, "caption": "kept as is"})
+    partial.write_text(json.dumps({"header": header}) + "\n" + kept + '\n{"image_id": 10')
+    gen_resumed = [*gen[: gen.index("--out") + 1], str(resumed), *gen[gen.index("--out") + 2 :]]
+    assert main([a for a in gen_resumed if not a.startswith("encoder=")]) == 0  # the captioner's own encoder
     by_id = {r["image_id"]: r["caption"] for r in json.loads(resumed.read_text())}
     assert by_id[1008] == "kept as is" and by_id[1007] == {r["image_id"]: r["caption"] for r in rows}[1007]
-    assert not (tmp_path / "resumed.json.partial.jsonl").exists()
+    assert not partial.exists()
+
+    # a partial file of another split (or captioner, or decoding) is refused, not mixed in
+    partial.write_text(json.dumps({"header": {**header, "split": "val"}}) + "\n" + kept + "\n")
+    capsys.readouterr()
+    assert main(gen_resumed) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (after the LM's loading progress bar)
+    assert err.startswith("error: ") and "split" in err and partial.exists()
+    partial.write_text(json.dumps({"image_id": 1008, "caption": "no header"}) + "\n")
+    assert main(gen_resumed) == 2 and "header" in capsys.readouterr().err
     out = tmp_path / "scores"
     capsys.readouterr()
     code = main(["score", "--results", str(results), "--annotations", str(karpathy), "--split", "test",

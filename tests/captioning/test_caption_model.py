@@ -1,15 +1,23 @@
 """ClipCap model and decoding: frozen LM, greedy vs beam, beam beats greedy on a constructed LM, batching."""
 
+import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from eval_fixtures import tiny_encoder
+from lit_fixtures import tiny_cnn_encoder
 from torch import nn
 
 from captioning.decode import beam_search, greedy_search
 from captioning.model import CaptionModelConfig, ClipCapModel, load_lm, load_tokenizer
-from captioning.task import CaptionTask, load_captioner, save_captioner
+from captioning.task import CaptionTask, captioner_encoder, load_captioner, save_captioner
 from captioning.tiny_lm import build_tiny_lm
+from pretrain.encoder import load_encoder
+from pretrain.features import encoder_identity
+from pretrain.runtime.errors import UserError
 from pretrain.runtime.optim import OptimConfig, build_optimizer
 
 CAPTIONS = ["a red circle on the left", "two blue squares at the top", "a green triangle in the center"] * 5
@@ -51,8 +59,46 @@ def test_captioner_roundtrip(lm_dir, tmp_path):
     out = save_captioner(tmp_path / "cap", model, load_tokenizer(str(lm_dir)), 16, "enc")
     loaded, _, config = load_captioner(out)
     x = torch.randn(2, 16)
-    assert config["encoder"] == "enc"
+    assert config["encoder"] == str(Path("enc").absolute())  # absolute: generate finds it from anywhere
     torch.testing.assert_close(loaded.prefix(x), model.eval().prefix(x))
+
+
+@pytest.mark.parametrize(
+    "corrupt,needle",
+    [
+        (lambda c: "{not json", "not valid JSON"),
+        (lambda c: json.dumps({k: v for k, v in c.items() if k != "model"}), "'model'"),
+        (lambda c: json.dumps({**c, "feature_dim": "16"}), "'feature_dim'"),
+        (lambda c: json.dumps({**c, "model": {**c["model"], "mapper": 3}}), "mapper"),
+        (lambda c: json.dumps({**c, "model": {**c["model"], "bogus": 1}}), "bogus"),
+        (lambda c: json.dumps({**c, "feature_dim": 8}), "mapper.safetensors"),
+    ],
+)
+def test_broken_captioner_config_is_a_one_line_error(lm_dir, tmp_path, corrupt, needle):
+    out = save_captioner(tmp_path / "cap", _model(lm_dir, mapper="mlp"), load_tokenizer(str(lm_dir)), 16, "enc")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(corrupt(config))
+    with pytest.raises(UserError) as info:
+        load_captioner(out)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_captioner_encoder_defaults_to_its_own_and_checks_an_override(tmp_path):
+    enc = tiny_encoder(tmp_path / "enc")
+    loaded = load_encoder(enc)
+    config = {"feature_dim": loaded.num_features, "encoder": str(enc), "encoder_identity": encoder_identity(loaded)}
+    assert captioner_encoder(tmp_path / "cap", config).num_features == loaded.num_features  # no override needed
+    moved = shutil.copytree(enc, tmp_path / "moved")
+    assert captioner_encoder(tmp_path / "cap", {**config, "encoder": str(tmp_path / "gone")}, str(moved)) is not None
+    for override, needle in [
+        (tiny_encoder(tmp_path / "other", seed=1), "weights_hash"),  # same width, other weights
+        (tiny_cnn_encoder(tmp_path / "cnn"), "-d features"),  # another width
+        (tmp_path / "nowhere", "not found"),
+    ]:
+        with pytest.raises(UserError) as info:
+            captioner_encoder(tmp_path / "cap", config, str(override))
+        message = str(info.value)
+        assert needle in message and "config.json" in message and "\n" not in message
 
 
 def test_beam_one_equals_greedy_and_batching_is_exact(lm_dir):

@@ -1,4 +1,4 @@
-"""Zero-shot classifier and retrieval recall against hand computations; Karpathy JSON parsing."""
+"""Zero-shot classifier and retrieval recall against hand computations; Karpathy JSON parsing; class names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from lit.retrieval import load_karpathy, recall_at_k
-from lit.zeroshot import load_classnames, load_templates, topk_accuracy, zero_shot_classifier, zero_shot_logits
-from pretrain.runtime.errors import DataError
+from lit.zeroshot import class_split, load_classnames, load_templates, zero_shot_classifier, zero_shot_logits
+from pretrain.runtime.errors import DataError, UserError
 
 
 def test_classifier_matches_hand_computation():
@@ -39,12 +39,6 @@ def test_classifier_matches_hand_computation():
     assert torch.allclose(got, want, atol=1e-6)
     img = torch.randn(4, 6)
     assert torch.allclose(zero_shot_logits(img, got), 100 * F.normalize(img, dim=-1) @ want, atol=1e-4)
-
-
-def test_topk_accuracy():
-    logits = torch.tensor([[3.0, 2, 1, 0, -1, -2], [0, 1, 2, 3, 4, 5]])
-    acc = topk_accuracy(logits, torch.tensor([1, 0]), ks=(1, 5))
-    assert acc == {"top1": 0.0, "top5": 0.5}
 
 
 def test_recall_at_k_known_ranks():
@@ -102,3 +96,20 @@ def test_package_lists():
     assert names[:3] == ["tench", "goldfish", "great white shark"] and len(names) == 1000
     with pytest.raises(DataError):
         load_classnames("imagenet", ["a", "b"])
+
+
+def test_wnid_folders_need_classnames():
+    wnids = ["n01440764", "n01443537", "n01484850"]
+    with pytest.raises(UserError, match="--classnames imagenet") as info:
+        load_classnames(None, wnids)
+    assert "\n" not in str(info.value) and "a photo of a n01440764." in str(info.value)
+    assert load_classnames("folders", wnids) == wnids  # asked for explicitly
+    assert load_classnames(None, ["golden_retriever", "n01440764"]) == ["golden retriever", "n01440764"]
+
+
+def test_classes_come_from_the_evaluated_split_without_train(tmp_path):
+    (tmp_path / "val").mkdir()
+    assert class_split(tmp_path, "val") == "val"
+    assert class_split(tmp_path, "val", train_split="test") == "test"
+    (tmp_path / "train.jsonl").write_text("")
+    assert class_split(tmp_path, "val") == "train"

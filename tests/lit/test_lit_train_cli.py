@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from lit_fixtures import tiny_encoder
 
 from lit.cli import main
 from pretrain.data.synthetic import make_sample
+from pretrain.encoder import load_encoder
+from pretrain.features import encoder_identity
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +33,13 @@ def test_short_run_lowers_loss_and_writes_lit_dir(trained):
     config = json.loads((run / "lit" / "config.json").read_text())
     assert config["format"] == "superclass-lit" and config["provenance"]["samples_seen"] == 30 * 32
     assert (run / "checkpoints").is_dir()
+    identity = encoder_identity(load_encoder(trained[0]))
+    assert config["encoder_identity"]["weights_hash"] == identity["weights_hash"]
+    assert config["encoder_identity"]["config_hash"] == identity["config_hash"]
 
 
-def _folder_dataset(root, n=4):
-    for split in ("train", "val"):
+def _folder_dataset(root, n=4, splits=("train", "val")):
+    for split in splits:
         for i in range(n * 3):
             sample = make_sample(i, seed=1, image_size=40)
             d = root / split / sample.attributes["colour"]
@@ -46,12 +52,58 @@ def test_zeroshot_command(trained, tmp_path, capsys):
     _, run = trained
     data = _folder_dataset(tmp_path / "data")
     out = tmp_path / "zs"
+    out.mkdir()
+    (out / "keep.txt").write_text("a file that was here before")  # e.g. the LiT run itself
     args = ["zeroshot", "--model", str(run / "lit"), "--data", str(data), "--templates", "simple", "--out", str(out)]
-    assert main(args) == 0
+    assert main(args) == 0  # default --workers 4: images decoded in DataLoader workers
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0 and metrics["num_images"] == 12
-    assert len((out / "predictions.jsonl").read_text().splitlines()) == 12
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0 and metrics["num_images"] == 12  # percent
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and metrics["top5"] == pytest.approx(100 * sum(r["label"] in r["top5"] for r in rows) / 12)
+    assert (out / "keep.txt").read_text() == "a file that was here before"
     assert "top1" in capsys.readouterr().out
+
+
+def test_zeroshot_needs_only_the_evaluated_split(trained, tmp_path):
+    _, run = trained
+    data = _folder_dataset(tmp_path / "data", splits=("val",))  # no train/: zero-shot never trains
+    out = tmp_path / "zs"
+    args = ["zeroshot", "--model", str(run / "lit"), "--data", str(data), "--templates", "simple", "--out", str(out)]
+    assert main([*args, "--workers", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 12 and metrics["num_classes"] == len(list((data / "val").iterdir()))
+
+
+def test_zeroshot_refuses_wnid_folders_without_classnames(trained, tmp_path, capsys):
+    _, run = trained
+    for i, wnid in enumerate(["n01440764", "n01443537"]):
+        (tmp_path / "in" / "val" / wnid).mkdir(parents=True)
+        make_sample(i, seed=1, image_size=40).image.save(tmp_path / "in" / "val" / wnid / "0.png")
+    args = ["zeroshot", "--model", str(run / "lit"), "--data", str(tmp_path / "in"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "--classnames imagenet" in err
+    assert main([*args, "--workers", "0", "--templates", "simple", "--classnames", "folders"]) == 0
+
+
+def test_encoder_flag_for_a_moved_encoder_and_identity_check(trained, tmp_path, capsys):
+    enc, run = trained
+    lit = tmp_path / "lit"
+    shutil.copytree(run / "lit", lit)
+    config = json.loads((lit / "config.json").read_text())
+    config["encoder"] = str(tmp_path / "moved_away")  # the artifact is no longer where training saw it
+    (lit / "config.json").write_text(json.dumps(config))
+    data = _folder_dataset(tmp_path / "data", n=1)
+    args = ["zeroshot", "--model", str(lit), "--data", str(data), "--templates", "simple", "--workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "--encoder" in capsys.readouterr().err
+    moved = shutil.copytree(enc, tmp_path / "enc_copy")
+    assert main([*args, "--out", str(tmp_path / "b"), "--encoder", str(moved)]) == 0
+    other = tiny_encoder(tmp_path / "other", seed=1)  # same architecture, other weights
+    assert main([*args, "--out", str(tmp_path / "c"), "--encoder", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "weights" in err
+    assert main(["export", "--model", str(lit), "--encoder", str(moved), "--out", str(tmp_path / "oc")]) == 0
 
 
 def test_retrieval_command_counts_missing_image(trained, tmp_path):
@@ -65,8 +117,11 @@ def test_retrieval_command_counts_missing_image(trained, tmp_path):
     karpathy = tmp_path / "dataset_flickr30k.json"
     karpathy.write_text(json.dumps({"images": images}))
     out = tmp_path / "ret"
+    out.mkdir()
+    (out / "keep.txt").write_text("kept")
     args = ["retrieval", "--model", str(run / "lit"), "--karpathy", str(karpathy), "--images", str(tmp_path)]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out), "--workers", "0"]) == 0
+    assert (out / "keep.txt").read_text() == "kept"  # only metrics.json is (re)written
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 3 and metrics["num_texts"] == 6 and metrics["skipped"]["missing"] == 1
     assert metrics["text_retrieval_recall@10"] == 1.0
