@@ -13,6 +13,7 @@ Writes DIR/report.md, DIR/loss_curves.png and each encoder artifact under DIR/<m
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,12 +147,29 @@ def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
     )
 
 
+DEMO_DIRS = ("data", "superclass", "clip")  # what run_demo writes under --out, besides the report files
+DEMO_FILES = ("report.md", "loss_curves.png")
+
+
+def clear_previous_demo(out: Path) -> None:
+    """Remove an earlier demo's outputs under `out` (only the demo's own names), so a rerun starts fresh.
+
+    The runs refuse a fresh start into a directory that holds another run's checkpoints; the demo always starts over.
+    """
+    for name in DEMO_DIRS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in DEMO_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def run_demo(cfg: DemoConfig) -> Report:
     """Every stage in order; returns the report (also written to cfg.out)."""
     from pretrain.data.synthetic import write_shards
 
     start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    clear_previous_demo(cfg.out)
     shards = write_shards(cfg.out / "data" / "shards", cfg.samples, max(cfg.samples // 8, 1), seed=0, image_size=40)
     pattern = str(shards[0].parent / f"{{{shards[0].stem}..{shards[-1].stem}}}.tar")
     report = Report(title="SuperClass toolkit demo (synthetic data, CPU)")

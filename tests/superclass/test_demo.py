@@ -3,7 +3,7 @@
 import math
 
 from superclass.cli import main as superclass_main
-from superclass.demo import DemoConfig, run_demo
+from superclass.demo import DemoConfig, clear_previous_demo, run_demo
 
 
 def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
@@ -37,6 +37,10 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
     # SuperClass learns caption tokens quickly: even 40 steps beat the word-frequency prior
     sc_tokens = next(r for r in report.rows if r.model == "superclass" and r.stage == "pretrain")
     assert sc_tokens.beats_chance, sc_tokens
+    # a rerun into the same --out starts over: the demo's own outputs go (runs refuse a used dir), nothing else
+    (tmp_path / "notes.txt").write_text("mine")
+    clear_previous_demo(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_dispatcher_lists_commands_and_rejects_unknown(capsys):
