@@ -119,8 +119,9 @@ def train(recipe: VLMRecipe) -> Path:
     )  # fmt: skip
     trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
     trainer.fit()
+    counts = trainer.skipped_all_ranks()  # a collective: every rank takes part
     if dist_info.is_main:
-        counts = trainer.skipped()
-        print(f"[vlm] {format_skipped(counts, len(samples))}")
+        total = len(samples) + sum(samples.skipped_upfront.values())  # every row of the file
+        print(f"[vlm] {format_skipped(counts, total)}")
         (Path(run.out_dir) / "skipped.json").write_text(json.dumps(counts, indent=2) + "\n")
     return Path(run.out_dir) / EXPORT_DIR

@@ -1,5 +1,6 @@
 """LLaVA training: what each stage trains, LoRA merge, overfitting a few samples, exact resume, CLI errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -170,15 +171,23 @@ def test_train_cli_errors_are_one_line(parts, capsys):
 def test_two_process_fsdp2_trains_and_exports(parts, tmp_path, lora):
     """FSDP2 over the LLM's decoder layers (2 gloo processes): frozen tower untouched, a loadable export."""
     out = tmp_path / "fsdp"
-    args = [f"model.encoder={parts['encoder']}", f"model.llm={parts['llm']}", f"run.out_dir={out}", "run.steps=2",
-            "run.save_every=0", "run.global_batch_size=4", "run.strategy=fsdp", "data.synthetic_samples=16",
-            "data.synthetic_image_size=32", "data.max_length=512", f"lora.enabled={lora}", "lora.r=4",
-            "lora.alpha=8"]  # fmt: skip
+    rows = json.loads(parts["data"].read_text())[:12]  # LLaVA JSON with two bad rows the ranks meet or skip up front
+    rows[3] = {**rows[3], "image": "images/missing.jpg", "conversations": rows[5]["conversations"]}
+    rows.append({"id": "bad", "conversations": [{"from": "human", "value": "hi"}]})
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps(rows))
+    args = [f"model.encoder={parts['encoder']}", f"model.llm={parts['llm']}", f"run.out_dir={out}", "run.steps=3",
+            "run.save_every=0", "run.global_batch_size=4", "run.strategy=fsdp", "data.kind=llava_json",
+            f"data.json={data}", f"data.image_folder={parts['data'].parent}", "data.max_length=512",
+            f"lora.enabled={lora}", "lora.r=4", "lora.alpha=8"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vlm", "train",
            "--recipe", "llava_tiny_stage2", *args]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+    skipped = json.loads((out / "skipped.json").read_text())  # summed over both ranks, rows skipped up front once
+    assert skipped == {"bad_conversation": 1, "missing_image": 1}, skipped  # 3 steps x 4 cover all 12 usable rows
+    assert "of 13 samples" in result.stdout, result.stdout[-2000:]
     trained = load_llava(out / "llava")[0].state_dict()
     initial = _llava(parts)[0].state_dict()
     tower = [k for k in initial if "vision_tower" in k]
