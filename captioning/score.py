@@ -20,18 +20,13 @@ from typing import Any
 
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError
+from pretrain.runtime.jsonl import read_json_file
 
 METRIC_KEYS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{what} file {path} is not valid JSON: {exc}") from None
+    return read_json_file(path, f"{what} file {path} does not exist", DataError, expected=f"a {what} file")
 
 
 def load_results(path: str | Path) -> dict[int, str]:

@@ -25,6 +25,7 @@ from pretrain.features import encoder_identity
 from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
 from pretrain.runtime.config import from_dict
 from pretrain.runtime.errors import ConfigError, DataError, UserError
+from pretrain.runtime.jsonl import read_json_file
 
 ARTIFACT_DIR = "captioner"
 FORMAT = "clipcap-captioner"
@@ -92,12 +93,8 @@ def read_captioner_config(path: str | Path) -> dict[str, Any]:
     """The checked `config.json` of a captioner artifact; every defect is a one-line UserError naming the file."""
     path = Path(path)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise DataError(f"{path} is not a captioner artifact (no config.json); train one with `caption train`")
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{cfg_file}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    missing = f"{path} is not a captioner artifact (no config.json); train one with `caption train`"
+    config = read_json_file(cfg_file, missing, DataError)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise DataError(f"{cfg_file} is not a {FORMAT} artifact")
     for key, kind in (("model", dict), ("feature_dim", int), ("encoder", str)):

@@ -15,7 +15,6 @@ question file; with the test-dev file the submission holds test-dev only.
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 from eval.vqa_metric import ScoredQuestion, aggregate, check_normalization, evalai_normalize, vqa_accuracy
 from pretrain.runtime.errors import DataError, UserError
+from pretrain.runtime.jsonl import read_json_file
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 TEXTVQA_PROMPTS = ("llava", "lmms_eval")
@@ -85,13 +85,7 @@ class VQASet:
 
 def read_json(path: str | Path, what: str) -> Any:
     """A JSON file, or a one-line DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such {what} file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected the {what}") from exc
+    return read_json_file(path, f"{path}: no such {what} file", DataError, expected=f"the {what}")
 
 
 def _field_list(doc: Any, key: str, path: str | Path, what: str) -> list[Any]:

@@ -43,6 +43,7 @@ from pretrain.models.presets import TextConfig, get_text_preset
 from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
 from pretrain.runtime.config import from_dict, to_dict
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_json_file
 
 FORMAT = "superclass-lit"
 VERSION = 1
@@ -300,13 +301,8 @@ def save_lit(
 def read_lit_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / CONFIG_FILE
-    if not file.is_file():
-        raise UserError(f"{path} is not a LiT model directory (no {CONFIG_FILE})")
-    try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not valid JSON ({exc.msg})") from None
-    if config.get("format") != FORMAT:
+    config = read_json_file(file, f"{path} is not a LiT model directory (no {CONFIG_FILE})")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{file}: format is {config.get('format')!r}, expected {FORMAT!r}")
     return config
 

@@ -33,6 +33,7 @@ from pretrain.models.presets import ArchConfig
 from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
 from pretrain.runtime.config import from_dict, to_dict
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_json_file
 
 FORMAT = "superclass-encoder"
 VERSION = 1
@@ -256,12 +257,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         hint = f" (an interrupted save left the previous artifact at {old[-1]})" if old else ""
         raise UserError(f"encoder artifact {path}: does not exist{hint}")
     cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise UserError(f"{cfg_file}: missing (is {path} an encoder artifact directory?)")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{cfg_file}: not valid JSON ({exc})") from None
+    config = read_json_file(cfg_file, f"{cfg_file}: missing (is {path} an encoder artifact directory?)")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         got = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise UserError(f"{cfg_file}: expected format '{FORMAT}', got {got!r}")

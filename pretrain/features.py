@@ -45,6 +45,7 @@ from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import plain_tensors, write_file_atomically
 from pretrain.runtime.distributed import barrier, pick_device
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_json_file
 from pretrain.runtime.precision import autocast, resolve_precision
 
 FORMAT = "superclass-features"
@@ -333,12 +334,8 @@ def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of the cache at `path` (UserError when it is not a feature cache)."""
     file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise UserError(f"{path}: not a feature cache (no {MANIFEST}; create one with `superclass eval features`)")
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: not valid JSON ({exc})") from None
+    missing = f"{path}: not a feature cache (no {MANIFEST}; create one with `superclass eval features`)"
+    manifest = read_json_file(file, missing)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise UserError(f"{file}: not a '{FORMAT}' version {VERSION} manifest")
     return manifest

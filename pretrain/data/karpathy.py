@@ -9,13 +9,13 @@ naming the file and the entry (`images[n]`), never a bare KeyError deep inside a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pretrain.runtime.errors import DataError
+from pretrain.runtime.jsonl import read_json_file
 
 
 @dataclass
@@ -73,12 +73,8 @@ def _entry(entry: Any, n: int, path: Path) -> KarpathyImage:
 def read_karpathy(path: str | Path) -> list[KarpathyImage]:
     """Every image entry of a Karpathy split file, validated (DataError on a missing or malformed file)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected a Karpathy split JSON, e.g. dataset_coco.json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    missing = f"{path}: no such file (expected a Karpathy split JSON, e.g. dataset_coco.json)"
+    data = read_json_file(path, missing, DataError)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: expected an object with an 'images' list (Karpathy format)")
     return [_entry(entry, n, path) for n, entry in enumerate(data["images"])]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from pretrain.models.presets import ArchConfig
 from pretrain.runtime.atomic import write_dir_atomically
 from pretrain.runtime.checkpoint import read_weights
 from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.jsonl import read_json_file
 
 CLIP_ACTS = ("gelu", "quick_gelu")  # the activations OpenCLIP and HF CLIP both name exactly
 
@@ -49,12 +49,7 @@ def write_export(out: str | Path, write: Callable[[Path], None], marker: Callabl
 
 def read_json(file: Path) -> dict[str, Any]:
     """The JSON object in `file`; a missing or malformed file is a one-line UserError naming it."""
-    if not file.is_file():
-        raise UserError(f"{file}: missing")
-    try:
-        data = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: not valid JSON ({exc})") from None
+    data = read_json_file(file, f"{file}: missing")
     if not isinstance(data, dict):
         raise UserError(f"{file}: expected a JSON object, got {type(data).__name__}")
     return data

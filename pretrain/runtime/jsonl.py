@@ -1,6 +1,8 @@
-"""Append-only JSONL files that survive a kill: a torn last line is cut before appending and skipped when read.
+"""JSON files read with one-line errors, and append-only JSONL files that survive a kill.
 
-Used for every file a run appends to as it goes (metrics, predictions, captions) so an interrupted run resumes.
+`read_json_file` is how every config, manifest and data JSON is read: a missing or malformed file is one error line
+naming it. JSONL files a run appends to as it goes (metrics, predictions, captions) have a torn last line cut before
+appending (`repair_tail`) and skipped when read (`read_jsonl`), so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -8,6 +10,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from pretrain.runtime.errors import UserError
+
+
+def read_json_file(path: str | Path, missing: str = "", error: type[UserError] = UserError, expected: str = "") -> Any:
+    """The parsed JSON of `path`. A missing file raises `error(missing)` (default: "<path>: no such file"); invalid
+    JSON or text raises `error` naming the file, the parser's first line and, if given, what was `expected`."""
+    path = Path(path)
+    hint = f"; expected {expected}" if expected else ""
+    if not path.is_file():
+        raise error(missing or f"{path}: no such file{hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"{path}: not valid JSON ({first}){hint}") from None
 
 
 def repair_tail(path: str | Path) -> int:
