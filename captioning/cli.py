@@ -9,7 +9,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_cli
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_subcommand
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -71,10 +71,5 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.fn(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_subcommand(build_parser, argv)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pretrain.runtime.cli import add_recipe_args, run_cli
+from pretrain.runtime.cli import add_recipe_args, run_subcommand
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
@@ -412,10 +412,5 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.fn(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_subcommand(build_parser, argv)

@@ -32,7 +32,7 @@ from pretrain.exports.common import CLIP_ACTS, write_export
 from pretrain.exports.hf import hf_image_processor, hf_vision_config
 from pretrain.exports.mapping import timm_to_hf
 from pretrain.runtime.errors import ConfigError, UserError
-from vlm.llava_hf import IMAGE_PROCESSORS, llava_hf_name, save_llava_hf  # noqa: F401 (llava_hf_name: re-exported)
+from vlm.llava_hf import IMAGE_PROCESSORS, save_llava_hf
 from vlm.templates import IMAGE_TOKEN
 
 PROJECTORS = ("mlp2x_gelu",)

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pretrain.runtime.cli import add_recipe_commands, run_cli
+from pretrain.runtime.cli import add_recipe_commands, run_subcommand
 
 if TYPE_CHECKING:
     from vlm.build import VLMModelConfig
@@ -146,11 +146,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_recipe_commands(sub, lambda: importlib.import_module("vlm.recipes").RECIPES)
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.fn(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a `vlm` command; user errors are one line on stderr and a nonzero exit."""
-    return run_cli(_main, argv)
+    return run_subcommand(build_parser, argv)

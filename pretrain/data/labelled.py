@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from pretrain.data.lists import read_list
+from pretrain.data.lists import json_lines, read_list
 from pretrain.data.shards import decode_image
 from pretrain.data.synthetic import COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, make_sample
 from pretrain.runtime.errors import DataError
@@ -191,21 +191,14 @@ def _read_label_rows(path: Path, image_root: str | None) -> tuple[list[str], lis
         raise DataError(f"list file {path}: unknown format '{path.suffix}' (expected .jsonl, .csv or .tsv)")
     images, labels = [], []
     root = Path(image_root).expanduser() if image_root else path.parent
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not a JSON object line ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("image"), str):
-                raise DataError(f"{path}:{number}: expected an object with a string 'image' and a 'label'")
-            label = row.get("label")
-            if isinstance(label, bool) or not isinstance(label, (str, int)):
-                raise DataError(f"{path}:{number}: field 'label' must be a class name or an int, got {label!r}")
-            images.append(row["image"] if os.path.isabs(row["image"]) else str(root / row["image"]))
-            labels.append(label)
+    for number, row in json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+            raise DataError(f"{path}:{number}: expected an object with a string 'image' and a 'label'")
+        label = row.get("label")
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise DataError(f"{path}:{number}: field 'label' must be a class name or an int, got {label!r}")
+        images.append(row["image"] if os.path.isabs(row["image"]) else str(root / row["image"]))
+        labels.append(label)
     if not images:
         raise DataError(f"list file {path} has no rows")
     return images, labels

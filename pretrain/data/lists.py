@@ -11,8 +11,10 @@ import csv
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -44,18 +46,20 @@ def _check_row(row: object, where: str, image_key: str, caption_key: str) -> tup
     return row[image_key], row[caption_key]
 
 
-def _read_jsonl(path: Path, image_key: str, caption_key: str) -> list[tuple[str, str]]:
-    rows = []
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL list; a bad line is a DataError naming it."""
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{number}: not a JSON object line ({exc.msg})") from None
-            rows.append(_check_row(row, f"{path}:{number}", image_key, caption_key))
-    return rows
+
+
+def _read_jsonl(path: Path, image_key: str, caption_key: str) -> list[tuple[str, str]]:
+    return [_check_row(row, f"{path}:{number}", image_key, caption_key) for number, row in json_lines(path)]
 
 
 def _read_csv(path: Path, image_key: str, caption_key: str, delimiter: str) -> list[tuple[str, str]]:

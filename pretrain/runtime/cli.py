@@ -37,6 +37,16 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     return int(result or 0)
 
 
+def run_subcommand(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` with `build_parser()` and run the chosen subcommand's `fn(args)` under `run_cli`."""
+
+    def dispatch(argv: Sequence[str] | None) -> int:
+        args = build_parser().parse_args(argv)
+        return args.fn(args)
+
+    return run_cli(dispatch, argv)
+
+
 def add_recipe_commands(sub: Any, book: Callable[[], Any]) -> None:
     """`recipe NAME [key=value]` (print as YAML) and `recipes` (list) for a package's RecipeBook.
 

@@ -14,7 +14,6 @@ from pretrain.runtime.errors import ConfigError, UserError
 from vlm.build import (
     VLMModelConfig,
     build_llava,
-    llava_hf_name,
     load_llava,
     num_image_tokens,
     process_images,
@@ -22,6 +21,7 @@ from vlm.build import (
 )
 from vlm.chat import chat, chat_prompt
 from vlm.cli import main as vlm_main
+from vlm.llava_hf import llava_hf_name
 from vlm.templates import VICUNA_SYSTEM, generation_prompt
 
 PROMPT = generation_prompt("What colour is the circle?")
