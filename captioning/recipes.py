@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from captioning.decode import DecodeConfig
 from captioning.model import CaptionModelConfig
@@ -14,6 +14,8 @@ from pretrain.runtime.recipes import RecipeBook
 
 @dataclass
 class CaptionDataConfig:
+    # the path fields each kind reads: setting one the chosen kind ignores is a ConfigError (config.check_kind_paths)
+    KIND_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"karpathy": ("karpathy",), "image_root": ("karpathy",)}
     kind: Literal["karpathy", "synthetic"] = "karpathy"  # COCO Karpathy split, or procedural synthetic captions
     karpathy: str = ""  # dataset_coco.json (its own `split` field: train + restval are trained on)
     image_root: str = ""  # directory holding `filepath/filename` (e.g. COCO root with train2014/, val2014/)

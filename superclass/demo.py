@@ -27,7 +27,7 @@ from pretrain.data.synthetic import COLOURS, make_sample
 from pretrain.encoder import load_encoder
 from pretrain.labels import build_tokenizer
 from pretrain.recipes import PretrainRecipe, get_recipe
-from pretrain.runtime.cli import run_cli
+from pretrain.runtime.cli import one_line_errors, run_cli
 from pretrain.runtime.config import resolve
 from pretrain.train import load_trained_task, train
 from superclass.report import Report, Row, plot_loss_curves
@@ -238,7 +238,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument("--steps", type=int, default=300, help="pretraining steps per encoder")
     parser.add_argument("--samples", type=int, default=4096, help="synthetic training images")
-    args = parser.parse_args(argv)
+    args = one_line_errors(parser).parse_args(argv)
     report = run_demo(DemoConfig(out=args.out, steps=args.steps, samples=args.samples))
     print(report.to_markdown())
     print(f"[demo] report: {args.out / 'report.md'}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import UserError
 from vlm.build import load_llava
 from vlm.generate import greedy_answer
@@ -37,8 +38,7 @@ def chat_prompt(history: list[tuple[str, str]], question: str, template: str = "
 def open_image(path: str | Path) -> Image.Image:
     """The RGB image at `path`; a missing or unreadable file is a one-line UserError."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_rgb(path)
     except FileNotFoundError:
         raise UserError(f"--image {path}: does not exist") from None
     except (UnidentifiedImageError, OSError) as exc:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import ConfigError, DataError
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, Encoded, TemplateError, encode, render
 
@@ -214,8 +215,7 @@ class LlavaSamples:
         pixels = None
         if self.has_image[index]:
             try:
-                with Image.open(self.image_path(index)) as im:
-                    image = im.convert("RGB")
+                image = open_rgb(self.image_path(index))
             except (OSError, ValueError, Image.DecompressionBombError):
                 return "unreadable_image"
             with _seeded(transform_seed):

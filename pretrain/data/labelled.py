@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from pretrain.data.lists import json_lines, read_list
-from pretrain.data.shards import decode_image
+from pretrain.data.shards import decode_image, to_rgb
 from pretrain.data.synthetic import COLOURS, COUNTS, POSITIONS, SHAPES, SIZES, make_sample
 from pretrain.runtime.errors import DataError
 
@@ -77,7 +77,7 @@ class LabelledImages(torch.utils.data.Dataset):
         """The RGB image of item `index`, or None when its file is missing or undecodable."""
         item = self.items[index]
         if isinstance(item, Image.Image):
-            return item.convert("RGB")
+            return to_rgb(item)
         try:
             data = Path(item).read_bytes()
         except OSError:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pretrain.data.shards import IMAGE_EXTS, decode_caption, expand_shards, image_member, iter_raw_samples
+from pretrain.data.shards import IMAGE_EXTS, decode_caption, expand_shards, image_member, iter_raw_samples, to_rgb
 from pretrain.runtime.errors import DataError
 
 
@@ -37,10 +37,10 @@ def _reencode(data: bytes, ext: str, short_side: int, quality: int, counts: Coun
             if scale < 1:
                 target = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image.draft("RGB", (target[0] * 2, target[1] * 2))  # JPEG: decode at a reduced DCT scale
-                rgb = image.convert("RGB").resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+                rgb = to_rgb(image).resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
                 counts["resized"] += 1
             else:
-                rgb = image.convert("RGB")
+                rgb = to_rgb(image)
     except Exception:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         counts["bad_image"] += 1
         return None

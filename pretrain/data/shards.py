@@ -19,7 +19,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+import numpy as np
 from PIL import Image
 
 from pretrain.runtime.errors import DataError
@@ -208,11 +210,37 @@ def decode_caption(members: dict[str, bytes], counts: Counter) -> str | None:
     return caption
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB; 16/32-bit integer and float greyscale are scaled to 0..255 first.
+
+    PIL's `convert("RGB")` clips those modes at 255, so a 16-bit PNG turns white. I;16 modes are read as 0..65535;
+    I and F as the first of 0..1 (F only), 0..255, 0..65535 that holds every value, else stretched min to max.
+    """
+    if image.mode != "F" and not image.mode.startswith("I"):
+        return image.convert("RGB")
+    x = np.asarray(image).astype(np.float64)
+    finite = np.isfinite(x)
+    lo, hi = (float(x[finite].min()), float(x[finite].max())) if finite.any() else (0.0, 0.0)
+    ranges = (65535.0,) if image.mode.startswith("I;16") else (1.0, 255.0, 65535.0)[image.mode != "F" :]
+    full = next((r for r in ranges if lo >= 0 and hi <= r), None)
+    base, span = (0.0, full) if full is not None else (lo, (hi - lo) or 1.0)
+    grey = np.clip(np.rint(np.where(finite, (x - base) / span * 255.0, 0.0)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")  # a 2-D uint8 array is mode L
+
+
+def open_rgb(source: str | Path | IO[bytes]) -> Image.Image:
+    """The image file (path or binary file object) as 8-bit RGB, fully decoded; PIL's errors propagate.
+
+    Every reader of image files (shards, lists, labelled sets, LLaVA data, chat, VQA/MMBench) decodes here.
+    """
+    with Image.open(source) as image:
+        return to_rgb(image)
+
+
 def decode_image(data: bytes, counts: Counter) -> Image.Image | None:
-    """The image as RGB, fully decoded; None (counted as 'bad_image') when PIL cannot read it."""
+    """The image as RGB (`open_rgb`), fully decoded; None (counted as 'bad_image') when PIL cannot read it."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+        return open_rgb(io.BytesIO(data))
     except Exception:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, struct.error, ...
         counts["bad_image"] += 1
         return None

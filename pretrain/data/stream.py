@@ -28,7 +28,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -50,6 +50,8 @@ STATE_VERSION = 1
 class DataConfig:
     """Where the image-text pairs come from and how they are read; the run's seed is passed separately."""
 
+    # the path fields each kind reads: setting one the chosen kind ignores is a ConfigError (config.check_kind_paths)
+    KIND_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("shards", "list"), "image_root": ("list",)}
     # source type: procedural images, webdataset tar shards, or a JSONL/CSV list + image folder
     kind: Literal["synthetic", "shards", "list"] = "synthetic"
     # shards: brace pattern / glob / directory / comma list; list: the .jsonl/.csv/.tsv file; unused for synthetic

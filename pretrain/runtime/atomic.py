@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+# `.NAME.tmp-PID-TAG` (a write in progress) and `.NAME.old-PID-TAG` (the previous NAME, moved aside for the swap)
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
 
 def fsync_path(path: Path) -> None:
@@ -77,6 +81,40 @@ def write_dir_atomically(target: Path, write: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp)
     return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Clear what killed atomic writes left anywhere under `root`; returns the paths removed or restored.
+
+    A `.NAME.old-*` whose NAME is missing (killed between the two renames) is moved back to NAME; other temporary
+    files and directories are removed, except those of another live process on this host (a write in progress).
+    """
+    done: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            m = _TEMP_NAME.match(name)
+            if m is None or (int(m["pid"]) != os.getpid() and _pid_alive(int(m["pid"]))):
+                continue
+            path, target = Path(folder) / name, Path(folder) / m["target"]
+            if m["kind"] == "old" and not os.path.lexists(target):
+                os.replace(path, target)
+            elif path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            done.append(path)
+        dirs[:] = [d for d in dirs if not _TEMP_NAME.match(d)]  # not into what was just cleared
+    return done
 
 
 def plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pretrain.runtime.atomic import plain_tensors, write_dir_atomically
+from pretrain.runtime.atomic import plain_tensors, remove_stale_temps, write_dir_atomically
 from pretrain.runtime.errors import ConfigError, UserError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -121,9 +121,7 @@ def match_model_state(
 
 
 def clean_stale_tmp(run_dir: Path) -> None:
-    """Remove temporary directories left by a run killed mid-save."""
-    root = Path(run_dir) / "checkpoints"
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".step_") and (".tmp-" in p.name or ".old-" in p.name):
-                shutil.rmtree(p, ignore_errors=True)
+    """Clear what a run killed mid-save left anywhere in its directory: the temporary copies of checkpoints, of
+    the artifacts refreshed at each checkpoint (`.encoder.tmp-*`, ...) and of every other atomic write."""
+    if Path(run_dir).is_dir():
+        remove_stale_temps(run_dir)

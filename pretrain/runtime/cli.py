@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from pretrain.runtime.errors import NonFiniteError, StopRequested, UserError
 
@@ -37,11 +38,48 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     return int(result or 0)
 
 
+def _menus(parser: argparse.ArgumentParser) -> list[Any]:
+    """The subcommand actions of `parser` (argparse keeps them private)."""
+    return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def _raise_user_error(parser: argparse.ArgumentParser, commands: str, message: str) -> NoReturn:
+    if commands and message.startswith("the following arguments are required"):
+        message += f" (choose from {commands})"
+    raise UserError(f"{parser.prog}: {message}")
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make `parser` and every subcommand parser under it report a mistake (a bad value, a missing flag, an
+    unknown command) as one `error:` line through `run_cli`, as the eval commands do, not argparse's usage block.
+    A missing subcommand names the choices."""
+    menus = _menus(parser)
+    for menu in menus:
+        for child in menu.choices.values():
+            one_line_errors(child)
+    commands = ", ".join(c for menu in menus for c in menu.choices)
+    parser.error = functools.partial(_raise_user_error, parser, commands)  # type: ignore[method-assign]
+    return parser
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand `args` chose (`parser` itself when it has none)."""
+    for menu in _menus(parser):
+        name = getattr(args, menu.dest, None)
+        if name in menu.choices:
+            return _chosen(menu.choices[name], args)
+    return parser
+
+
 def run_subcommand(build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` with `build_parser()` and run the chosen subcommand's `fn(args)` under `run_cli`."""
+    """Parse `argv` with `build_parser()` and run the chosen subcommand's `fn(args)` under `run_cli`; mistakes in a
+    command's arguments are one line (`one_line_errors`)."""
 
     def dispatch(argv: Sequence[str] | None) -> int:
-        args = build_parser().parse_args(argv)
+        parser = one_line_errors(build_parser())
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # what parse_args does, but naming the subcommand that did not take them
+            _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         return args.fn(args)
 
     return run_cli(dispatch, argv)

@@ -2,6 +2,8 @@
 
 Every component owns a small dataclass; a recipe nests them. Unknown keys and values of the wrong type
 are `ConfigError`s naming the key and what was expected, so a typo never silently trains the wrong thing.
+A config with a `kind` field may name, in a `KIND_PATHS` class variable, the path fields each kind reads; a path
+the file or overrides set that the chosen kind does not read is a `ConfigError` too (`check_kind_paths`).
 """
 
 from __future__ import annotations
@@ -177,6 +179,26 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def check_kind_paths(cfg: Any, base: Any, prefix: str = "") -> None:
+    """Refuse a path field that differs from `base` (the recipe) but is not read by the config's `kind`.
+
+    `KIND_PATHS` maps a field to the kinds that read it: `data.karpathy=FILE` on a recipe with `data.kind:
+    synthetic` would otherwise train on synthetic data and exit 0. Setting the kind with the path keeps working.
+    """
+    if not (dataclasses.is_dataclass(cfg) and dataclasses.is_dataclass(base) and type(cfg) is type(base)):
+        return
+    for f in dataclasses.fields(cfg):
+        check_kind_paths(getattr(cfg, f.name), getattr(base, f.name), f"{prefix}{f.name}.")
+    kind = getattr(cfg, "kind", None)
+    for name, kinds in getattr(type(cfg), "KIND_PATHS", {}).items():
+        value = getattr(cfg, name)
+        if value != getattr(base, name) and kind not in kinds:
+            wanted = " or ".join(f"{prefix}kind={k}" for k in kinds)
+            raise ConfigError(
+                f"{prefix}{name}: set to {value!r}, but {prefix}kind {kind!r} does not read it (expected {wanted})"
+            )
+
+
 def resolve(base: T, config_file: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """A recipe with an optional YAML file and then `key=value` overrides applied, in that order."""
     cfg = base
@@ -184,4 +206,5 @@ def resolve(base: T, config_file: str | Path | None = None, overrides: list[str]
         cfg = merge(cfg, load_yaml(config_file))
     for item in overrides or []:
         cfg = merge(cfg, parse_override(item))
+    check_kind_paths(cfg, base)
     return cfg

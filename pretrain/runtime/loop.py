@@ -266,8 +266,9 @@ class Trainer:
         if not all_reduce_min_flag(finite, self.dist.device):
             self.optimizer.zero_grad(set_to_none=True)
             where = str(self.last_checkpoint) if self.last_checkpoint else "none written yet"
+            step = self.step + 1  # counted from 1, as metrics.jsonl counts it (self.step steps are done)
             raise NonFiniteError(
-                f"non-finite loss ({loss_mean.item():.4g}) or grad norm ({float(grad_norm):.4g}) at step {self.step}; "
+                f"non-finite loss ({loss_mean.item():.4g}) or grad norm ({float(grad_norm):.4g}) at step {step}; "
                 f"stopped before the optimizer update; last good checkpoint: {where}"
             )
         self.optimizer.step()

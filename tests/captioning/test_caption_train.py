@@ -19,3 +19,12 @@ def test_cli_train_tiny(tmp_path):
     model, tokenizer, config = load_captioner(tmp_path / "run" / "captioner")
     assert config["feature_dim"] == model.mapper.net[0].in_features and tokenizer.eos_token_id is not None
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 3
+
+
+def test_a_karpathy_file_on_the_synthetic_recipe_is_refused(tmp_path, capsys):
+    """clipcap_tiny reads synthetic captions: data.karpathy alone would be ignored and the run would exit 0."""
+    args = ["train", "--recipe", "clipcap_tiny", f"encoder={tmp_path / 'enc'}", f"run.out_dir={tmp_path / 'run'}"]
+    assert main([*args, f"data.karpathy={tmp_path / 'dataset_coco.json'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data.karpathy: set to") and "data.kind 'synthetic' does not read it" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "run").exists()

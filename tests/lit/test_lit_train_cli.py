@@ -132,10 +132,14 @@ def test_one_line_errors(tmp_path, capsys):
     assert "lit_paper" in capsys.readouterr().out
     assert main(["recipe", "lit_paper"]) == 0
     assert "global_batch_size: 16384" in capsys.readouterr().out
+    enc = str(tiny_encoder(tmp_path / "enc"))
     cases = [
         ["train", "run.steps=1"],  # no encoder
         ["train", "--encoder", str(tmp_path / "nope")],
         ["train", "--recipe", "nope"],
+        # lit_tiny reads synthetic data: a data file alone would be ignored (the run would train and exit 0)
+        ["train", "--encoder", enc, "data.train=/data/x.jsonl", "run.steps=1", f"run.out_dir={tmp_path / 'run'}"],
+        ["zeroshot", "--model"],  # argparse: one line, not the usage block
         ["zeroshot", "--model", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")],
         ["retrieval", "--model", str(tmp_path), "--karpathy", str(tmp_path / "k.json"), "--images", ".", "--out", "o"],
     ]

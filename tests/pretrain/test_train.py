@@ -128,6 +128,8 @@ def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
         (["train", "--config", "/no/such.yaml"], "config file /no/such.yaml does not exist"),
         (["train", "data.kind=shards"], "data.train is empty"),
         (["train", "data.kind=shards", "data.train=/no/such/{00000..00003}.tar"], "/no/such"),
+        (["train", "run.steps=1", "data.train=/x.tar"], "data.train: set to '/x.tar', but data.kind 'synthetic' does"),
+        (["train", "--max-steps", "3"], "superclass pretrain train: unrecognized arguments: --max-steps"),
         (["train", "run.resume=/no/such/ckpt", "run.steps=1"], "not a checkpoint directory"),
         (["train", "--recipe", "clip_tiny", "labels.tokenizer=word"], "method=clip needs labels.tokenizer=clip_bpe"),
         (["train", "model.image_size=48"], "data.transform.image_size=32 but the model (vit_tiny) takes 48 px"),

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
@@ -285,3 +286,18 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
         assert loader.all_skipped == {} and len(samples) == len(json.loads(path.read_text()))
     assert sum(r["conversations"][0]["value"].endswith(LETTER_ANSWER_PROMPT) for r in rows2) == 15
     assert sum("pixel_values" not in b for b in batches) == 1  # the 3 text-only rows make one (wrapped) batch
+
+
+def test_a_16bit_png_is_scaled_not_clipped_white(tmp_path, tok):
+    """LLaVA samples and `vlm chat` decode with pretrain's shared decoder: a 16-bit PNG keeps its grey levels."""
+    from PIL import Image
+
+    from vlm.chat import open_image
+
+    ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472, mean ~0.5 of full scale
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    rows = [{"image": "grey16.png", "conversations": [human("<image>\nWhat colour?"), gpt("red")]}]
+    batch = next(iter(LlavaBatches(samples_of(rows, tmp_path, tok, image_transform=T.ToTensor()), batch_size=1)))
+    want = ramp.mean() / 65535
+    assert abs(batch["pixel_values"].mean().item() - want) < 0.01  # convert("RGB") alone gives ~1.0 (white)
+    assert abs(np.asarray(open_image(tmp_path / "grey16.png")).mean() / 255 - want) < 0.01

@@ -9,9 +9,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 from pipeline_fixtures import corrupt_members, jpeg_bytes, write_tar
 
-from pretrain.data.shards import braceexpand, expand_shards, iter_raw_samples, iter_samples
+from pretrain.data.shards import braceexpand, decode_image, expand_shards, iter_raw_samples, iter_samples, to_rgb
 from pretrain.data.synthetic import make_sample, write_shards
 from pretrain.runtime.errors import DataError
 
@@ -142,3 +143,40 @@ def test_gzipped_shard_and_nested_keys(tmp_path):
     assert got == [("dir/a", "first"), ("other/a", "second")] and not counts
     path.write_bytes(path.read_bytes()[:-40])
     assert len(list(iter_samples(str(path), counts))) <= 2 and counts["truncated_shard"] == 1
+
+
+def grey_16bit(size: int = 64) -> np.ndarray:
+    """A 16-bit ramp over the full 0..65535 range (a medical or raw-sensor greyscale image)."""
+    return (np.arange(size * size).reshape(size, size) * (65535 // (size * size - 1))).astype(np.uint16)
+
+
+def test_a_16bit_png_is_scaled_to_8_bits_not_clipped_white(tmp_path):
+    pixels = grey_16bit()
+    path = tmp_path / "grey16.png"
+    Image.fromarray(pixels).save(path)  # a real 16-bit greyscale PNG (PIL mode I;16)
+    with Image.open(path) as written:
+        assert written.mode == "I;16"
+    counts = Counter()
+    image = decode_image(path.read_bytes(), counts)
+    assert image is not None and image.mode == "RGB" and not counts
+    rgb = np.asarray(image).astype(np.float64)
+    assert abs(rgb.mean() - pixels.mean() / 257) < 0.5  # convert("RGB") alone clips to 255: mean ~255
+    assert rgb.min() == 0 and rgb.max() == 255 and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_every_wide_mode_is_scaled():
+    pixels = grey_16bit()
+    want = pixels.mean() / 257
+    big_endian = Image.frombytes("I;16B", pixels.shape[::-1], pixels.astype(">u2").tobytes())
+    cases = {
+        "I;16B": big_endian,
+        "I": Image.fromarray(pixels.astype(np.int32)),  # 0..65535: read as 16-bit
+        "F": Image.fromarray(pixels.astype(np.float32) / 65535),  # 0..1: unit range
+    }
+    for mode, image in cases.items():
+        assert image.mode == mode
+        assert abs(np.asarray(to_rgb(image)).mean() - want) < 0.5, mode
+    eight_bit = Image.fromarray(np.full((4, 4), 200, np.int32))  # e.g. convert("I") of an 8-bit image
+    assert np.asarray(to_rgb(eight_bit)).max() == 200
+    signed = Image.fromarray(np.array([[-5, 0], [5, 15]], np.int32))  # no natural range: min..max
+    assert np.asarray(to_rgb(signed))[..., 0].tolist() == [[0, 64], [128, 255]]

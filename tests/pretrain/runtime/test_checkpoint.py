@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -63,3 +67,36 @@ def test_match_model_state_names_the_first_difference_and_upgrades_0dim_scalars(
         ckpt.match_model_state(tmp_path, {**old, "a": torch.ones(3)}, expected)
     with pytest.raises(ConfigError, match="unexpected tensor b"):
         ckpt.match_model_state(tmp_path, {**old, "b": torch.ones(1)}, expected)
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (what a killed run's temp names carry)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temps_of_killed_writes_are_cleared_anywhere_in_the_run_dir(tmp_path):
+    dead, tag = dead_pid(), "0a1b2c3d"
+    ckpt.save_checkpoint(tmp_path, 4, {"w": torch.ones(2)}, {"step": 4}, "")
+    stale = [f".encoder.tmp-{dead}-{tag}", f"checkpoints/.step_00000008.tmp-{dead}-{tag}"]
+    for folder in (tmp_path / name for name in stale):  # the encoder refreshed at a checkpoint; the checkpoint
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"x" * 1000)
+    stale_file = tmp_path / "features" / f".chunk_00000.safetensors.tmp-{dead}-{tag}"
+    stale_file.parent.mkdir()
+    stale_file.write_bytes(b"partial")
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / f".encoder.old-{dead}-{tag}").mkdir()  # swap finished: the old copy is garbage
+    (tmp_path / f".captioner.old-{dead}-{tag}").mkdir()  # killed between the renames: the only copy
+    (tmp_path / f".captioner.old-{dead}-{tag}" / "config.json").write_text("{}")
+    live = tmp_path / f".metrics.jsonl.tmp-{os.getppid()}-{tag}"  # another process's write in progress
+    live.write_text("{}")
+
+    ckpt.clean_stale_tmp(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert left == [
+        live.name, "captioner", "captioner/config.json", "checkpoints", "checkpoints/step_00000004",
+        "checkpoints/step_00000004/config.yaml", "checkpoints/step_00000004/model.safetensors",
+        "checkpoints/step_00000004/train_state.pt", "encoder", "features",
+    ]  # fmt: skip

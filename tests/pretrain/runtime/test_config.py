@@ -1,5 +1,5 @@
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -61,3 +61,35 @@ def test_int_accepts_integral_float_and_yaml_sci_notation():
     assert resolve(Outer(), None, ["steps=1e3", "inner.lr=5e-4"]) == Outer(steps=1000, inner=Inner(lr=5e-4))
     assert from_dict(Outer, {"steps": 1000.0}).steps == 1000
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
+
+
+@dataclass
+class Data:
+    KIND_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("shards", "list"), "root": ("list",)}
+    kind: Literal["synthetic", "shards", "list"] = "synthetic"
+    train: str = ""
+    root: str | None = None
+
+
+@dataclass
+class Recipe:
+    data: Data = field(default_factory=Data)
+
+
+def test_a_path_the_chosen_kind_does_not_read_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        resolve(Recipe(), None, ["data.train=/data/x.tar"])  # the recipe's kind is synthetic: it would be ignored
+    assert str(info.value) == (
+        "data.train: set to '/data/x.tar', but data.kind 'synthetic' does not read it "
+        "(expected data.kind=shards or data.kind=list)"
+    )
+    with pytest.raises(ConfigError, match=r"^data.root: .*data.kind 'shards' does not read it"):
+        resolve(Recipe(), None, ["data.kind=shards", "data.train=/x.tar", "data.root=/imgs"])
+    file = tmp_path / "c.yaml"
+    file.write_text("data:\n  train: /data/x.tar\n")
+    with pytest.raises(ConfigError, match="^data.train: set to"):
+        resolve(Recipe(), file)
+    # setting the kind with the path works; a recipe's own path is not "set" when the kind changes
+    assert resolve(Recipe(), None, ["data.kind=list", "data.train=/l.jsonl", "data.root=/i"]).data.train == "/l.jsonl"
+    base = Recipe(Data(kind="shards", train="/data/{0..9}.tar"))
+    assert resolve(base, None, ["data.kind=synthetic"]).data == Data(kind="synthetic", train="/data/{0..9}.tar")

@@ -1,6 +1,8 @@
 import json
 import math
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -106,12 +108,26 @@ def test_kill_and_resume_gives_identical_weights(tmp_path):
     assert read_metrics(tmp_path / "b")[-1]["skipped"] == {"bad_image": 2}  # counted across the resume
 
 
+def test_resume_clears_what_a_kill_left_in_the_run_dir(tmp_path):
+    crashed = _trainer(tmp_path, stream=ToyStream(16, crash_at=7))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        crashed.fit()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # the killed run's pid: a process that has exited
+    proc.wait()
+    leftover = tmp_path / f".encoder.tmp-{proc.pid}-0a1b2c3d"  # the encoder refresh at a checkpoint, cut short
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"x" * 1000)
+    _trainer(tmp_path, resume="latest").fit()
+    assert not leftover.exists()
+
+
 def test_non_finite_loss_stops_before_the_update(tmp_path):
     trainer = _trainer(tmp_path, steps=10, save_every=2, task=ToyTask(nan_at_call=5))
     with pytest.raises(NonFiniteError) as info:
         trainer.fit()
-    message = str(info.value)
-    assert "step 4" in message and "step_00000004" in message and "\n" not in message
+    message = str(info.value)  # the 5th step is bad: counted from 1, as metrics.jsonl counts steps
+    assert "at step 5;" in message and "step_00000004" in message and "\n" not in message
+    assert read_metrics(tmp_path)[-1]["step"] == 4
     model, state = load_checkpoint(list_checkpoints(tmp_path)[-1])
     assert state["step"] == 4
     for name, value in trainer.task.state_dict().items():
