@@ -10,13 +10,18 @@ usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textv
 Probes compute missing features into --cache (default RUN/features/<split>) and reuse them next time.
 
 VLM benchmarks on an HF LLaVA directory (`run` generates into OUT/predictions.jsonl, resumable, then scores;
-`score` scores a JSONL or JSON list of {"question_id", "answer"}); each writes OUT/metrics.json:
+`score` scores our predictions, LLaVA's answer JSONL or lmms-eval's --log_samples output); each writes
+OUT/metrics.json:
   superclass eval vqav2 run --model DIR --questions Q.json [--annotations A.json] --image-root COCO --out OUT
+  superclass eval vqav2 run --model DIR --questions llava_vqav2_mscoco_test-dev2015.jsonl --image-root COCO ...
   superclass eval vqav2 score --predictions P.jsonl --questions Q.json --annotations A.json --out OUT [--normalize ...]
   superclass eval vqav2 run --model DIR --parquet lmms-lab/VQAv2/data --split validation --out OUT
   superclass eval textvqa run|score --data TextVQA_0.5.1_val.json --image-root train_images [--prompt lmms_eval] ...
+  superclass eval textvqa run --data llava_textvqa_val_v051_ocr.jsonl --annotations TextVQA_0.5.1_val.json ...
   superclass eval mmbench run|score --tsv mmbench_dev_20230712.tsv [--prompt lmms_eval] [--circular off] ...
 Test splits (no answers) get OUT/submission.json (EvalAI) or OUT/submission.tsv (OpenCompass) instead of a score.
+Predictions of which none is for a question of the set are refused (one error line, exit 2); missing or unknown
+ones are a warning with the counts.
 A rerun of `run` into the same OUT resumes; it refuses answers made with another model, template, prompt layout,
 max_new_tokens or dtype (OUT/predictions.meta.json).
 """
@@ -246,6 +251,17 @@ VLM_BENCHMARKS = {
 }
 
 
+# Our default is 16 for all three: the prompts ask for a word, a phrase or a letter, which ends long before it.
+MAX_NEW_TOKENS_HELP = {
+    "vqav2": "default: 16, as lmms-eval's vqav2, ample for the single word or phrase asked for (LLaVA's "
+    "model_vqa_loader allows 128; pass 128 to match it exactly)",
+    "textvqa": "default: 16, ample for the single word or phrase asked for (LLaVA's model_vqa_loader allows 128, "
+    "lmms-eval the model's default, 1024 for llava_hf); pass those to match them exactly",
+    "mmbench": "default: 16, ample for the option letter asked for (LLaVA's model_vqa_mmbench and lmms-eval's "
+    "mmbench allow 1024); pass 1024 to match them exactly",
+}
+
+
 def _add_vlm_data_args(p: argparse.ArgumentParser, bench: str) -> None:
     """The data flags of one benchmark (the same for `run` and `score`)."""
     from eval.mmbench import CIRCULAR_MODES, MMBENCH_PROMPTS
@@ -258,11 +274,26 @@ def _add_vlm_data_args(p: argparse.ArgumentParser, bench: str) -> None:
         p.add_argument("--circular", default="auto", choices=CIRCULAR_MODES, help="auto: the TSV's copies or rotations")
         return
     if bench == "vqav2":
-        p.add_argument("--questions", type=Path, help="official question JSON (v2_OpenEnded_mscoco_*_questions.json)")
+        p.add_argument(
+            "--questions",
+            type=Path,
+            help="official question JSON (v2_OpenEnded_mscoco_*_questions.json) or LLaVA's question JSONL "
+            "(llava_vqav2_mscoco_test-dev2015.jsonl; its text is the prompt, verbatim)",
+        )
         p.add_argument("--annotations", type=Path, help="official annotation JSON (val); without it: submission only")
         normalize = "official"
     else:
-        p.add_argument("--data", type=Path, help="official TextVQA JSON (TextVQA_0.5.1_val.json)")
+        p.add_argument(
+            "--data",
+            type=Path,
+            help="official TextVQA JSON (TextVQA_0.5.1_val.json) or LLaVA's question JSONL "
+            "(llava_textvqa_val_v051_ocr.jsonl, with --annotations)",
+        )
+        p.add_argument(
+            "--annotations",
+            type=Path,
+            help="with a LLaVA JSONL in --data: TextVQA_0.5.1_val.json, matched by (image, question) as LLaVA does",
+        )
         p.add_argument("--prompt", default="llava", choices=TEXTVQA_PROMPTS, help="llava: with OCR tokens (default)")
         normalize = "evalai"
     p.add_argument("--image-root", type=Path, help="image folder (COCO root or train_images); needed by run")
@@ -284,7 +315,7 @@ def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
             args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet, args.split
         )
     return vlm_bench.textvqa_benchmark(
-        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet, args.split
+        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet, args.split, args.annotations
     )
 
 
@@ -353,7 +384,7 @@ def _add_vlm_commands(sub: Any) -> None:
         _add_vlm_data_args(run, bench)
         run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
         run.add_argument("--batch-size", type=_positive_int, default=32)
-        run.add_argument("--max-new-tokens", type=_positive_int, help="default: 16 (lmms-eval's VQA setting)")
+        run.add_argument("--max-new-tokens", type=_positive_int, help=MAX_NEW_TOKENS_HELP[bench])
         run.add_argument("--device", default="auto")
         run.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
         run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
@@ -361,9 +392,15 @@ def _add_vlm_commands(sub: Any) -> None:
             "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
         )
         run.add_argument("--no-progress", action="store_true", help="no progress bar")
-        score = actions.add_parser("score", help="score a predictions file (JSONL or JSON list)")
+        score = actions.add_parser("score", help="score answers of ours, of the LLaVA repo or of lmms-eval")
         _add_vlm_data_args(score, bench)
-        score.add_argument("--predictions", required=True, type=Path, help='{"question_id", "answer"} rows')
+        score.add_argument(
+            "--predictions",
+            required=True,
+            type=Path,
+            help='our {"question_id", "answer"} rows (JSONL or JSON list), LLaVA\'s answer JSONL, or lmms-eval\'s '
+            "--log_samples output (*_samples_<task>.jsonl); the format is detected",
+        )
         for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
             p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
             p.add_argument("--limit", type=int, default=None, help="only the first N questions (a smoke run)")

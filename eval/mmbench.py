@@ -62,12 +62,11 @@ class MMBenchRow:
 
     def load_image(self) -> Any:
         """The row's image as an RGB PIL image (decoded from base64 on demand)."""
-        from PIL import Image
+        from pretrain.data.shards import open_rgb  # the shared decoder (16-bit images scaled, not clipped)
 
         if self.image_b64 is None:
             raise DataError(f"MMBench row {self.index}: no image")
-        with Image.open(io.BytesIO(base64.b64decode(self.image_b64))) as im:
-            return im.convert("RGB")
+        return open_rgb(io.BytesIO(base64.b64decode(self.image_b64)))
 
 
 @dataclass

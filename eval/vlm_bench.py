@@ -4,14 +4,15 @@ A benchmark builds generation requests (question text in LLaVA-1.5's `vicuna_v1`
 image loader) and scores a predictions mapping (question id -> answer text). `run_benchmark` hands the requests
 to `eval.generation.generate_answers` (resumable `predictions.jsonl`, refused when `predictions.meta.json` says it
 was made differently) and writes `metrics.json` (with image errors and generation counts) and the submission
-files; `score_predictions` does the second half from a predictions file (JSONL or a JSON list of
-`{"question_id", "answer"}`; LLaVA's `"text"` key is read too), read by `eval.generation.read_predictions`, the
-one reader (first row per id wins; image-error rows are missing predictions).
+files; `score_predictions` does the second half from an answer file of ours, of the LLaVA repo or of lmms-eval
+(`eval.answer_files.read_answers` tells them apart). Both go through `finish`, which refuses predictions that
+cannot be right: none of them for a question of the set is a one-line DataError; some questions without one, or
+predictions for no question, are a warning with the counts.
 
-max_new_tokens: 16 for all three by default. lmms-eval uses 16 for VQAv2/TextVQA; LLaVA's scripts allow 128
-(VQA) and 1024 (MMBench), but a model asked for "a single word or phrase" or "the option's letter directly"
-stops long before 16 tokens, and a longer ramble would at best be parsed the same. Pass --max-new-tokens to match
-them exactly.
+max_new_tokens: 16 for all three by default, lmms-eval's VQAv2 setting. LLaVA allows 128 (VQAv2, TextVQA) and 1024
+(MMBench), lmms-eval 1024 for MMBench and the model's default (1024 for llava/llava_hf) for TextVQA; but a model
+asked for "a single word or phrase" or "the option's letter directly" stops long before 16 tokens, and a longer
+ramble would at best be parsed the same. Pass --max-new-tokens to match them exactly.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eval.answer_files import QuestionIndex
 from eval.mmbench import MMBENCH_PROMPTS, MMBenchSet, load_mmbench, mmbench_prompt, score_mmbench, submission_rows
 from eval.results import write_metrics
 from eval.vqa_data import (
@@ -90,6 +93,10 @@ class VLMBenchmark(ABC):
     def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
         """Submission files written into `out_dir` (name -> path); none when there is nothing to submit."""
 
+    @abstractmethod
+    def question_index(self) -> QuestionIndex:
+        """Every question id (and how other tools' answer files name the questions), for matching predictions."""
+
     def requests(self, template: str = "vicuna_v1", max_new_tokens: int | None = None) -> list[Any]:
         """`eval.generation.Request`s: each question in the model's chat template with one `<image>`."""
         from eval.generation import Request
@@ -127,6 +134,7 @@ class VQABenchmark(VLMBenchmark):
             "split": self.vset.split,
             "source": self.vset.source,
             "prompt": self.prompt if self.name == "textvqa" else "short_answer",
+            "question_format": self.vset.format,
             "normalization": self.normalize,
             "normalization_rule": NORMALIZATION_RULES[self.normalize],
             "num_questions": len(self.vset.items),
@@ -144,6 +152,16 @@ class VQABenchmark(VLMBenchmark):
         path = out_dir / "submission.json"
         write_text_atomically(path, json.dumps(rows) + "\n")
         return {"submission": str(path), "submission_empty_answers": str(empty)}
+
+    def question_index(self) -> QuestionIndex:
+        by_image_question: dict[tuple[str, str], list[QuestionId]] | None = None
+        if self.name == "textvqa":
+            by_image_question = {}
+            for item in self.vset.items:
+                key = (str(item.image_id), item.question.lower())
+                by_image_question.setdefault(key, []).append(item.question_id)
+        ids = [item.question_id for item in self.vset.items]
+        return QuestionIndex(ids, self.vset.doc_ids, by_image_question)
 
 
 class MMBenchBenchmark(VLMBenchmark):
@@ -190,6 +208,9 @@ class MMBenchBenchmark(VLMBenchmark):
         files["submission_xlsx"] = str(write_submission(out_dir / "submission.xlsx", rows))
         return files
 
+    def question_index(self) -> QuestionIndex:
+        return QuestionIndex([r.index for r in self.mset.rows])
+
 
 def vqav2_benchmark(
     questions: str | Path | None = None,
@@ -200,11 +221,12 @@ def vqav2_benchmark(
     parquet: str | Path | None = None,
     split: str | None = None,
 ) -> VQABenchmark:
-    """VQAv2 from the official JSON files (or an lmms-lab parquet file or folder; `split` picks a folder's shards)."""
+    """VQAv2 from the official JSON files or LLaVA's question JSONL (or an lmms-lab parquet file or folder; `split`
+    picks a folder's shards)."""
     if parquet is not None:
         return VQABenchmark(load_parquet(parquet, "vqav2", limit, split), normalize)
     if questions is None:
-        raise UserError("VQAv2 needs --questions (the official question JSON) or --parquet")
+        raise UserError("VQAv2 needs --questions (the official question JSON or LLaVA's question JSONL) or --parquet")
     return VQABenchmark(load_vqav2(questions, annotations, image_root, limit), normalize)
 
 
@@ -216,13 +238,15 @@ def textvqa_benchmark(
     limit: int | None = None,
     parquet: str | Path | None = None,
     split: str | None = None,
+    annotations: str | Path | None = None,
 ) -> VQABenchmark:
-    """TextVQA from the official JSON (or an lmms-lab parquet); LLaVA's OCR-token prompt unless `lmms_eval`."""
+    """TextVQA from the official JSON, LLaVA's question JSONL (with the official JSON as `annotations`) or an lmms-lab
+    parquet; LLaVA's OCR-token prompt unless `lmms_eval`."""
     if parquet is not None:
         return VQABenchmark(load_parquet(parquet, "textvqa", limit, split), normalize, prompt)
     if data is None:
-        raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json) or --parquet")
-    return VQABenchmark(load_textvqa(data, image_root, limit), normalize, prompt)
+        raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json or LLaVA's question JSONL) or --parquet")
+    return VQABenchmark(load_textvqa(data, image_root, limit, annotations), normalize, prompt)
 
 
 def mmbench_benchmark(
@@ -232,13 +256,44 @@ def mmbench_benchmark(
     return MMBenchBenchmark(load_mmbench(tsv, circular, limit), prompt)
 
 
+def check_coverage(bench: VLMBenchmark, predictions: Mapping[QuestionId, str], source: str) -> dict[str, int]:
+    """Counts of questions and predictions matched; a DataError when none matches, a warning line when some miss."""
+    ids = set(bench.question_index().ids)
+    matched = sum(1 for qid in predictions if qid in ids)
+    counts = {"questions": len(ids), "predictions": len(predictions), "matched": matched}
+    counts.update(missing=len(ids) - matched, unknown=len(predictions) - matched)
+    if not predictions:
+        raise DataError(f"{source}: no predictions in it (expected answers to the {len(ids)} {bench.name} questions)")
+    if not matched:
+        examples = ", ".join(repr(q) for q in list(predictions)[:3])
+        known = ", ".join(repr(q) for q in list(bench.question_index().ids)[:3])
+        raise DataError(
+            f"{source}: none of its {len(predictions)} predictions is for one of the {len(ids)} {bench.name} "
+            f"questions (its ids: {examples}, ...; the questions': {known}, ...); is it for another benchmark or split?"
+        )
+    notes = []
+    if counts["missing"]:
+        notes.append(f"{counts['missing']} of {len(ids)} questions have no prediction (counted wrong)")
+    if counts["unknown"]:
+        notes.append(f"{counts['unknown']} of {len(predictions)} predictions are for no question of the set (ignored)")
+    if notes:
+        print(f"warning: {source}: {'; '.join(notes)}", file=sys.stderr)
+    return counts
+
+
 def finish(
-    bench: VLMBenchmark, predictions: Mapping[QuestionId, str], out_dir: str | Path, extra: dict[str, Any]
+    bench: VLMBenchmark,
+    predictions: Mapping[QuestionId, str],
+    out_dir: str | Path,
+    extra: dict[str, Any],
+    source: str = "predictions",
 ) -> dict[str, Any]:
-    """Score, write the submission files and `metrics.json` (accuracy null on a test split); the metrics."""
+    """Check the predictions match the questions (`check_coverage`, naming `source`), score, write the submission
+    files and `metrics.json` (accuracy null on a test split); the metrics."""
+    coverage = check_coverage(bench, predictions, source)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {**bench.describe(), **extra}
+    metrics = {**bench.describe(), **extra, "coverage": coverage}
     scores = bench.score(predictions)
     metrics["scored"] = scores is not None
     metrics.update(scores if scores is not None else {"accuracy": None, "num_predictions": len(predictions)})
@@ -248,13 +303,13 @@ def finish(
 
 
 def score_predictions(bench: VLMBenchmark, predictions: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Score a predictions file (JSONL or JSON list) into `out_dir`; image-error rows count as missing."""
-    from eval.generation import answers_of, read_predictions
+    """Score an answer file (ours, LLaVA's or lmms-eval's; `eval.answer_files`) into `out_dir`; image-error rows
+    count as missing."""
+    from eval.answer_files import read_answers
+    from eval.generation import answers_of
 
-    if not Path(predictions).is_file():
-        raise DataError(f"{predictions}: no such predictions file")
-    rows, stats = read_predictions(predictions)
-    return finish(bench, answers_of(rows), out_dir, {"predictions": stats})
+    rows, stats = read_answers(predictions, bench.question_index())
+    return finish(bench, answers_of(rows), out_dir, {"predictions": stats}, source=str(predictions))
 
 
 def _is_main_rank() -> bool:
@@ -292,4 +347,5 @@ def run_benchmark(
         "generation": {**dataclasses.asdict(stats), "questions_per_s": round(stats.questions_per_s, 3)},
         "predictions": {"path": str(out_dir / "predictions.jsonl"), "rows": len(answers)},
     }
-    return finish(bench, {norm_id(k): v for k, v in answers.items()}, out_dir, extra)
+    answers = {norm_id(k): v for k, v in answers.items()}
+    return finish(bench, answers, out_dir, extra, source=str(out_dir / "predictions.jsonl"))

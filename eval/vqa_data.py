@@ -10,12 +10,19 @@ question with no prediction scores 0 and is counted as `missing_predictions`.
 Submissions (test splits) list every question of the question file given, with "" where there is no prediction:
 to pad a test-dev run to the full test2015 list as LLaVA's convert script does, score it with the test2015
 question file; with the test-dev file the submission holds test-dev only.
+LLaVA's question JSONL files (`llava_vqav2_mscoco_test-dev2015.jsonl`, `llava_textvqa_val_v051_ocr.jsonl`; one
+`{"question_id", "image", "text", "category"}` per line, `image` relative to the image folder) are read too, by
+their `.jsonl` suffix: a `text` that ends with the short-answer instruction is the prompt verbatim (the text LLaVA
+feeds), and the question is its first line(s). LLaVA's TextVQA `question_id` is the image id, shared by the
+image's questions, so that file needs the official TextVQA JSON as annotations: each line is matched by (image id =
+file stem, question lower-cased), as LLaVA's eval_textvqa.py does, and takes the TextVQA question id and answers.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +30,13 @@ from typing import Any
 
 from eval.vqa_metric import ScoredQuestion, aggregate, check_normalization, evalai_normalize, vqa_accuracy
 from pretrain.runtime.errors import DataError, UserError
-from pretrain.runtime.jsonl import read_json_file
+from pretrain.runtime.jsonl import read_json_file, read_jsonl
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 TEXTVQA_PROMPTS = ("llava", "lmms_eval")
 QuestionId = int | str
+LLAVA_QUESTION_KEYS = ("question_id", "image", "text")
+OCR_PREFIX = "Reference OCR token: "
 
 
 def norm_id(value: Any) -> QuestionId:
@@ -56,16 +65,15 @@ class VQAItem:
     answer_type: str | None = None
     question_type: str | None = None
     ocr_tokens: list[str] = field(default_factory=list)
+    prompt: str | None = None  # LLaVA's question text verbatim (from its question JSONL), the `llava` prompt
 
     def load_image(self) -> Any:
         """The image as an RGB PIL image (opened only when the generation runner asks for it)."""
-        from PIL import Image
+        from pretrain.data.shards import open_rgb  # the shared decoder (16-bit images scaled, not clipped)
 
         if self.image is None:
             raise DataError(f"question {self.question_id}: no image")
-        source = io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image
-        with Image.open(source) as im:
-            return im.convert("RGB")
+        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
 
 
 @dataclass
@@ -77,6 +85,10 @@ class VQASet:
     source: str
     items: list[VQAItem]
     counts: dict[str, int]
+    format: str = "official"  # official | llava_jsonl | parquet
+    # parquet only: the question id of every row of the split in order (None where malformed), which is what
+    # lmms-eval's `doc_id` counts in its --log_samples output
+    doc_ids: list[QuestionId | None] | None = None
 
     @property
     def has_answers(self) -> bool:
@@ -114,6 +126,9 @@ class _ImageFinder:
 
     def find(self, names: Sequence[str]) -> Path | None:
         for d in self.dirs:
+            for name in (n for n in names if "/" in n):  # a relative path with folders: no listing to look in
+                if (d / name).is_file():
+                    return d / name
             if d not in self._listings:
                 self._listings[d] = set(os.listdir(d)) if d.is_dir() else set()
             for name in names:
@@ -155,7 +170,10 @@ def load_vqav2(
     image_root: str | Path | None = None,
     limit: int | None = None,
 ) -> VQASet:
-    """The official VQAv2 question (and annotation) JSON; images are checked only when `image_root` is given."""
+    """The official VQAv2 question (and annotation) JSON, or LLaVA's question JSONL (a `.jsonl` file); images are
+    checked only when `image_root` is given."""
+    if is_llava_questions(questions):
+        return load_llava_vqav2(questions, annotations, image_root, limit)
     doc = read_json(questions, "VQAv2 question JSON")
     rows = _field_list(doc, "questions", questions, "VQAv2 question JSON")
     subtype = str(doc.get("data_subtype") or "unknown")
@@ -190,8 +208,18 @@ def load_vqav2(
     return VQASet("vqav2", subtype, source, items, counts)
 
 
-def load_textvqa(data: str | Path, image_root: str | Path | None = None, limit: int | None = None) -> VQASet:
-    """The official TextVQA JSON (val with answers, test without); images `{root}/{image_id}.jpg`."""
+def load_textvqa(
+    data: str | Path,
+    image_root: str | Path | None = None,
+    limit: int | None = None,
+    annotations: str | Path | None = None,
+) -> VQASet:
+    """The official TextVQA JSON (val with answers, test without; images `{root}/{image_id}.jpg`), or LLaVA's
+    question JSONL (a `.jsonl` file) with the official JSON as `annotations`."""
+    if is_llava_questions(data):
+        return load_llava_textvqa(data, annotations, image_root, limit)
+    if annotations is not None:
+        raise UserError(f"--annotations {annotations}: only for a LLaVA question JSONL; {data} holds its answers")
     doc = read_json(data, "TextVQA JSON")
     rows = _field_list(doc, "data", data, "TextVQA JSON (TextVQA_0.5.1_val.json)")
     split = str(doc.get("dataset_type") or "unknown") if isinstance(doc, dict) else "unknown"
@@ -292,18 +320,165 @@ def load_parquet(path: str | Path, name: str, limit: int | None = None, split: s
     files, split = parquet_files(path, split)
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
     items: list[VQAItem] = []
+    doc_ids: list[QuestionId | None] = []
     for file in files:
         for row in _parquet_rows(file):
             if limit and len(items) >= limit:
                 break
             item = _parquet_item(name, row)
+            doc_ids.append(item.question_id if item is not None else None)
             if item is None:
                 counts["malformed_questions"] += 1
                 continue
             counts["missing_images"] += item.image is None
             counts["unannotated"] += item.answers is None
             items.append(item)
-    return VQASet(name, split, str(path), items, counts)
+    return VQASet(name, split, str(path), items, counts, "parquet", doc_ids)
+
+
+def is_llava_questions(path: str | Path) -> bool:
+    """Whether a question file is LLaVA's question JSONL (told by its `.jsonl` suffix; its rows are checked on load)."""
+    return Path(path).suffix.lower() == ".jsonl"
+
+
+def _llava_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a LLaVA question JSONL, or a one-line DataError naming the file and what was expected."""
+    expected = "expected LLaVA's question JSONL: one {question_id, image, text} object per line"
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such question file ({expected})")
+    rows, bad = read_jsonl(path)
+    if not rows:
+        raise DataError(f"{path}: no JSON object lines ({expected})")
+    missing = [k for k in LLAVA_QUESTION_KEYS if k not in rows[0]]
+    if missing:
+        raise DataError(f"{path}: first row lacks {missing} (has {sorted(rows[0])}; {expected})")
+    return rows + [{}] * bad  # unreadable lines are counted as malformed questions
+
+
+def split_llava_text(text: str) -> tuple[str, list[str], bool]:
+    """(question, OCR tokens, whether it ends with the short-answer instruction) of a LLaVA question `text`."""
+    lines = text.split("\n")
+    instructed = len(lines) > 1 and lines[-1].strip() == SHORT_ANSWER_PROMPT
+    lines = lines[:-1] if instructed else lines
+    tokens = [t for line in lines if line.startswith(OCR_PREFIX) for t in line[len(OCR_PREFIX) :].split(", ") if t]
+    question = "\n".join(line for line in lines if not line.startswith(OCR_PREFIX))
+    return question, tokens, instructed
+
+
+def _llava_item(row: dict[str, Any]) -> tuple[Any, VQAItem] | None:
+    """(LLaVA's raw question_id, an item with the question, image name stem as image_id and the verbatim prompt)."""
+    raw, image, text = row.get("question_id"), row.get("image"), row.get("text")
+    if not isinstance(image, str) or not image or not isinstance(text, str):
+        return None
+    try:
+        qid = norm_id(raw)
+    except ValueError:
+        return None
+    question, tokens, instructed = split_llava_text(text)
+    item = VQAItem(qid, question, None, Path(image).stem, ocr_tokens=tokens, prompt=text if instructed else None)
+    return raw, item
+
+
+def _llava_split(path: str | Path, pattern: str, fallback: str = "unknown") -> str:
+    match = re.search(pattern, Path(path).name)
+    return match.group(1) if match else fallback
+
+
+def _llava_images(items: list[tuple[str, VQAItem]], finder: _ImageFinder, counts: dict[str, int]) -> list[VQAItem]:
+    """Each item with its image (`image` relative to the image folder) found, when an image root was given."""
+    for name, item in items:
+        if finder.root is not None:
+            item.image = finder.find([name])
+            counts["missing_images"] += item.image is None
+    return [item for _, item in items]
+
+
+def load_llava_vqav2(
+    path: str | Path,
+    annotations: str | Path | None = None,
+    image_root: str | Path | None = None,
+    limit: int | None = None,
+) -> VQASet:
+    """LLaVA's VQAv2 question JSONL (`question_id` is the VQAv2 one), annotated from the official JSON if given."""
+    rows = _llava_rows(path)
+    counts = dict.fromkeys(("malformed_questions", "malformed_annotations", "missing_images", "unannotated"), 0)
+    counts["duplicate_questions"] = 0
+    gt = _vqav2_annotations(annotations, counts) if annotations is not None else None
+    split = _llava_split(path, r"((?:test-dev|test|val|train)\d{4})")
+    finder = _ImageFinder(image_root, [".", coco_image_folder(split), "test2015", "val2014", "train2014"])
+    found: list[tuple[str, VQAItem]] = []
+    seen: set[QuestionId] = set()
+    for row in rows[:limit] if limit else rows:
+        parsed = _llava_item(row)
+        if parsed is None:
+            counts["malformed_questions"] += 1
+            continue
+        item = parsed[1]
+        if item.question_id in seen:
+            counts["duplicate_questions"] += 1
+            continue
+        seen.add(item.question_id)
+        if gt is not None:
+            ann = gt.get(item.question_id)
+            counts["unannotated"] += ann is None
+            if ann is not None:
+                item.answers, item.answer_type, item.question_type = (
+                    ann["answers"],
+                    ann["answer_type"],
+                    ann["question_type"],
+                )
+        found.append((row["image"], item))
+    source = str(path) + (f" + {annotations}" if annotations else "")
+    return VQASet("vqav2", split, source, _llava_images(found, finder, counts), counts, "llava_jsonl")
+
+
+def load_llava_textvqa(
+    path: str | Path,
+    annotations: str | Path | None = None,
+    image_root: str | Path | None = None,
+    limit: int | None = None,
+) -> VQASet:
+    """LLaVA's TextVQA question JSONL, each line matched to the official JSON (`annotations`) by (image, question).
+
+    A matched line takes the TextVQA question id and answers, so its predictions are those of a run on the official
+    JSON; an unmatched one is counted `unannotated` and named `"{llava id}#{line}"`. Without annotations the file's
+    ids must be unique (LLaVA's are image ids, repeated: a one-line UserError says to pass the official JSON).
+    """
+    rows = _llava_rows(path)
+    counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
+    pending: dict[tuple[str, str], list[VQAItem]] = {}
+    split = _llava_split(path, r"(?:^|_)(train|val|test)(?:_|\.)")
+    if annotations is not None:
+        official = load_textvqa(annotations)
+        split = official.split
+        for ann in official.items:
+            pending.setdefault((str(ann.image_id), ann.question.lower()), []).append(ann)
+    else:
+        ids = [str(row["question_id"]) for row in rows if "question_id" in row]
+        if len(set(ids)) < len(ids):
+            raise UserError(
+                f"{path}: its question ids repeat (LLaVA's TextVQA ids are image ids); pass --annotations "
+                "TextVQA_0.5.1_val.json to match each question to its TextVQA id and answers"
+            )
+    found: list[tuple[str, VQAItem]] = []
+    for line, row in enumerate(rows[:limit] if limit else rows, 1):
+        parsed = _llava_item(row)
+        if parsed is None:
+            counts["malformed_questions"] += 1
+            continue
+        raw, item = parsed
+        if annotations is not None:
+            matches = pending.get((str(item.image_id), item.question.lower()))
+            if matches:  # a repeated (image, question) takes the next official question of that pair
+                ann = matches.pop(0)
+                item.question_id, item.answers = ann.question_id, ann.answers
+            else:
+                counts["unannotated"] += 1
+                item.question_id = f"{raw}#{line}"
+        found.append((row["image"], item))
+    finder = _ImageFinder(image_root, [".", "train_images", "test_images"])
+    source = str(path) + (f" + {annotations}" if annotations else "")
+    return VQASet("textvqa", split, source, _llava_images(found, finder, counts), counts, "llava_jsonl")
 
 
 def vqav2_prompt(question: str) -> str:
@@ -324,7 +499,13 @@ def textvqa_prompt(question: str, ocr_tokens: Sequence[str], layout: str = "llav
 
 
 def question_prompt(vset: VQASet, item: VQAItem, layout: str = "llava") -> str:
-    """The question text of `item` as its benchmark asks it (the model's chat template is added by the caller)."""
+    """The question text of `item` as its benchmark asks it (the model's chat template is added by the caller).
+
+    An item from LLaVA's question JSONL is asked in LLaVA's own text, verbatim (`--prompt lmms_eval` rebuilds the
+    TextVQA prompt from its question).
+    """
+    if item.prompt is not None and (vset.name == "vqav2" or layout == "llava"):
+        return item.prompt
     return (
         textvqa_prompt(item.question, item.ocr_tokens, layout)
         if vset.name == "textvqa"

@@ -297,7 +297,7 @@ def test_parquet_folder_needs_a_split(sets, tmp_path, capsys):
     pq.write_table(pa.Table.from_pylist(rows[:3]), folder / "validation-00000-of-00002.parquet")
     pq.write_table(pa.Table.from_pylist(rows[3:5]), folder / "validation-00001-of-00002.parquet")
     pq.write_table(pa.Table.from_pylist(rows[5:9]), folder / "test-00000-of-00001.parquet")
-    preds = _jsonl(tmp_path / "p.jsonl", ['{"question_id": 1, "answer": "a"}'])
+    preds = _jsonl(tmp_path / "p.jsonl", [json.dumps({"question_id": doc["data"][5]["question_id"], "answer": "a"})])
     args = ["textvqa", "score", "--parquet", str(folder), "--predictions", str(preds), "--out", str(tmp_path / "o")]
     assert main(args) == 2
     assert "holds the splits ['test', 'validation']; choose one with --split" in _one_line_error(capsys)
