@@ -44,6 +44,7 @@ from vlm.generate import (
     decode_answer,
     greedy_answer,
     greedy_config,
+    prompt_inputs,
     stop_token_ids,
     to_model,
     trim_at_stop,
@@ -149,7 +150,7 @@ def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype) 
 def prepare_batch(processor: Any, requests: Sequence[Request], images: Sequence[Any]) -> dict[str, torch.Tensor]:
     """Left-padded CPU tensors for a batch (`<image>` expands to N tokens here); `images[i]` None = text-only."""
     present = [im for im in images if im is not None]
-    return dict(processor(images=present or None, text=[r.prompt for r in requests], padding=True, return_tensors="pt"))
+    return prompt_inputs(processor, [r.prompt for r in requests], present or None)
 
 
 @torch.inference_mode()

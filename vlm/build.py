@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +34,12 @@ from pretrain.exports.hf import hf_image_processor, hf_vision_config
 from pretrain.exports.mapping import timm_to_hf
 from pretrain.runtime.errors import ConfigError, UserError
 from vlm.llava_hf import IMAGE_PROCESSORS, save_llava_hf
-from vlm.templates import IMAGE_TOKEN
+from vlm.templates import IMAGE_TOKEN, VICUNA_CHAT_TEMPLATE
 
 PROJECTORS = ("mlp2x_gelu",)
 LAYOUTS = ("hf", "llava-hf")
 PAD_TOKEN = "<pad>"
+SENTENCEPIECE_FILE = "tokenizer.model"
 VOCAB_MULTIPLE = 64  # llava-hf pads the resized vocabulary to a multiple of 64 (32002 -> 32064)
 _SELECT = {"patch": "default", "cls_patch": "full"}  # LLaVA's mm_vision_select_feature -> HF strategy
 _DTYPES = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -81,25 +83,36 @@ def check_config(cfg: VLMModelConfig) -> None:
 
 def build_llava(cfg: VLMModelConfig) -> tuple[Any, Any]:
     """(LlavaForConditionalGeneration, LlavaProcessor): the encoder as tower, the LLM, a fresh mlp2x_gelu projector."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
-
     check_config(cfg)
     encoder = _load_vit(cfg.encoder)
     tower = _vision_tower(encoder, cfg.image_size or encoder.arch.image_size)
     _check_layer(cfg.feature_layer, encoder.arch.layers)
     lm, tokenizer = _language_model(cfg.llm, _DTYPES[cfg.llm_dtype])
+    model = assemble_llava(tower, lm, tokenizer, cfg.feature_layer, cfg.feature_select, cfg.image_aspect_ratio,
+                           dataclasses.asdict(cfg))  # fmt: skip
+    return model, build_processor(encoder, tokenizer, model.config, cfg.image_aspect_ratio)
+
+
+def assemble_llava(
+    tower: nn.Module, lm: nn.Module, tokenizer: Any, feature_layer: int, feature_select: str, aspect_ratio: str,
+    provenance: dict[str, Any],
+) -> Any:  # fmt: skip
+    """A `LlavaForConditionalGeneration` around `tower` (an HF CLIPVisionModel) and `lm` (a causal LM whose
+    tokenizer holds `<image>`), with a fresh mlp2x_gelu projector (nn.Linear's init, as LLaVA's)."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     config = LlavaConfig(
         vision_config=tower.config,
         text_config=lm.config,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act="gelu",  # exact GELU, as LLaVA's nn.GELU()
-        vision_feature_select_strategy=_SELECT[cfg.feature_select],
-        vision_feature_layer=cfg.feature_layer,
+        vision_feature_select_strategy=_SELECT[feature_select],
+        vision_feature_layer=feature_layer,
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
-        image_aspect_ratio=cfg.image_aspect_ratio,
-        superclass_vlm=dataclasses.asdict(cfg),
+        image_aspect_ratio=aspect_ratio,
+        superclass_vlm=provenance,
     )
     config.image_seq_length = num_image_tokens(config)
     with torch.device("meta"):  # every part is replaced below: no init work on a 7B skeleton
@@ -107,26 +120,32 @@ def build_llava(cfg: VLMModelConfig) -> tuple[Any, Any]:
     model.model.vision_tower = tower
     model.model.language_model = lm.get_decoder()
     model.lm_head = lm.get_output_embeddings()
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config)  # nn.Linear's init, as LLaVA's
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config)
     model.generation_config = lm.generation_config
     model = model.to(lm.dtype)
     model.config.dtype = lm.dtype
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:
         raise RuntimeError(f"LLaVA assembly left tensors on the meta device: {leftover[:3]}")
-    return model, build_processor(encoder, tokenizer, config, cfg.image_aspect_ratio)
+    return model
 
 
 def build_processor(encoder: Encoder, tokenizer: Any, config: Any, aspect_ratio: str) -> Any:
     """A `LlavaProcessor` whose image processor does the artifact's preprocessing at the tower's size (+ padding)."""
-    from transformers import LlavaImageProcessor, LlavaProcessor
-
     pre = dict(encoder.config["preprocessing"])
     size = config.vision_config.image_size
     if size != pre["crop"]:  # another resolution: keep the artifact's resize/crop ratio
         pre["resize"], pre["crop"] = round(pre["resize"] * size / pre["crop"]), size
-    clip = hf_image_processor(pre)
+    return llava_processor(hf_image_processor(pre), tokenizer, config, aspect_ratio)
+
+
+def llava_processor(clip: Any, tokenizer: Any, config: Any, aspect_ratio: str) -> Any:
+    """A `LlavaProcessor`: `clip`'s (a `CLIPImageProcessor`) preprocessing, padded to square for "pad"; the
+    vicuna_v1 chat template, so `apply_chat_template` renders the prompt we train and evaluate with."""
+    from transformers import LlavaImageProcessor, LlavaProcessor
+
     images = LlavaImageProcessor(**{k: getattr(clip, k) for k in _IMAGE_KEYS}, do_pad=aspect_ratio == "pad")
+    tokenizer.chat_template = VICUNA_CHAT_TEMPLATE
     return LlavaProcessor(
         image_processor=images,
         tokenizer=tokenizer,
@@ -134,6 +153,7 @@ def build_processor(encoder: Encoder, tokenizer: Any, config: Any, aspect_ratio:
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token=IMAGE_TOKEN,
         num_additional_image_tokens=1,  # the tower's class token (HF "default" drops it again)
+        chat_template=VICUNA_CHAT_TEMPLATE,
     )
 
 
@@ -186,12 +206,15 @@ def save_llava(
         raise UserError(f"image processor {image_processor!r}: expected one of {list(IMAGE_PROCESSORS)}")
 
     def write(tmp: Path) -> None:
+        if processor.chat_template is None:  # e.g. a directory written before the template was added
+            processor.chat_template = processor.tokenizer.chat_template = VICUNA_CHAT_TEMPLATE
         if layout == "hf":
             model.save_pretrained(tmp, state_dict=state_dict)
             processor.save_pretrained(tmp)
         else:
             state = state_dict if state_dict is not None else model.state_dict()
             save_llava_hf(model, processor, state, tmp, image_processor)
+        keep_tokenizer_files(processor.tokenizer, tmp)
 
     return write_export(out, write, _is_llava_dir)
 
@@ -215,14 +238,32 @@ def load_llava(
 def _load_vit(path: str) -> Encoder:
     """The artifact at `path`, checked to be a CLIP-style ViT an HF `CLIPVisionModel` holds exactly."""
     encoder = load_encoder(path)
-    arch, cfg_file = encoder.arch, Path(path) / CONFIG_FILE
+    check_tower_arch(encoder.arch, Path(path) / CONFIG_FILE)
+    return encoder
+
+
+def check_encoder_config(path: str) -> None:
+    """`check_tower_arch` on an artifact's config.json alone (no weights read): what training checks up front."""
+    from pretrain.encoder import read_config
+    from pretrain.models.presets import ArchConfig
+    from pretrain.runtime.config import from_dict
+
+    config, cfg_file = read_config(path), Path(path) / CONFIG_FILE  # format "superclass-encoder", not a LLaVA dir
+    try:
+        arch = from_dict(ArchConfig, config["architecture"], prefix="architecture.")
+    except ConfigError as exc:
+        raise UserError(f"{cfg_file}: {exc}") from None
+    check_tower_arch(arch, cfg_file)
+
+
+def check_tower_arch(arch: Any, cfg_file: Path) -> None:
+    """One-line UserErrors unless `arch` is a CLIP-style ViT (class token, CLIP activation): the LLaVA tower."""
     if arch.family != "vit":
         raise UserError(f"{cfg_file}: architecture.family is '{arch.family}'; the LLaVA tower needs a CLIP-style ViT")
     if not arch.class_token:
         raise UserError(f"{cfg_file}: architecture.class_token is false; the LLaVA (CLIP) tower needs one")
     if arch.act not in CLIP_ACTS:
         raise UserError(f"{cfg_file}: architecture.act is '{arch.act}'; the LLaVA tower needs one of {list(CLIP_ACTS)}")
-    return encoder
 
 
 def _vision_tower(encoder: Encoder, image_size: int) -> nn.Module:
@@ -252,17 +293,26 @@ def _check_layer(layer: int, blocks: int) -> None:
 
 def _language_model(name: str, dtype: Any) -> tuple[nn.Module, Any]:
     """(causal LM, tokenizer) with `<image>` and a pad token registered and the embeddings grown to match."""
-    from tokenizers import AddedToken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if _looks_like_path(name) and not Path(name).expanduser().exists():
+        raise UserError(f"vlm model.llm {name!r}: the path does not exist (expected a causal-LM directory)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         lm = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"vlm model.llm {name!r}: cannot load a causal LM and tokenizer ({first})") from None
     if lm.get_decoder() is None or lm.get_output_embeddings() is None:
         raise UserError(f"vlm model.llm {name!r}: {type(lm).__name__} has no decoder/lm_head pair (LLaMA-family)")
+    add_llava_tokens(tokenizer, lm)
+    return lm, tokenizer
+
+
+def add_llava_tokens(tokenizer: Any, lm: nn.Module) -> None:
+    """Register `<image>` and a pad token (`<pad>`) and grow the embeddings to a multiple of 64, as llava-hf does."""
+    from tokenizers import AddedToken
+
     tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
     if tokenizer.pad_token is None:  # Vicuna has none; llava-hf adds "<pad>" after "<image>"
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
@@ -271,8 +321,35 @@ def _language_model(name: str, dtype: Any) -> tuple[nn.Module, Any]:
     if len(tokenizer) > rows:  # new rows ~ N(mean, cov) of the old ones (transformers' mean_resizing)
         lm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE, mean_resizing=True)
     lm.config.pad_token_id = tokenizer.pad_token_id
-    lm.generation_config.pad_token_id = tokenizer.pad_token_id
-    return lm, tokenizer
+    if getattr(lm, "generation_config", None) is not None:
+        lm.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id (`org/name`): absolute, relative with ./ ../ ~, or more than one `/`."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
+
+
+def keep_tokenizer_files(tokenizer: Any, out: Path) -> None:
+    """What transformers 5 leaves out of a saved LLaMA tokenizer: `tokenizer.model` (the LLaVA codebase reads it
+    with `use_fast=False`; so does the original-layout export) and the `legacy` flag, without which a reload of a
+    legacy tokenizer drops the `▁` it puts after `</s>` and so tokenizes multi-turn text differently."""
+    source = getattr(tokenizer, "vocab_file", None)
+    if isinstance(source, str) and Path(source).is_file() and not (out / SENTENCEPIECE_FILE).exists():
+        shutil.copyfile(source, out / SENTENCEPIECE_FILE)
+    legacy, cfg_file = tokenizer_legacy(tokenizer), out / "tokenizer_config.json"
+    if isinstance(legacy, bool) and cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        cfg["legacy"] = legacy
+        cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def tokenizer_legacy(tokenizer: Any) -> bool | None:
+    """A LLaMA tokenizer's `legacy` flag (the attribute, or the config it was loaded from); None if it has none."""
+    legacy = getattr(tokenizer, "legacy", None)
+    if not isinstance(legacy, bool):
+        legacy = (getattr(tokenizer, "init_kwargs", None) or {}).get("legacy")
+    return legacy if isinstance(legacy, bool) else None
 
 
 def _is_llava_dir(path: Path) -> bool:

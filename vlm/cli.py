@@ -1,6 +1,6 @@
 """`superclass vlm <command>` / `python -m vlm <command>`: build a LLaVA-1.5 from an encoder, train, export, chat.
 
-usage: superclass vlm {build,train,export,chat,recipe,recipes} ...
+usage: superclass vlm {build,train,export,import,chat,recipe,recipes} ...
 """
 
 from __future__ import annotations
@@ -66,9 +66,25 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from vlm.build import load_llava, save_llava
 
+    if args.layout == "llava":
+        from vlm.llava_layout import export_llava_layout
+
+        out = export_llava_layout(args.model, args.out)
+        print(f"LLaVA model (the LLaVA codebase's layout; tower in {out / 'vision_tower'}): {out}")
+        if "llava" not in out.name.lower():
+            print(f"note: LLaVA's load_pretrained_model needs 'llava' in the model name ({out.name!r} has none)")
+        return 0
     model, processor = load_llava(args.model)
     out = save_llava(model, processor, args.out, layout=args.layout, image_processor=args.image_processor)
     print(f"LLaVA model ({args.layout} layout): {out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from vlm.llava_layout import import_llava_layout
+
+    out = import_llava_layout(args.source, args.out, vision_tower=args.vision_tower)
+    print(f"LLaVA model (hf layout, from the LLaVA codebase's {args.source}): {out}")
     return 0
 
 
@@ -127,12 +143,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.encoder=DIR run.steps=100")
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("export", help="rewrite a LLaVA directory, e.g. in the llava-hf layout for transformers 4.x")
+    p = sub.add_parser("export", help="rewrite a LLaVA directory: llava-hf layout (transformers 4.x) or llava's own")
     p.add_argument("model", help="LLaVA directory (from build or training)")
-    p.add_argument("--layout", default="llava-hf", choices=["hf", "llava-hf"])
+    p.add_argument(
+        "--layout", default="llava-hf", choices=["hf", "llava-hf", "llava"],
+        help="llava-hf: transformers 4.x tools; llava: the LLaVA codebase's LlavaLlamaForCausalLM (tower inside)",
+    )  # fmt: skip
     _add_image_processor_arg(p)
-    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--out", required=True, help="directory to write (for --layout llava, name it *llava*)")
     p.set_defaults(fn=_cmd_export)
+
+    p = sub.add_parser("import", help="a checkpoint of the LLaVA codebase -> an HF LLaVA directory (eval, chat)")
+    p.add_argument("source", help="LLaVA-layout folder (e.g. llava-v1.5-7b: config.json with mm_vision_tower)")
+    p.add_argument("--from", dest="layout", default="llava", choices=["llava"], help="the source layout")
+    p.add_argument("--vision-tower", default="", help="CLIP tower folder or hub name (default: mm_vision_tower)")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.set_defaults(fn=_cmd_import)
 
     p = sub.add_parser("chat", help="ask a LLaVA directory about an image (one --prompt, or lines on stdin)")
     p.add_argument("model", help="LLaVA directory")

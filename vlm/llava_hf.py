@@ -67,9 +67,14 @@ def save_llava_hf(
 
 
 def _save_weights(state: dict[str, torch.Tensor], out: Path) -> None:
+    save_sharded({llava_hf_name(k): v for k, v in state.items()}, out)
+
+
+def save_sharded(state: dict[str, torch.Tensor], out: Path) -> None:
+    """`state` (already under its checkpoint names) as 5 GB safetensors shards with an index, as HF saves them."""
     from huggingface_hub import split_torch_state_dict_into_shards
 
-    tensors = plain_tensors({llava_hf_name(k): v for k, v in state.items()})
+    tensors = plain_tensors(state)
     split = split_torch_state_dict_into_shards(tensors, max_shard_size="5GB")
     for file, names in split.filename_to_tensors.items():
         save_file({n: tensors[n] for n in names}, str(out / file), metadata={"format": "pt"})

@@ -7,7 +7,7 @@ for 7B only the LLM changes. Their global batch (per-device x GPUs x accumulatio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
@@ -18,6 +18,8 @@ from vlm.lora import LoraSettings
 
 @dataclass
 class VLMDataConfig:
+    # the path fields each kind reads: setting one the chosen kind ignores is a ConfigError (config.check_kind_paths)
+    KIND_PATHS: ClassVar[dict[str, tuple[str, ...]]] = {"json": ("llava_json",), "image_folder": ("llava_json",)}
     kind: Literal["llava_json", "synthetic"] = "llava_json"  # LLaVA JSON + image folder, or procedural scenes
     json: str = ""  # LLaVA JSON (list) or JSONL: blip_laion_cc_sbu_558k.json / llava_v1_5_mix665k.json
     image_folder: str = ""  # root that the samples' `image` paths are relative to
@@ -33,6 +35,7 @@ class VLMDataConfig:
 class VLMRecipe:
     stage: int = 2  # 1: projector only (template plain); 2: projector + LLM (template vicuna_v1)
     init: str = ""  # stage 2: the stage-1 LLaVA directory (<run>/llava); "" = build from `model`
+    projector: str = ""  # stage 2 built from `model`: start the projector from LLaVA's stage-1 mm_projector.bin
     model: VLMModelConfig = field(default_factory=VLMModelConfig)
     data: VLMDataConfig = field(default_factory=VLMDataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -3,7 +3,8 @@
 Stage 1 trains the projector alone; stage 2 the projector and the LLM (fully, or LoRA adapters on the LLM's
 linear layers with the projector at its own lr). The vision tower stays frozen unless `train_vision`. Frozen
 weights stay out of checkpoints (`checkpoint_frozen = False`): a resumed run rebuilds them from its sources.
-The export (`<run>/llava/`) is a standard HF LLaVA directory, with any LoRA adapter merged into the weights.
+The export (`<run>/llava/`) is a standard HF LLaVA directory, with any LoRA adapter merged into the weights;
+stage 1 also writes the projector alone there as LLaVA's `mm_projector.bin` (`--pretrain_mm_mlp_adapter`).
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class LlavaTask(nn.Module):
         out = save_plain_llava(self.model.config, self.processor, Path(run_dir) / EXPORT_DIR, llava_state)
         info = {**self.info, "stage": self.stage, "samples_seen": samples_seen, "lora_merged": self.lora is not None}
         (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if self.stage == 1:  # the LLaVA codebase's stage-1 output, for its --pretrain_mm_mlp_adapter
+            from vlm.llava_layout import PROJECTOR_FILE, write_projector_bin
+
+            write_projector_bin(llava_state, out / PROJECTOR_FILE)
         return out
 
 

@@ -17,11 +17,23 @@ from pretrain.runtime.config import to_yaml
 from pretrain.runtime.distributed import barrier, init_distributed, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
-from vlm.build import build_llava, load_llava, num_image_tokens, process_images
+from vlm.build import build_llava, check_config, check_encoder_config, load_llava, num_image_tokens, process_images
 from vlm.data import LlavaBatches, LlavaSamples, format_skipped, read_llava_json
+from vlm.llava_layout import read_projector_bin
 from vlm.recipes import VLMRecipe
 from vlm.task import EXPORT_DIR, LlavaTask
 from vlm.templates import VICUNA_SYSTEM
+
+
+def check_inputs(recipe: VLMRecipe) -> None:
+    """One-line errors for `model` before the data and the LLM are built (minutes for a 7B): its fields, and an
+    encoder artifact whose config.json a LLaVA (HF CLIP) tower can hold. `init` brings its own tower."""
+    if recipe.init:
+        return
+    if not recipe.model.encoder:
+        raise ConfigError("model.encoder is empty: pass model.encoder=DIR (an encoder artifact) or init=LLAVA_DIR")
+    check_config(dataclasses.replace(recipe.model, llm=recipe.model.llm or "tiny"))  # "": a tiny LM from the data
+    check_encoder_config(recipe.model.encoder)
 
 
 def synthetic_data(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
@@ -71,9 +83,11 @@ def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
 def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any, Any, VLMRecipe]:
     """(model, processor, recipe with the resolved LLM): from `init` (a LLaVA dir) or built from `model`."""
     if recipe.init:
+        if recipe.projector:
+            raise ConfigError("init and projector both set: a stage-2 start is a stage-1 LLaVA dir or mm_projector.bin")
         model, processor = load_llava(recipe.init)
         return model, processor, recipe
-    if recipe.stage == 2:
+    if recipe.stage == 2 and not recipe.projector:
         print("[vlm] stage 2 without init: the projector starts from scratch (LLaVA starts it from stage 1)")
     if not recipe.model.encoder:
         raise ConfigError("model.encoder is empty: pass model.encoder=DIR (an encoder artifact) or init=LLAVA_DIR")
@@ -81,7 +95,11 @@ def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any,
         recipe = dataclasses.replace(
             recipe, model=dataclasses.replace(recipe.model, llm=tiny_llm(recipe, json_path, is_main))
         )
+    projector = read_projector_bin(recipe.projector) if recipe.projector else None  # a bad file fails before the LM
     model, processor = build_llava(recipe.model)
+    if projector is not None:
+        model.load_state_dict({k: v.to(model.dtype) for k, v in projector.items()}, strict=False)
+        print(f"[vlm] projector from {recipe.projector} (LLaVA's stage-1 output)")
     return model, processor, recipe
 
 
@@ -91,6 +109,7 @@ def train(recipe: VLMRecipe) -> Path:
         raise ConfigError(f"stage must be 1 or 2, got {recipe.stage}")
     if recipe.lora.enabled and recipe.stage != 2:
         raise ConfigError("lora.enabled is a stage-2 option (stage 1 trains only the projector)")
+    check_inputs(recipe)
     dist_info = init_distributed(recipe.run.device)
     if recipe.run.num_threads > 0:
         torch.set_num_threads(recipe.run.num_threads)
@@ -100,6 +119,8 @@ def train(recipe: VLMRecipe) -> Path:
     pad = recipe.model.image_aspect_ratio == "pad"
     processor.image_processor.do_pad = pad  # what the export's processor does at eval (stage 1 crops, 2 pads)
     model.config.image_aspect_ratio = recipe.model.image_aspect_ratio
+    if isinstance(getattr(model.config, "superclass_vlm", None), dict):  # the build record follows (stage 1 crops)
+        model.config.superclass_vlm["image_aspect_ratio"] = recipe.model.image_aspect_ratio
     samples = LlavaSamples.from_json(
         json_path, image_folder, tokenizer=processor.tokenizer, template=recipe.template,
         num_image_tokens=num_image_tokens(model.config), max_length=recipe.data.max_length,

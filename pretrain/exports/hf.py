@@ -94,21 +94,26 @@ def hf_image_processor(pre: dict[str, Any]) -> Any:
 
 def export_hf(encoder_dir: str | Path, out: str | Path) -> Path:
     """Write the artifact at `encoder_dir` as an HF `CLIPVisionModel` directory `out` (atomically); returns `out`."""
-    from transformers import CLIPVisionModel
-
     encoder = load_clip_vit(encoder_dir, "hf")
     config = hf_vision_config(encoder.arch)
     state = plain_tensors(timm_to_hf(encoder.backbone.state_dict()))
     processor = hf_image_processor(encoder.config["preprocessing"])
 
-    def write(tmp: Path) -> None:
-        with torch.device("meta"):  # no init work: every tensor comes from the artifact
-            model = CLIPVisionModel(config)
-        model.load_state_dict(state, strict=True, assign=True)
-        model.save_pretrained(tmp, state_dict={HF_PREFIX + k: v for k, v in state.items()})
-        processor.save_pretrained(tmp)
+    return write_export(out, lambda tmp: write_clip_vision_dir(tmp, config, state, processor), _is_hf_export)
 
-    return write_export(out, write, _is_hf_export)
+
+def write_clip_vision_dir(out: Path, config: Any, state: dict[str, torch.Tensor], processor: Any) -> None:
+    """Write a `CLIPVisionModel` folder (config, `vision_model.*` weights, image processor) into the empty `out`.
+
+    `state` holds the tower's tensors without the `vision_model.` prefix; the legacy prefix is what 4.x reads.
+    """
+    from transformers import CLIPVisionModel
+
+    with torch.device("meta"):  # no init work: every tensor comes from `state`
+        model = CLIPVisionModel(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.save_pretrained(out, state_dict={HF_PREFIX + k: v for k, v in state.items()})
+    processor.save_pretrained(out)
 
 
 def hf_pooled(outputs: Any, model: nn.Module, pool: str) -> torch.Tensor:

@@ -185,8 +185,11 @@ def test_bad_inputs_are_one_line_errors(parts: dict, tmp_path, capsys: pytest.Ca
     assert vlm_main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "projector" in err and "mlp2x_gelu" in err
-    with pytest.raises(UserError, match="cannot load a causal LM"):
+    with pytest.raises(UserError, match="the path does not exist"):
         build_llava(VLMModelConfig(encoder=str(parts["encoder"]), llm=str(tmp_path / "no_llm")))
+    (tmp_path / "empty_llm").mkdir()
+    with pytest.raises(UserError, match="cannot load a causal LM"):
+        build_llava(VLMModelConfig(encoder=str(parts["encoder"]), llm=str(tmp_path / "empty_llm")))
     with pytest.raises(ConfigError, match="feature_layer"):
         build_llava(VLMModelConfig(encoder=str(parts["encoder"]), llm=str(parts["llm"]), feature_layer=5))
     cnn = tiny_encoder(tmp_path / "cnn", preset="rn50_tiny")

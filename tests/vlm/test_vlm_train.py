@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,11 +161,50 @@ def test_interrupted_training_resumes_exactly(parts, tmp_path):
 def test_train_cli_errors_are_one_line(parts, capsys):
     assert vlm_main(["train", "--stage", "1", "--recipe", "llava_tiny_stage2"]) == 2
     assert "stage-2 recipe" in capsys.readouterr().err
-    assert vlm_main(["train", "--recipe", "llava_tiny_stage2", "data.kind=llava_json"]) == 2
+    encoder = f"model.encoder={parts['encoder']}"
+    assert vlm_main(["train", "--recipe", "llava_tiny_stage2", "data.kind=llava_json", encoder]) == 2
     assert "data.json is empty" in capsys.readouterr().err
     assert vlm_main(["recipe", "llava15_stage2_lora"]) == 0
     text = capsys.readouterr().out
     assert "r: 128" in text and "alpha: 256" in text and "projector_lr: 2.0e-05" in text
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_data_file_the_recipe_does_not_read_is_refused(parts, tmp_path, capsys):
+    """llava_tiny_stage1 reads synthetic scenes: data.json alone would be ignored, and the run would exit 0."""
+    out = tmp_path / "run"
+    args = ["train", "--recipe", "llava_tiny_stage1", f"model.encoder={parts['encoder']}", f"run.out_dir={out}"]
+    assert vlm_main([*args, f"data.json={parts['data']}"]) == 2
+    assert "data.json: set to" in _one_line_error(capsys) and not out.exists()
+    recipe = resolve(get_recipe("llava_tiny_stage1"), None, ["data.kind=llava_json", f"data.json={parts['data']}"])
+    assert recipe.data.json == str(parts["data"])
+
+
+def test_the_encoder_is_checked_before_the_data_and_the_llm_are_built(parts, tmp_path, capsys):
+    llava = tmp_path / "llava"  # a LLaVA directory passed as the encoder
+    llava.mkdir()
+    (llava / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    no_cls = tmp_path / "no_cls"  # an artifact a CLIP tower cannot hold
+    shutil.copytree(parts["encoder"], no_cls)
+    config = json.loads((no_cls / "config.json").read_text())
+    config["architecture"]["class_token"] = False
+    (no_cls / "config.json").write_text(json.dumps(config))
+    for encoder, says in ((llava, "expected format 'superclass-encoder'"), (no_cls, "class_token is false")):
+        out = tmp_path / f"run_{encoder.name}"
+        args = ["train", "--recipe", "llava_tiny_stage1", f"model.encoder={encoder}", f"run.out_dir={out}"]
+        assert vlm_main(args) == 2
+        assert says in _one_line_error(capsys)
+        assert not out.exists(), "no synthetic data or tiny LM before the encoder is checked"
+
+
+def test_chat_flag_mistakes_are_one_line(tmp_path, capsys):
+    assert vlm_main(["chat", str(tmp_path), "--image", "x.png", "--max-new-tokens", "abc"]) == 2
+    assert "superclass vlm chat: argument --max-new-tokens: invalid int value: 'abc'" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -61,3 +61,54 @@ def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """A random RGB image."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+
+
+def sentencepiece_llama_tokenizer(path: Path, legacy: bool, vocab: int = 600) -> Path:
+    """A LLaMA-style SentencePiece tokenizer folder (`tokenizer.model` + config, no tokenizer.json), as Vicuna ships.
+
+    Trained here with LLaMA's settings: BPE, byte fallback, split digits, a dummy prefix, identity normalisation,
+    ids 0/1/2 = `<unk>`/`<s>`/`</s>`. Its texts never put `USER` after a space, so `USER` is one piece and `▁USER`
+    two, as in LLaMA's vocabulary: the shape LLaVA's length fix-up for `legacy: false` tokenizers assumes.
+    """
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    texts = [
+        VICUNA_SYSTEM.replace("user", "person"), "ASSISTANT: red</s>USER: What colour is the circle? ASSISTANT: blue",
+        "a blue square on the left and a green triangle on the right", "How many squares? 2 3 4 12",
+        "Answer the question using a single word or phrase.", "Answer with the option's letter directly.",
+    ] * 8  # fmt: skip
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab, model_type="bpe", byte_fallback=True,
+        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+    )  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    config = {
+        "tokenizer_class": "LlamaTokenizer", "legacy": legacy, "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "model_max_length": 2048,
+        "padding_side": "right", "clean_up_tokenization_spaces": False,
+    }  # fmt: skip
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return path
+
+
+def sentencepiece_llama(path: Path, legacy: bool) -> Path:
+    """A tiny LLaMA (width 32) whose tokenizer folder is `sentencepiece_llama_tokenizer`'s: no tokenizer.json."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sentencepiece_llama_tokenizer(path, legacy)
+    import sentencepiece as spm
+
+    size = spm.SentencePieceProcessor(model_file=str(path / "tokenizer.model")).get_piece_size()
+    cfg = LlamaConfig(
+        vocab_size=size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path
