@@ -244,79 +244,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-VLM_BENCHMARKS = {
-    "vqav2": "VQAv2: soft VQA accuracy (official normalisation), EvalAI submission for test-dev/test",
-    "textvqa": "TextVQA: VQA accuracy with the EvalAI processor; LLaVA (OCR tokens) or lmms-eval prompt",
-    "mmbench": "MMBench: CircularEval accuracy from letters read without an API; OpenCompass submission",
-}
-
-
-# Our default is 16 for all three: the prompts ask for a word, a phrase or a letter, which ends long before it.
-MAX_NEW_TOKENS_HELP = {
-    "vqav2": "default: 16, as lmms-eval's vqav2, ample for the single word or phrase asked for (LLaVA's "
-    "model_vqa_loader allows 128; pass 128 to match it exactly)",
-    "textvqa": "default: 16, ample for the single word or phrase asked for (LLaVA's model_vqa_loader allows 128, "
-    "lmms-eval the model's default, 1024 for llava_hf); pass those to match them exactly",
-    "mmbench": "default: 16, ample for the option letter asked for (LLaVA's model_vqa_mmbench and lmms-eval's "
-    "mmbench allow 1024); pass 1024 to match them exactly",
-}
-
-
-def _add_vlm_data_args(p: argparse.ArgumentParser, bench: str) -> None:
-    """The data flags of one benchmark (the same for `run` and `score`)."""
-    from eval.mmbench import CIRCULAR_MODES, MMBENCH_PROMPTS
-    from eval.vqa_data import TEXTVQA_PROMPTS
-    from eval.vqa_metric import NORMALIZATIONS
-
-    if bench == "mmbench":
-        p.add_argument("--tsv", required=True, type=Path, help="official MMBench TSV (base64 images)")
-        p.add_argument("--prompt", default="llava", choices=MMBENCH_PROMPTS, help="prompt layout (default: llava)")
-        p.add_argument("--circular", default="auto", choices=CIRCULAR_MODES, help="auto: the TSV's copies or rotations")
-        return
-    if bench == "vqav2":
-        p.add_argument(
-            "--questions",
-            type=Path,
-            help="official question JSON (v2_OpenEnded_mscoco_*_questions.json) or LLaVA's question JSONL "
-            "(llava_vqav2_mscoco_test-dev2015.jsonl; its text is the prompt, verbatim)",
-        )
-        p.add_argument("--annotations", type=Path, help="official annotation JSON (val); without it: submission only")
-        normalize = "official"
-    else:
-        p.add_argument(
-            "--data",
-            type=Path,
-            help="official TextVQA JSON (TextVQA_0.5.1_val.json) or LLaVA's question JSONL "
-            "(llava_textvqa_val_v051_ocr.jsonl, with --annotations)",
-        )
-        p.add_argument(
-            "--annotations",
-            type=Path,
-            help="with a LLaVA JSONL in --data: TextVQA_0.5.1_val.json, matched by (image, question) as LLaVA does",
-        )
-        p.add_argument("--prompt", default="llava", choices=TEXTVQA_PROMPTS, help="llava: with OCR tokens (default)")
-        normalize = "evalai"
-    p.add_argument("--image-root", type=Path, help="image folder (COCO root or train_images); needed by run")
-    p.add_argument("--parquet", type=Path, help="an lmms-lab parquet file or folder instead (needs pyarrow)")
-    p.add_argument("--split", help="with a --parquet folder: the split's file-name prefix (validation, testdev, test)")
-    p.add_argument("--normalize", default=normalize, choices=NORMALIZATIONS, help=f"default: {normalize}")
-
-
 def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
-    from eval import vlm_bench
-    from pretrain.runtime.errors import UserError
+    from eval.vlm_registry import benchmarks
 
-    if args.bench == "mmbench":
-        return vlm_bench.mmbench_benchmark(args.tsv, args.prompt, args.circular, args.limit)
-    if run and args.parquet is None and args.image_root is None:
-        raise UserError(f"{args.bench} run needs --image-root (or --parquet with the images inside)")
-    if args.bench == "vqav2":
-        return vlm_bench.vqav2_benchmark(
-            args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet, args.split
-        )
-    return vlm_bench.textvqa_benchmark(
-        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet, args.split, args.annotations
-    )
+    return benchmarks()[args.bench].build(args, run)
 
 
 def _show(value: Any) -> Any:
@@ -324,34 +255,33 @@ def _show(value: Any) -> Any:
 
 
 def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
-    """The headline row and the per-answer-type / per-category breakdown as Markdown tables."""
+    """The headline row and every per-category breakdown (`per_*` keys) as Markdown tables."""
     from eval.results import format_table
 
     header = ["benchmark", "split", "prompt", "accuracy", "questions", "missing"]
-    row = [metrics["benchmark"], metrics["split"], metrics["prompt"], _show(metrics.get("accuracy"))]
+    row = [metrics["benchmark"], metrics.get("split", "-"), metrics.get("prompt", "-"), _show(metrics.get("accuracy"))]
     row += [metrics.get("num_questions", "-"), metrics.get("missing_predictions", "-")]
     if metrics["benchmark"] == "mmbench":
         header += ["unparsed", "single-pass", "circular"]
         row += [metrics.get("unparsed", "-"), _show(metrics.get("accuracy_single_pass")), metrics["circular"]]
-    else:
+    elif "normalization" in metrics:
         header.append("normalization")
         row.append(metrics["normalization"])
     print(format_table(header, [row]))
-    breakdown = metrics.get("per_category") or metrics.get("per_answer_type") or {}
-    if breakdown:
-        key = "category" if "per_category" in metrics else "answer type"
-        print(format_table([key, "accuracy"], [[k, _show(v)] for k, v in breakdown.items()]))
+    for key, breakdown in metrics.items():
+        if key.startswith("per_") and isinstance(breakdown, dict) and breakdown:
+            label = key.removeprefix("per_").replace("_", " ")
+            rows = [[k, _show(v if not isinstance(v, dict) else v.get("accuracy"))] for k, v in breakdown.items()]
+            print(format_table([label, "accuracy"], rows))
     for name, path in metrics.get("files", {}).items():
         print(f"{name}: {path}")
 
 
-def _cmd_vlm_run(args: argparse.Namespace) -> int:
+def generation_config(args: argparse.Namespace, bench: Any) -> Any:
+    """The `GenerationConfig` of `add_generation_args` flags (the benchmark's own max_new_tokens by default)."""
     from eval.generation import GenerationConfig
-    from eval.vlm_bench import check_template, run_benchmark
 
-    check_template(args.template)  # before the data is read
-    bench = _vlm_benchmark(args, run=True)
-    cfg = GenerationConfig(
+    return GenerationConfig(
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
         device=args.device,
@@ -359,7 +289,14 @@ def _cmd_vlm_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         progress=not args.no_progress,
     )
-    metrics = run_benchmark(bench, args.model, args.out, cfg, args.template)
+
+
+def _cmd_vlm_run(args: argparse.Namespace) -> int:
+    from eval.vlm_bench import check_template, run_benchmark
+
+    check_template(args.template)  # before the data is read
+    bench = _vlm_benchmark(args, run=True)
+    metrics = run_benchmark(bench, args.model, args.out, generation_config(args, bench), args.template)
     if metrics is not None:
         _print_vlm_metrics(metrics)
         print(f"metrics: {args.out / 'metrics.json'}")
@@ -376,24 +313,17 @@ def _cmd_vlm_score(args: argparse.Namespace) -> int:
 
 
 def _add_vlm_commands(sub: Any) -> None:
-    """`<benchmark> run|score` for VQAv2, TextVQA and MMBench."""
-    for bench, help_text in VLM_BENCHMARKS.items():
-        parent = sub.add_parser(bench, help=help_text)
+    """`<benchmark> run|score` for every registered VLM benchmark, and `suite`."""
+    from eval.vlm_registry import benchmarks
+
+    for bench, spec in benchmarks().items():
+        parent = sub.add_parser(bench, help=spec.help)
         actions = parent.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
         run = actions.add_parser("run", help="answer every question with a LLaVA model dir, then score (resumable)")
-        _add_vlm_data_args(run, bench)
-        run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
-        run.add_argument("--batch-size", type=_positive_int, default=32)
-        run.add_argument("--max-new-tokens", type=_positive_int, help=MAX_NEW_TOKENS_HELP[bench])
-        run.add_argument("--device", default="auto")
-        run.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
-        run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
-        run.add_argument(
-            "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
-        )
-        run.add_argument("--no-progress", action="store_true", help="no progress bar")
+        spec.add_args(run)
+        add_generation_args(run, spec.max_new_tokens_help)
         score = actions.add_parser("score", help="score answers of ours, of the LLaVA repo or of lmms-eval")
-        _add_vlm_data_args(score, bench)
+        spec.add_args(score)
         score.add_argument(
             "--predictions",
             required=True,
@@ -403,8 +333,28 @@ def _add_vlm_commands(sub: Any) -> None:
         )
         for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
             p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
-            p.add_argument("--limit", type=int, default=None, help="only the first N questions (a smoke run)")
+            p.add_argument(
+                "--limit", type=_positive_int, default=None,
+                help="a fixed subset of N questions: the same every run (seeded), stratified by category",
+            )  # fmt: skip
             p.set_defaults(fn=fn, bench=bench)
+    from eval.vlm_suite import add_suite_command
+
+    add_suite_command(sub, _OneLineParser)
+
+
+def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) -> None:
+    """The flags of answering with a LLaVA directory (a benchmark's `run` and `suite`)."""
+    run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
+    run.add_argument("--batch-size", type=_positive_int, default=32)
+    run.add_argument("--max-new-tokens", type=_positive_int, help=max_new_tokens_help)
+    run.add_argument("--device", default="auto")
+    run.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    run.add_argument(
+        "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from eval.vlm_registry import fixed_subset
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import LETTER_ANSWER_PROMPT, multiple_choice_prompt
 
@@ -186,7 +187,8 @@ def read_mmbench_tsv(path: str | Path, limit: int | None = None) -> tuple[list[M
                 seen.add(row.index)
                 rows.append(row)
     if limit:  # keep whole questions: the first `limit` bases and all their copies
-        bases = sorted({r.base for r in rows})[:limit]
+        category = {r.base: r.category for r in rows}
+        bases = fixed_subset(sorted(category), limit, key=category.get)
         keep = set(bases)
         rows = [r for r in rows if r.base in keep]
     _resolve_images(rows, counts)

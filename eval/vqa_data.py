@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.vlm_registry import fixed_subset
 from eval.vqa_metric import ScoredQuestion, aggregate, check_normalization, evalai_normalize, vqa_accuracy
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_json_file, read_jsonl
@@ -182,7 +183,7 @@ def load_vqav2(
     folder = coco_image_folder(subtype)
     finder = _ImageFinder(image_root, [folder, "."])
     items: list[VQAItem] = []
-    for row in rows[:limit] if limit else rows:
+    for row in fixed_subset(rows, limit):
         try:
             qid, image_id, text = norm_id(row["question_id"]), int(row["image_id"]), row["question"]
             if not isinstance(text, str):
@@ -226,7 +227,7 @@ def load_textvqa(
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
     finder = _ImageFinder(image_root, [".", "train_images", "test_images"])
     items: list[VQAItem] = []
-    for row in rows[:limit] if limit else rows:
+    for row in fixed_subset(rows, limit):
         item = _textvqa_item(row)
         if item is None:
             counts["malformed_questions"] += 1
@@ -408,7 +409,7 @@ def load_llava_vqav2(
     finder = _ImageFinder(image_root, [".", coco_image_folder(split), "test2015", "val2014", "train2014"])
     found: list[tuple[str, VQAItem]] = []
     seen: set[QuestionId] = set()
-    for row in rows[:limit] if limit else rows:
+    for row in fixed_subset(rows, limit):
         parsed = _llava_item(row)
         if parsed is None:
             counts["malformed_questions"] += 1
@@ -461,7 +462,7 @@ def load_llava_textvqa(
                 "TextVQA_0.5.1_val.json to match each question to its TextVQA id and answers"
             )
     found: list[tuple[str, VQAItem]] = []
-    for line, row in enumerate(rows[:limit] if limit else rows, 1):
+    for line, row in enumerate(fixed_subset(rows, limit), 1):
         parsed = _llava_item(row)
         if parsed is None:
             counts["malformed_questions"] += 1
