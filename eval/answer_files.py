@@ -40,7 +40,7 @@ EXPECTED = (
 # "arguments" (since v0.4, #721), adding "input" (the prompt), and (since v0.7, #1210) turning a one-element
 # `filtered_resps` into its value and dropping `resps` when equal. Up to v0.3 the record kept "doc", and v0.1-0.2's
 # __main__.py wrote `{task}.json` = {"args", "model_configs", "logs": [records], "time"}.
-LMMS_ID_FIELDS = ("question_id", "index")
+LMMS_ID_FIELDS = ("question_id", "index", "id")  # "id": MMMU's mmmu_acc field
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from PIL import Image
 
 from eval.vqa_data import QuestionId, norm_id
 from pretrain.runtime.atomic import write_text_atomically
+from pretrain.runtime.distributed import init_distributed
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl, repair_tail
 from vlm.generate import (
@@ -409,16 +409,17 @@ BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}
 
 
 def _distributed() -> tuple[int, int, bool]:
-    """(rank, world, created): joins the torchrun group from env (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
+    """(rank, world, created): joins the torchrun group through the runtime's `init_distributed` when WORLD_SIZE > 1.
+
+    Ranks finish their shares at different times and wait in a barrier: the runtime's timeout applies (2 h by
+    default; SUPERCLASS_DIST_TIMEOUT_MIN raises it for very long runs).
+    """
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return 0, 1, False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    # Ranks finish their shares at different times and then wait in a barrier: allow hours, not the 10-min default.
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=12))
-    return dist.get_rank(), dist.get_world_size(), True
+    info = init_distributed("auto")
+    return info.rank, info.world_size, True
 
 
 def _load_images(requests: Sequence[Request]) -> tuple[list[Any], list[str | None]]:

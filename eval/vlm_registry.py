@@ -66,7 +66,7 @@ def fixed_subset(items: Sequence[T], n: int | None, key: Callable[[T], Any] | No
     """`n` of `items` (all when n is None or >= len), the same ones every run, kept in file order.
 
     With `key` (a category), each category keeps about its share of `n` (largest remainders), so a 1k subset of a
-    benchmark has the full set's mix; every category with room gets at least one question.
+    benchmark has the full set's mix; when `n` is at least the number of categories, each keeps at least one.
     """
     if n is None or n >= len(items):
         return list(items)
@@ -80,9 +80,12 @@ def fixed_subset(items: Sequence[T], n: int | None, key: Callable[[T], Any] | No
     for i, item in enumerate(items):
         groups[key(item)].append(i)
     names = sorted(groups, key=str)
-    quota = {g: n * len(groups[g]) / len(items) for g in names}
-    take = {g: int(quota[g]) for g in names}
-    for g in sorted(names, key=lambda g: (-(quota[g] - take[g]), str(g)))[: n - sum(take.values())]:
+    take = dict.fromkeys(names, 1 if n >= len(names) else 0)  # room for every category: each keeps one
+    left = n - sum(take.values())
+    quota = {g: left * len(groups[g]) / len(items) for g in names}
+    for g in names:
+        take[g] += int(quota[g])
+    for g in sorted(names, key=lambda g: (-(quota[g] - int(quota[g])), str(g)))[: n - sum(take.values())]:
         take[g] += 1
     chosen: list[int] = []
     for g in names:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-from eval.vlm_registry import REGISTRY, SUITES, BenchmarkSpec, register
+from eval.vlm_registry import SUITES, BenchmarkSpec, register
 
 
 def _first(folder: Path, *names: str) -> Path | None:
@@ -183,7 +182,5 @@ register(
 # The benchmark modules register themselves on import; the suite runs them in this order.
 BENCHMARK_MODULES = ("gqa", "vizwiz", "scienceqa", "pope", "mmmu", "mme", "seedbench")
 for _module in BENCHMARK_MODULES:
-    if importlib.util.find_spec(f"eval.{_module}") is not None:  # TEMPORARY while the modules are being written
-        importlib.import_module(f"eval.{_module}")
-_ORDER = ("vqav2", "gqa", "vizwiz", "scienceqa", "pope", "mmmu", "textvqa", "mmbench", "mme", "seedbench")
-SUITES["llava15"] = tuple(name for name in _ORDER if name in REGISTRY)
+    importlib.import_module(f"eval.{_module}")
+SUITES["llava15"] = ("vqav2", "gqa", "vizwiz", "scienceqa", "pope", "mmmu", "textvqa", "mmbench", "mme", "seedbench")

@@ -31,7 +31,7 @@ from typing import Any
 from eval.vlm_registry import fixed_subset
 from eval.vqa_metric import ScoredQuestion, aggregate, check_normalization, evalai_normalize, vqa_accuracy
 from pretrain.runtime.errors import DataError, UserError
-from pretrain.runtime.jsonl import read_json_file, read_jsonl
+from pretrain.runtime.jsonl import read_json_file, read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 TEXTVQA_PROMPTS = ("llava", "lmms_eval")
@@ -115,7 +115,7 @@ def _answer_texts(answers: Any) -> list[str] | None:
     return texts if all(isinstance(t, str) for t in texts) else None
 
 
-class _ImageFinder:
+class ImageFinder:
     """Resolves image names under a root and its candidate subfolders, listing each folder once."""
 
     def __init__(self, root: str | Path | None, subdirs: Sequence[str]) -> None:
@@ -181,7 +181,7 @@ def load_vqav2(
     counts = dict.fromkeys(("malformed_questions", "malformed_annotations", "missing_images", "unannotated"), 0)
     gt = _vqav2_annotations(annotations, counts) if annotations is not None else None
     folder = coco_image_folder(subtype)
-    finder = _ImageFinder(image_root, [folder, "."])
+    finder = ImageFinder(image_root, [folder, "."])
     items: list[VQAItem] = []
     for row in fixed_subset(rows, limit):
         try:
@@ -225,7 +225,7 @@ def load_textvqa(
     rows = _field_list(doc, "data", data, "TextVQA JSON (TextVQA_0.5.1_val.json)")
     split = str(doc.get("dataset_type") or "unknown") if isinstance(doc, dict) else "unknown"
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
-    finder = _ImageFinder(image_root, [".", "train_images", "test_images"])
+    finder = ImageFinder(image_root, [".", "train_images", "test_images"])
     items: list[VQAItem] = []
     for row in fixed_subset(rows, limit):
         item = _textvqa_item(row)
@@ -342,18 +342,12 @@ def is_llava_questions(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".jsonl"
 
 
-def _llava_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a LLaVA question JSONL, or a one-line DataError naming the file and what was expected."""
-    expected = "expected LLaVA's question JSONL: one {question_id, image, text} object per line"
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such question file ({expected})")
-    rows, bad = read_jsonl(path)
-    if not rows:
-        raise DataError(f"{path}: no JSON object lines ({expected})")
-    missing = [k for k in LLAVA_QUESTION_KEYS if k not in rows[0]]
-    if missing:
-        raise DataError(f"{path}: first row lacks {missing} (has {sorted(rows[0])}; {expected})")
-    return rows + [{}] * bad  # unreadable lines are counted as malformed questions
+def read_llava_questions(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a LLaVA question JSONL ({question_id, image, text} per line); unreadable lines become {} rows
+    (counted as malformed questions); a missing or foreign file is a one-line DataError."""
+    expected = "LLaVA's question JSONL: one {question_id, image, text} object per line"
+    rows, bad = read_jsonl_file(path, LLAVA_QUESTION_KEYS, expected)
+    return rows + [{}] * bad
 
 
 def split_llava_text(text: str) -> tuple[str, list[str], bool]:
@@ -385,7 +379,7 @@ def _llava_split(path: str | Path, pattern: str, fallback: str = "unknown") -> s
     return match.group(1) if match else fallback
 
 
-def _llava_images(items: list[tuple[str, VQAItem]], finder: _ImageFinder, counts: dict[str, int]) -> list[VQAItem]:
+def _llava_images(items: list[tuple[str, VQAItem]], finder: ImageFinder, counts: dict[str, int]) -> list[VQAItem]:
     """Each item with its image (`image` relative to the image folder) found, when an image root was given."""
     for name, item in items:
         if finder.root is not None:
@@ -401,12 +395,12 @@ def load_llava_vqav2(
     limit: int | None = None,
 ) -> VQASet:
     """LLaVA's VQAv2 question JSONL (`question_id` is the VQAv2 one), annotated from the official JSON if given."""
-    rows = _llava_rows(path)
+    rows = read_llava_questions(path)
     counts = dict.fromkeys(("malformed_questions", "malformed_annotations", "missing_images", "unannotated"), 0)
     counts["duplicate_questions"] = 0
     gt = _vqav2_annotations(annotations, counts) if annotations is not None else None
     split = _llava_split(path, r"((?:test-dev|test|val|train)\d{4})")
-    finder = _ImageFinder(image_root, [".", coco_image_folder(split), "test2015", "val2014", "train2014"])
+    finder = ImageFinder(image_root, [".", coco_image_folder(split), "test2015", "val2014", "train2014"])
     found: list[tuple[str, VQAItem]] = []
     seen: set[QuestionId] = set()
     for row in fixed_subset(rows, limit):
@@ -445,7 +439,7 @@ def load_llava_textvqa(
     JSON; an unmatched one is counted `unannotated` and named `"{llava id}#{line}"`. Without annotations the file's
     ids must be unique (LLaVA's are image ids, repeated: a one-line UserError says to pass the official JSON).
     """
-    rows = _llava_rows(path)
+    rows = read_llava_questions(path)
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
     pending: dict[tuple[str, str], list[VQAItem]] = {}
     split = _llava_split(path, r"(?:^|_)(train|val|test)(?:_|\.)")
@@ -477,7 +471,7 @@ def load_llava_textvqa(
                 counts["unannotated"] += 1
                 item.question_id = f"{raw}#{line}"
         found.append((row["image"], item))
-    finder = _ImageFinder(image_root, [".", "train_images", "test_images"])
+    finder = ImageFinder(image_root, [".", "train_images", "test_images"])
     source = str(path) + (f" + {annotations}" if annotations else "")
     return VQASet("textvqa", split, source, _llava_images(found, finder, counts), counts, "llava_jsonl")
 

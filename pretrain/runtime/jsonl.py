@@ -65,3 +65,19 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
         else:
             bad += 1
     return rows, bad
+
+
+def read_jsonl_file(path: str | Path, keys: tuple[str, ...], expected: str) -> tuple[list[dict[str, Any]], int]:
+    """(object rows, unreadable lines) of a JSON-lines data file; a one-line DataError when it is missing, holds
+    no object line, or its first row lacks one of `keys` (`expected` says what the file should be)."""
+    from pretrain.runtime.errors import DataError
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file (expected {expected})")
+    rows, bad = read_jsonl(path)
+    if not rows:
+        raise DataError(f"{path}: no JSON object lines (expected {expected})")
+    missing = [k for k in keys if k not in rows[0]]
+    if missing:
+        raise DataError(f"{path}: first row lacks field {missing[0]!r} (has {sorted(rows[0])}; expected {expected})")
+    return rows, bad
