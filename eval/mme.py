@@ -1,8 +1,8 @@
 """MME: 10 perception and 4 cognition subtasks of yes/no question pairs, read from the official release folder,
 asked with LLaVA-1.5's prompt and scored as the official eval_tool/calculation.py scores them.
 
-usage: superclass eval mme run --model DIR --data MME/MME_Benchmark_release_version [--questions MME/llava_mme.jsonl]
-           --out OUT [--prompt lmms_eval]
+usage: superclass eval mme run --model DIR --data MME/MME_Benchmark_release_version
+           [--llava-questions MME/llava_mme.jsonl] --out OUT [--prompt lmms_eval]
 
 Files. `MME_Benchmark_release_version` (from the MME authors; github.com/BradyFU/Awesome-Multimodal-Large-Language-
 Models, Evaluation branch) holds one folder per subtask: a folder with `images/` keeps its questions in

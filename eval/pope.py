@@ -1,7 +1,7 @@
 """POPE (object hallucination on COCO): the adversarial, popular and random splits, as POPE's authors distribute
 them, asked with LLaVA-1.5's prompt and read with POPE's own yes/no rule.
 
-usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--questions pope/llava_pope_test.jsonl]
+usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--llava-questions pope/llava_pope_test.jsonl]
            --image-root pope/val2014 --out OUT [--splits adversarial popular random] [--prompt lmms_eval]
 
 Files. POPE's labels are `coco_pope_{split}.json` (github.com/AoiDragon/POPE, output/coco): JSON lines

@@ -1,6 +1,6 @@
 """ScienceQA-IMG: the questions of a ScienceQA split that have an image, asked and scored as LLaVA-1.5 does.
 
-usage: superclass eval scienceqa run|score --problems problems.json [--questions llava_test_CQM-A.json]
+usage: superclass eval scienceqa run|score --problems problems.json [--llava-questions llava_test_CQM-A.json]
            --image-root images/test [--split test] [--prompt lmms_eval] --out OUT
 
 Files (LLaVA's docs/Evaluation.md: playground/data/eval/scienceqa): the official `problems.json` (`{pid: {"question",

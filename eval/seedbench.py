@@ -1,6 +1,6 @@
 """SEED-Bench (v1), image part: evaluation dimensions 1-9 asked with lettered options, scored as LLaVA-1.5 does.
 
-usage: superclass eval seedbench run|score --annotations SEED-Bench.json [--questions llava-seed-bench.jsonl]
+usage: superclass eval seedbench run|score --annotations SEED-Bench.json [--llava-questions llava-seed-bench.jsonl]
            --image-root seed_bench [--prompt lmms_eval] --out OUT
 
 Files (LLaVA's docs/Evaluation.md: playground/data/eval/seed_bench): the official `SEED-Bench.json`

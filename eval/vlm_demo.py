@@ -1,9 +1,9 @@
-"""The demo's VLM scoring: a LLaVA directory on synthetic VQAv2 and MMBench sets, next to a text-only baseline.
+"""The demo's VLM scoring: a LLaVA directory on synthetic VQAv2, MMBench, POPE and ScienceQA sets, with baselines.
 
 The sets are written in the official formats (`eval.vlm_synthetic`) and scored by the same loaders, runner and
 metrics as the real benchmarks. The text-only baseline answers from the question alone: the most common training
 answer to the same question text (a blind model's best guess), scored by the same code, so "beats the baseline"
-means the model used the image.
+means the model used the image. POPE's baseline answers "yes" to everything (50% accuracy on its balanced splits).
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from eval.pope import PopeBenchmark, load_pope
+from eval.scienceqa import OPTIONS, ScienceQABenchmark, load_scienceqa
 from eval.vlm_bench import mmbench_benchmark, run_benchmark, vqav2_benchmark
-from eval.vlm_synthetic import write_synthetic_mmbench, write_synthetic_vqav2
+from eval.vlm_synthetic import (
+    write_synthetic_mmbench,
+    write_synthetic_pope,
+    write_synthetic_scienceqa,
+    write_synthetic_vqav2,
+)
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
@@ -55,6 +62,15 @@ def _blind_mmbench(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
     return answers
 
 
+def _blind_scienceqa(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
+    """For each problem, the letter of the option a blind model would pick (its prior answer), else A."""
+    answers = {}
+    for problem in bench.sset.problems:
+        guess = prior.get(problem.question.strip().lower())
+        answers[problem.qid] = OPTIONS[problem.choices.index(guess)] if guess in problem.choices else "A"
+    return answers
+
+
 def circular_chance(bench: Any) -> float:
     """CircularEval accuracy (percent) of guessing a letter at random for every copy: mean over questions of
     the product of 1/#options over the question's copies."""
@@ -68,7 +84,8 @@ def score_synthetic_vlm(
     model_dir: str | Path, out_dir: str | Path, train_json: str | Path, num_images: int = 60, seed: int = 101,
     image_size: int = 40, batch_size: int = 32,
 ) -> dict[str, Any]:  # fmt: skip
-    """VQAv2 accuracy and circular MMBench accuracy of the model and of the text-only baseline (percent)."""
+    """VQAv2, circular MMBench and ScienceQA accuracy of the model and of the text-only baseline, POPE accuracy of
+    the model and of always-"yes" (percent)."""
     from eval.generation import GenerationConfig
 
     out = Path(out_dir)
@@ -79,10 +96,23 @@ def score_synthetic_vlm(
     cfg = GenerationConfig(batch_size=batch_size, max_new_tokens=8, device="cpu", progress=False)
     vqa_metrics = run_benchmark(vqa, model_dir, out / "vqav2" / "results", cfg) or {}
     mmb_metrics = run_benchmark(mmb, model_dir, out / "mmbench" / "results", cfg) or {}
+    pope_files = write_synthetic_pope(out / "pope", num_images, seed + 2, image_size)
+    pope = PopeBenchmark(load_pope(pope_files["annotation_dir"], None, pope_files["image_root"]))
+    sqa_files = write_synthetic_scienceqa(out / "scienceqa", num_images, seed + 3, image_size)
+    sqa = ScienceQABenchmark(load_scienceqa(sqa_files["problems"], None, sqa_files["image_root"]))
+    pope_metrics = run_benchmark(pope, model_dir, out / "pope" / "results", cfg) or {}
+    sqa_metrics = run_benchmark(sqa, model_dir, out / "scienceqa" / "results", cfg) or {}
     prior, fallback = blind_answers(train_json)
     blind_vqa = vqa.score(_blind_vqa(vqa, prior, fallback)) or {}
     blind_mmb = mmb.score(_blind_mmbench(mmb, prior)) or {}
+    always_yes = pope.score({item.question_id: "yes" for item in pope.pset.items}) or {}
+    blind_sqa = sqa.score(_blind_scienceqa(sqa, prior)) or {}
     return {
+        "pope_accuracy": pope_metrics.get("accuracy"),
+        "pope_f1_mean": pope_metrics.get("f1_mean"),
+        "pope_always_yes_accuracy": always_yes.get("accuracy"),
+        "scienceqa_accuracy": sqa_metrics.get("accuracy"),
+        "scienceqa_text_only_accuracy": blind_sqa.get("accuracy"),
         "vqav2_accuracy": vqa_metrics.get("accuracy"),
         "vqav2_text_only_accuracy": blind_vqa.get("accuracy"),
         "mmbench_accuracy": mmb_metrics.get("accuracy"),

@@ -1,4 +1,4 @@
-"""Synthetic VQAv2, TextVQA and MMBench sets in the official file formats, from the procedural scenes.
+"""Synthetic VQAv2, TextVQA, MMBench, POPE and ScienceQA sets in the official file formats, from procedural scenes.
 
 The images are `pretrain.data.synthetic.make_sample(index, seed, image_size)` and the questions are
 `vlm.synthetic.questions_for` / `options_for`, so the demo's tiny LLaVA, trained on the same kinds of questions,
@@ -8,6 +8,10 @@ is scored by the real loaders and metrics. Use a `seed` (or `start`) the model w
 - TextVQA: the same questions with the colour and shape words as OCR tokens.
 - MMBench: one multiple-choice question per image (4 options, 3 for counts), base64 JPEG, category = the kind;
   with `circular=True` the rotated copies at index + k * 1_000_000 point at the main row's image by index.
+- POPE: POPE's coco/coco_pope_{split}.json JSON lines over COCO-named images, per image one "yes" question about
+  the scene's object and one "no" question about an absent one, picked as the split picks it.
+- ScienceQA: problems.json + pid_splits.json + images/test/<pid>/image.png; one lettered question per image,
+  "Context:" hints on some, subjects and grades spread over the rows.
 """
 
 from __future__ import annotations
@@ -23,7 +27,16 @@ from typing import Any
 
 from eval.mmbench import CIRCULAR_OFFSET, LETTERS
 from pretrain.data.synthetic import make_sample
-from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, questions_for
+from vlm.synthetic import (
+    HINT,
+    HINT_RATE,
+    PRESENCE_NEGATIVES,
+    absent_question,
+    options_for,
+    pick_question,
+    present_question,
+    questions_for,
+)
 
 ANSWER_TYPES = {"count": "number"}  # everything else is "other"
 QUESTION_TYPES = {"colour": "what colour", "shape": "what shape", "count": "how many", "position": "where"}
@@ -200,3 +213,47 @@ def write_synthetic_mmbench(
                 copies.append(_with_options(copy, rotated))
         writer.writerows(copies)
     return path
+
+
+def write_synthetic_pope(root: str | Path, num_images: int, seed: int, image_size: int = 40) -> dict[str, Path]:
+    """POPE's layout: root/coco/coco_pope_{adversarial,popular,random}.json + root/val2014/COCO_val2014_*.jpg."""
+    root = Path(root)
+    (root / "val2014").mkdir(parents=True, exist_ok=True)
+    for index in range(num_images):
+        name = f"COCO_val2014_{index:012d}.jpg"
+        (root / "val2014" / name).write_bytes(_jpeg(make_sample(index, seed, image_size).image))
+    for split in PRESENCE_NEGATIVES:
+        rows = []
+        for index in range(num_images):
+            attributes = make_sample(index, seed, image_size).attributes
+            rng = _rng(seed, index, f"pope:{split}")
+            name = f"COCO_val2014_{index:012d}.jpg"
+            for q in (present_question(attributes), absent_question(attributes, rng, split)):
+                rows.append({"question_id": len(rows) + 1, "image": name, "text": q.text, "label": q.answer})
+        path = root / "coco" / f"coco_pope_{split}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {"annotation_dir": root / "coco", "image_root": root / "val2014"}
+
+
+def write_synthetic_scienceqa(root: str | Path, num_images: int, seed: int, image_size: int = 40) -> dict[str, Path]:
+    """ScienceQA's data/scienceqa layout with one test problem per scene (lettered options, `answer` an index)."""
+    root = Path(root)
+    problems, subjects = {}, ("natural science", "social science", "language science")
+    for index in range(num_images):
+        pid = str(index + 1)
+        sample = make_sample(index, seed, image_size)
+        rng = _rng(seed, index, "scienceqa")
+        q = pick_question(sample.attributes, rng)
+        choices = options_for(q, rng, rng.choice([2, 3, 4]))
+        folder = root / "images" / "test" / pid
+        folder.mkdir(parents=True, exist_ok=True)
+        sample.image.convert("RGB").save(folder / "image.png")
+        problems[pid] = {
+            "question": q.text, "choices": choices, "answer": choices.index(q.answer),
+            "hint": HINT if rng.random() < HINT_RATE else "", "image": "image.png", "task": "closed choice",
+            "grade": f"grade{1 + index % 12}", "subject": subjects[index % 3], "topic": q.kind, "category": q.kind,
+            "skill": q.kind, "lecture": "", "solution": "", "split": "test",
+        }  # fmt: skip
+    _write_json(root / "pid_splits.json", {"train": [], "val": [], "test": list(problems)})
+    return {"problems": _write_json(root / "problems.json", problems), "image_root": root / "images" / "test"}

@@ -127,7 +127,7 @@ def downstream(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> 
 
 
 def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
-    """LLaVA-1.5 on one encoder; VQAv2 and circular MMBench accuracy against a text-only baseline."""
+    """LLaVA-1.5 on one encoder: VQAv2, circular MMBench, POPE and ScienceQA accuracy, each against its baseline."""
     from eval.vlm_demo import score_synthetic_vlm
     from vlm.demo import llava_demo
 
@@ -140,6 +140,9 @@ def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
     vqa, mmb = "VQAv2-format accuracy vs text-only (%)", "MMBench-format CircularEval vs random letters (%)"
     report.add(Row("vlm", method, vqa, scores["vqav2_accuracy"], scores["vqav2_text_only_accuracy"]))
     report.add(Row("vlm", method, mmb, scores["mmbench_accuracy"], scores["mmbench_random_chance"]))
+    pope, sqa = "POPE-format accuracy vs always 'yes' (%)", "ScienceQA-format accuracy vs text-only (%)"
+    report.add(Row("vlm", method, pope, scores["pope_accuracy"], scores["pope_always_yes_accuracy"]))
+    report.add(Row("vlm", method, sqa, scores["scienceqa_accuracy"], scores["scienceqa_text_only_accuracy"]))
     report.sections.append(
         f"- MMBench text-only baseline ({method}): {scores['mmbench_text_only_accuracy']:.2f}% (the prior answer's"
         f" letter, rotation-consistent) against the model's {scores['mmbench_accuracy']:.2f}%; the tiny LLaMA learns"

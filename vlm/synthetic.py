@@ -1,8 +1,8 @@
 """Questions about synthetic scenes: short-answer VQA and multiple choice, true of `make_sample`'s attributes.
 
 One home for the demo's question generator: `vlm` trains its tiny LLaVA on these (as LLaVA JSON) and `eval`
-writes the same kinds of questions as VQAv2 / TextVQA / MMBench files, so the tiny model is scored by the
-real benchmark code on questions it was taught to answer.
+writes the same kinds of questions as VQAv2 / TextVQA / MMBench / POPE / ScienceQA files, so the tiny model is
+scored by the real benchmark code on questions it was taught to answer.
 """
 
 from __future__ import annotations
@@ -61,3 +61,38 @@ def options_for(question: Question, rng: random.Random, n: int = 4) -> list[str]
     options = [question.answer, *rng.sample(wrong, min(n - 1, len(wrong)))]
     rng.shuffle(options)
     return options
+
+
+PRESENCE_NEGATIVES = ("random", "popular", "adversarial")  # POPE's three ways of picking an absent object
+
+
+def presence_question(attributes: dict[str, Any], rng: random.Random) -> Question:
+    """POPE's question, "Is there a {colour} {shape} in the image?": yes or no with equal odds, the absent object
+    picked by one of POPE's three rules at random (`absent_question`)."""
+    if rng.random() < 0.5:
+        return present_question(attributes)
+    return absent_question(attributes, rng, rng.choice(PRESENCE_NEGATIVES))
+
+
+def present_question(attributes: dict[str, Any]) -> Question:
+    """POPE's "yes" question: the scene's own object."""
+    return Question("presence", f"Is there a {attributes['colour']} {attributes['shape']} in the image?", "yes",
+                    ("yes", "no"))  # fmt: skip
+
+
+def absent_question(attributes: dict[str, Any], rng: random.Random, negative: str) -> Question:
+    """POPE's "no" question, the absent object picked as its splits pick it: "random" (another colour and shape),
+    "popular" (the same colour, another shape: the object type the scene makes likely) or "adversarial" (the same
+    shape in another colour, the closest to what is there)."""
+    if negative not in PRESENCE_NEGATIVES:
+        raise ValueError(f"negative {negative!r}: expected one of {PRESENCE_NEGATIVES}")
+    shape, colour = attributes["shape"], attributes["colour"]
+    other_colour = rng.choice([c for c in COLOURS if c != colour])
+    other_shape = rng.choice([s for s in SHAPES if s != shape])
+    asked = {
+        "random": (other_colour, other_shape),
+        "popular": (colour, other_shape),
+        "adversarial": (other_colour, shape),
+    }
+    return Question("presence", f"Is there a {asked[negative][0]} {asked[negative][1]} in the image?", "no",
+                    ("yes", "no"))  # fmt: skip

@@ -1,10 +1,11 @@
 """Synthetic LLaVA JSON for the demo and the tests: the two LLaVA-1.5 stages over `make_sample` scenes.
 
 Stage 1 is LCS-558K's form (`<image>` alone, the caption as the answer; trained with the `plain` template).
-Stage 2 is mix665k's VQA form: one to three questions about the scene from `vlm.synthetic.questions_for`, each
-with LLaVA-1.5's short-answer suffix, `<image>\\n` opening the first human turn, plus a text-only sample every
-twentieth row (questions answerable without a picture), so batches of both modalities are exercised, and a
-lettered multiple-choice question (LLaVA-1.5's MMBench prompt) in one image row of four.
+Stage 2 is mix665k's VQA form: one to three questions about the scene from `vlm.synthetic.questions_for` and a
+POPE-style "Is there a ...?" question, each with LLaVA-1.5's short-answer suffix, `<image>\\n` opening the first
+human turn, plus a text-only sample every twentieth row (questions answerable without a picture), so batches of
+both modalities are exercised, and a lettered multiple-choice question (LLaVA-1.5's MMBench prompt, its hint
+sometimes in ScienceQA's "Context:" form) in one image row of four.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from pretrain.data.synthetic import make_sample
 from pretrain.runtime.atomic import write_text_atomically
-from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, questions_for
+from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, presence_question, questions_for
 from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
 
 TEXT_ONLY_EVERY = 20  # one stage-2 row in 20 has no image (5%)
@@ -44,7 +45,7 @@ def _ask(question: str) -> str:
 
 def _stage2_conversation(attributes: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
     """One to three short-answer rounds about the scene, the image placeholder in the first question."""
-    questions = questions_for(attributes)
+    questions = [*questions_for(attributes), presence_question(attributes, rng)]  # POPE's yes/no kind too
     rng.shuffle(questions)
     turns: list[dict[str, str]] = []
     for i, q in enumerate(questions[: rng.randint(1, 3)]):
@@ -59,6 +60,8 @@ def _multiple_choice_conversation(attributes: dict[str, Any], rng: random.Random
     options = options_for(question, rng)
     letter = chr(ord("A") + options.index(question.answer))
     hint = HINT if rng.random() < HINT_RATE else ""
+    if hint and rng.random() < 0.5:  # ScienceQA's layout ("Context: ...") as often as MMBench's bare hint
+        hint = f"Context: {hint}"
     prompt = f"{IMAGE_TOKEN}\n{multiple_choice_prompt(question.text, options, hint)}"
     return [{"from": "human", "value": prompt}, {"from": "gpt", "value": letter}]
 

@@ -26,7 +26,7 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
     for method in ("superclass", "clip"):
         assert (tmp_path / method / "encoder" / "model.safetensors").is_file()
-    assert len(report.rows) == 16 and all(math.isfinite(r.value) for r in report.rows)
+    assert len(report.rows) == 20 and all(math.isfinite(r.value) for r in report.rows)
     stages = {(r.stage, r.model) for r in report.rows}
     assert stages == {(s, m) for s in ("pretrain", "probe", "lit", "caption", "vlm") for m in ("superclass", "clip")}
     assert (tmp_path / "superclass" / "lit").is_dir() and (
