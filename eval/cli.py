@@ -256,7 +256,7 @@ def _show(value: Any) -> Any:
 
 def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
     """The headline row and every per-category breakdown (`per_*` keys) as Markdown tables."""
-    from eval.results import format_table
+    from pretrain.runtime.results import format_table
 
     header = ["benchmark", "split", "prompt", "accuracy", "questions", "missing"]
     row = [metrics["benchmark"], metrics.get("split", "-"), metrics.get("prompt", "-"), _show(metrics.get("accuracy"))]

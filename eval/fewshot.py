@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from eval.results import chance_levels, format_table, write_metrics, write_predictions
 from pretrain.data.labelled import stratified_holdout
 from pretrain.features import FeatureConfig, FeatureSet
 from pretrain.runtime.config import to_dict
 from pretrain.runtime.errors import ConfigError, DataError, UserError
+from pretrain.runtime.results import chance_levels, format_table, write_metrics, write_predictions
 
 BIAS_CONSTANT = 100.0
 

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from eval.results import chance_levels, format_table, prediction_rows, write_metrics, write_predictions
 from pretrain.data.labelled import LabelledImages, stratified_holdout
 from pretrain.encoder import Encoder
 from pretrain.features import (
@@ -60,6 +59,7 @@ from pretrain.runtime.errors import ConfigError, UserError
 from pretrain.runtime.jsonl import read_jsonl
 from pretrain.runtime.precision import autocast, resolve_precision
 from pretrain.runtime.recipes import RecipeBook
+from pretrain.runtime.results import chance_levels, format_table, prediction_rows, write_metrics, write_predictions
 
 
 class LARS(torch.optim.Optimizer):

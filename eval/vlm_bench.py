@@ -29,7 +29,6 @@ from typing import Any
 
 from eval.answer_files import QuestionIndex
 from eval.mmbench import MMBENCH_PROMPTS, MMBenchSet, load_mmbench, mmbench_prompt, score_mmbench, submission_rows
-from eval.results import write_metrics
 from eval.vqa_data import (
     TEXTVQA_PROMPTS,
     QuestionId,
@@ -45,6 +44,7 @@ from eval.vqa_data import submission_rows as vqa_submission_rows
 from eval.vqa_metric import NORMALIZATION_RULES, check_normalization
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
+from pretrain.runtime.results import write_metrics
 
 DEFAULT_MAX_NEW_TOKENS = 16
 BENCHMARK_TEMPLATES = ("vicuna_v1",)

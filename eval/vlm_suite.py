@@ -40,7 +40,7 @@ def add_suite_command(sub: Any, parser_class: type[argparse.ArgumentParser]) -> 
 
 
 def _cmd_suite(args: argparse.Namespace) -> int:
-    from eval.results import format_table
+    from pretrain.runtime.results import format_table
 
     report = run_suite(args)
     rows = [[_cell(r[c]) for c in COLUMNS] for r in report["rows"]]
@@ -109,7 +109,7 @@ def _cell(value: Any) -> Any:
 
 
 def _markdown(report: dict[str, Any]) -> str:
-    from eval.results import format_table
+    from pretrain.runtime.results import format_table
 
     rows = [[_cell(r[c]) for c in COLUMNS] for r in report["rows"]]
     limit = f", a fixed subset of {report['limit']} questions each" if report["limit"] else ""

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from eval.results import write_metrics
 from pretrain.data.karpathy import karpathy_split
 from pretrain.runtime.errors import DataError
+from pretrain.runtime.results import write_metrics
 
 
 @dataclass

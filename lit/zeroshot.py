@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from eval.results import write_metrics, write_predictions
 from pretrain.metrics import topk_accuracy
 from pretrain.runtime.errors import DataError, UserError
+from pretrain.runtime.results import write_metrics, write_predictions
 
 DATA_DIR = Path(__file__).parent / "data"
 BUILTIN_CLASSNAMES = {"imagenet": DATA_DIR / "imagenet_classnames.txt"}
