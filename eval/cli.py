@@ -396,7 +396,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the named recipes")
     p.set_defaults(fn=_cmd_recipes)
     _add_vlm_commands(sub)
+    _add_evaluator_commands(sub)
     return parser
+
+
+def _add_evaluator_commands(sub: Any) -> None:
+    """`run NAME` (any registered evaluator, settings as key=value) and `evaluators` (the list)."""
+    p = sub.add_parser(
+        "run", help="run any evaluator by name (see `superclass eval evaluators`), settings as key=value"
+    )
+    p.add_argument("name", help="evaluator name: linear_probe, fewshot, zeroshot, retrieval, caption, vqav2, pope, ...")
+    p.add_argument("--model", required=True, help="what the evaluator reads: an encoder, LiT, captioner or LLaVA dir")
+    p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json and raw predictions")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. data=/data/in1k val_split=val")
+    p.set_defaults(fn=_cmd_run_evaluator)
+    p = sub.add_parser("evaluators", help="list every evaluator: name, what it reads, its headline metric")
+    p.set_defaults(fn=_cmd_evaluators)
+
+
+def _cmd_run_evaluator(args: argparse.Namespace) -> int:
+    from pretrain.runtime.config import parse_override
+    from pretrain.runtime.evaluators import build_evaluator
+
+    settings: dict[str, Any] = {}
+    for item in args.overrides:
+        settings.update(parse_override(item))
+    evaluator = build_evaluator(args.name, settings, where="eval run")
+    metrics = evaluator.run(args.model, args.out)
+    print(f"{evaluator.name}: {evaluator.headline} = {_show(evaluator.headline_value(metrics))}")
+    print(f"metrics: {args.out / 'metrics.json'}")
+    return 0
+
+
+def _cmd_evaluators(args: argparse.Namespace) -> int:
+    from pretrain.runtime.evaluators import describe_evaluators
+    from pretrain.runtime.results import format_table
+
+    rows = [[d["name"], d["consumes"], d["headline"], d["description"]] for d in describe_evaluators()]
+    print(format_table(["evaluator", "reads", "headline", "what"], rows))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

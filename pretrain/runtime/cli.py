@@ -78,11 +78,18 @@ def run_subcommand(build_parser: Callable[[], argparse.ArgumentParser], argv: Se
     def dispatch(argv: Sequence[str] | None) -> int:
         parser = one_line_errors(build_parser())
         args, extra = parser.parse_known_args(argv)
+        if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(e) for e in extra):
+            args.overrides += extra  # key=value after an option: argparse takes positionals in one run only
+            extra = []
         if extra:  # what parse_args does, but naming the subcommand that did not take them
             _chosen(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
         return args.fn(args)
 
     return run_cli(dispatch, argv)
+
+
+def _is_override(arg: str) -> bool:
+    return "=" in arg and not arg.startswith("-")
 
 
 def add_recipe_commands(sub: Any, book: Callable[[], Any]) -> None:

@@ -147,3 +147,25 @@ def test_one_line_errors(tmp_path, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, err
+
+
+def test_zeroshot_and_retrieval_through_the_evaluator_interface(trained, tmp_path):
+    from pretrain.runtime.evaluators import build_evaluator
+
+    _, run = trained
+    data = _folder_dataset(tmp_path / "data")
+    zeroshot = build_evaluator("zeroshot", {"data": str(data), "templates": "simple"})
+    metrics = zeroshot.run(run / "lit", tmp_path / "zs")
+    assert main(["zeroshot", "--model", str(run / "lit"), "--data", str(data), "--templates", "simple",
+                 "--out", str(tmp_path / "zs_cli"), "--workers", "0"]) == 0  # fmt: skip
+    cli = json.loads((tmp_path / "zs_cli" / "metrics.json").read_text())
+    assert zeroshot.headline_value(metrics) == metrics["top1"] == cli["top1"] and metrics["top5"] == cli["top5"]
+    images = []
+    for i in range(3):
+        sample = make_sample(i, seed=2, image_size=40)
+        sample.image.save(tmp_path / f"{i}.png")
+        images.append({"filename": f"{i}.png", "split": "test", "sentences": [{"raw": sample.caption}]})
+    (tmp_path / "k.json").write_text(json.dumps({"images": images}))
+    retrieval = build_evaluator("retrieval", {"karpathy": str(tmp_path / "k.json"), "images": str(tmp_path)})
+    metrics = retrieval.run(run / "lit", tmp_path / "ret")
+    assert metrics["num_images"] == 3 and retrieval.headline_value(metrics) == metrics["image_retrieval_recall@1"]

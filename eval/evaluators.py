@@ -1,0 +1,135 @@
+"""eval's evaluators on the one interface (`pretrain.runtime.evaluators`): the frozen probes and every VLM benchmark.
+
+- `linear_probe` and `fewshot` read an encoder artifact: features of a labelled dataset (class folders or list
+  files; cached under `out/features`), then the named linear-probe or few-shot recipe, its keys overridable;
+- one evaluator per registered VLM benchmark (`eval.vlm_registry`: vqav2, gqa, pope, ...) reads a LLaVA
+  directory; its settings are the benchmark's own flags (as keys: `questions`, `image_root`, ...) plus how to
+  generate (`batch_size`, `max_new_tokens`, `device`, `dtype`, `template`, `limit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pretrain.runtime.config import resolve
+from pretrain.runtime.evaluators import Evaluator, register
+
+
+@dataclass
+class ProbeSettings:
+    """A labelled dataset, its splits, and a probe recipe with `key=value` overrides (e.g. ["lars.epochs=10"])."""
+
+    data: str = ""  # dataset root (class folders or split list files) or one .jsonl/.csv list
+    train_split: str = "train"
+    val_split: str = "val"  # the split scored
+    recipe: str = ""  # "" = the evaluator's default recipe
+    overrides: list[str] = field(default_factory=list)
+
+
+def _probe_args(settings: ProbeSettings, model: str | Path, out_dir: Path) -> argparse.Namespace:
+    """The namespace `eval.cli`'s feature helpers read (the same code as `superclass eval linear-probe`)."""
+    return argparse.Namespace(
+        encoder=str(model), data=settings.data, train_split=settings.train_split, val_split=settings.val_split,
+        train_features=None, val_features=None, cache=None, out=out_dir, decode=None,
+    )  # fmt: skip
+
+
+@register
+class LinearProbeEvaluator(Evaluator):
+    name = "linear_probe"
+    consumes = "encoder"
+    Config = ProbeSettings
+    headline = "top1"
+    description = "linear probe on frozen features (MAE/MILAN LARS or OpenAI CLIP L-BFGS): top-1 / top-5"
+
+    def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        from eval.cli import _dataset, _probe_inputs
+        from eval.linear_probe import get_recipe, run_linear_probe
+
+        cfg, out = self.config, Path(out_dir)
+        recipe = resolve(get_recipe(cfg.recipe or "mae_in1k"), None, cfg.overrides)
+        args = _probe_args(cfg, model, out)
+        train, val, encoder = _probe_inputs(args, recipe.features, need_train=not recipe.live)
+        train_dataset = _dataset(args, cfg.train_split) if recipe.live else None
+        return run_linear_probe(recipe, train, val, out, encoder() if recipe.live else None, train_dataset, False)
+
+
+@register
+class FewShotEvaluator(Evaluator):
+    name = "fewshot"
+    consumes = "encoder"
+    Config = ProbeSettings
+    headline = "top1"
+    description = "big_vision's k-shot ridge regression on frozen features: top-1 mean ± std over seeds"
+
+    def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        from eval.cli import _probe_inputs
+        from eval.fewshot import get_recipe, run_fewshot
+
+        cfg, out = self.config, Path(out_dir)
+        recipe = resolve(get_recipe(cfg.recipe or "fewshot_lsr"), None, cfg.overrides)
+        train, val, _ = _probe_inputs(_probe_args(cfg, model, out), recipe.features)
+        return run_fewshot(recipe, train, val, out, verbose=False)  # top1: the mean at its main shot count
+
+
+_GENERATION_FIELDS = [
+    ("batch_size", int, 32),
+    ("max_new_tokens", int, 0),  # 0: the benchmark's own
+    ("device", str, "auto"),
+    ("dtype", str, "auto"),
+    ("backend", str, "hf"),
+    ("template", str, "vicuna_v1"),
+    ("limit", int, 0),  # 0: every question; N: the fixed stratified subset of N
+]
+
+
+def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
+    """An evaluator class for the registered VLM benchmark `spec`: its flags become its typed settings."""
+    parser = argparse.ArgumentParser(add_help=False)
+    spec.add_args(parser)
+    paths: set[str] = set()
+    fields: list[tuple[str, type, Any]] = []
+    for action in parser._actions:
+        if action.nargs in ("+", "*"):  # a list flag (e.g. pope --splits)
+            fields.append((action.dest, list[str], dataclasses.field(default_factory=lambda a=action: list(a.default))))
+            continue
+        kind = int if action.type is int else str
+        if action.type is Path:
+            paths.add(action.dest)
+        default = "" if action.default is None else (str(action.default) if kind is str else action.default)
+        fields.append((action.dest, kind, dataclasses.field(default=default)))
+    fields += [(n, t, dataclasses.field(default=d)) for n, t, d in _GENERATION_FIELDS]
+    settings = dataclasses.make_dataclass(f"{spec.name.capitalize()}Settings", fields)
+
+    def run(self: Evaluator, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        from eval.generation import GenerationConfig
+        from eval.vlm_bench import check_template, run_benchmark
+
+        values = dataclasses.asdict(self.config)
+        gen = {n: values.pop(n) for n, _, _ in _GENERATION_FIELDS}
+        flags = {k: (Path(v) if v else None) if k in paths else v for k, v in values.items()}
+        args = argparse.Namespace(**flags, bench=spec.name, limit=gen["limit"] or None)
+        bench = spec.build(args, True)
+        cfg = GenerationConfig(
+            batch_size=gen["batch_size"], max_new_tokens=gen["max_new_tokens"] or bench.max_new_tokens,
+            device=gen["device"], dtype=gen["dtype"], backend=gen["backend"], progress=False,
+        )  # fmt: skip
+        return run_benchmark(bench, model, out_dir, cfg, check_template(gen["template"])) or {}
+
+    attrs = {"name": spec.name, "consumes": "llava", "Config": settings, "headline": spec.headline}
+    attrs.update(description=spec.help, run=run)
+    return type(f"{spec.name.capitalize()}Evaluator", (Evaluator,), attrs)
+
+
+def _register_benchmarks() -> None:
+    from eval.vlm_registry import benchmarks
+
+    for spec in benchmarks().values():
+        register(_benchmark_evaluator(spec))
+
+
+_register_benchmarks()
