@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from steps import make_batch, timed_steps  # bench/steps.py (the script's own folder is on sys.path)
+from steps import interleaved, make_batch  # bench/steps.py (the script's own folder is on sys.path)
 
 from lit.model import TextTowerConfig, build_lit_model
 from lit.task import LiTTask
@@ -48,16 +48,8 @@ def build_trainers(args: argparse.Namespace, device: torch.device, tmp: Path) ->
     return {name: Trainer(task.to(device), None, run, optim, info) for name, task in tasks.items()}  # type: ignore[arg-type]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--arch", default="vit_tiny", help="backbone preset (GPU: vit_b16)")
-    parser.add_argument("--text", default="text_tiny", help="text preset (GPU: text_b)")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ckpt", action="store_true", help="gradient checkpointing (as the paper recipes)")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Median images/s of LiT with cached features (`cached`), LiT live (`lit`) and the full CLIP step (`clip`)."""
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         trainers = build_trainers(args, device, Path(tmp))
@@ -67,12 +59,27 @@ def main() -> None:
     batches = {name: batch for name in trainers} | {"cached": {**batch, "image": features}}
     for name, trainer in trainers.items():  # warm-up
         trainer.train_step([batches[name]])
-    rates: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(args.rounds):
-        for name, trainer in trainers.items():
-            rates[name].append(timed_steps(trainer, batches[name], args.steps, device))
-    med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"device {device}, arch {args.arch}, text {args.text}, batch {args.batch}")
+    entries = {name: (trainer, batches[name]) for name, trainer in trainers.items()}
+    rates = interleaved(entries, args.steps, args.rounds, device)
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", default="vit_tiny", help="backbone preset (GPU: vit_b16)")
+    parser.add_argument("--text", default="text_tiny", help="text preset (GPU: text_b)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ckpt", action="store_true", help="gradient checkpointing (as the paper recipes)")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    med = measure(args)
+    print(f"device {pick_device(args.device)}, arch {args.arch}, text {args.text}, batch {args.batch}")
     print(f"{'':<8}{'LiT cached':>14}{'LiT live':>14}{'CLIP':>14}")
     print(f"{'images/s':<8}{med['cached']:14.1f}{med['lit']:14.1f}{med['clip']:14.1f}")
     print(f"{'x CLIP':<8}{med['cached'] / med['clip']:13.2f}x{med['lit'] / med['clip']:13.2f}x{1.0:13.2f}x")

@@ -1,9 +1,12 @@
 """usage: python bench/pretrain_throughput.py [--device cpu|cuda] [--arch vit_b16] [--batch 256] [--compile]
+                                          [--precision bf16|bf16_weights] [--compile-scope units|task]
 
-SuperClass vs the CLIP baseline: training steps of the shared runtime (`Trainer.train_step`: autocast,
-backward, grad-norm, non-finite guard, AdamW) on the same backbone and batch, interleaved round by round
-in one process, printing images/s for each, their ratio and, with FLOPs counted by torch's FlopCounterMode,
+SuperClass vs the CLIP baseline: training steps of the shared runtime (`Trainer.train_step`: autocast or bf16
+weight copies, backward, grad-norm, non-finite guard, AdamW) on the same backbone and batch, interleaved round by
+round in one process, printing images/s for each, their ratio and, with FLOPs counted by torch's FlopCounterMode,
 MFU against the measured H200 bf16 ceiling (790 TFLOP/s) and the 989 TFLOP/s datasheet figure.
+`--precision bf16_weights` keeps bf16 weight copies across steps instead of autocast's per-op casts;
+`--compile-scope task` compiles each task's forward with its loss as one unit (pretrain/runtime/precision.py).
 Data loading is left out on purpose (bench/data_throughput.py measures it): batches live on the device.
 """
 
@@ -14,17 +17,17 @@ import dataclasses
 import statistics
 
 import torch
-from steps import make_batch, timed_steps  # bench/steps.py (the script's own folder is on sys.path)
+from steps import H200_DATASHEET, H200_MEASURED, interleaved, make_batch  # bench/steps.py (the script's folder)
 from torch.utils.flop_counter import FlopCounterMode
 
 from pretrain.labels import build_tokenizer
 from pretrain.recipes import get_recipe
 from pretrain.runtime.distributed import DistInfo, pick_device
 from pretrain.runtime.loop import RunConfig, Trainer
+from pretrain.runtime.parallelize import compile_targets
 from pretrain.train import build_task
 
-H200_MEASURED = 790e12
-H200_DATASHEET = 989e12
+METHODS = ("superclass", "clip")
 
 
 def build_trainer(method: str, args: argparse.Namespace, device: torch.device) -> tuple[Trainer, int]:
@@ -55,9 +58,27 @@ def count_flops(trainer: Trainer, batch: dict) -> float:
     (thread-local) counter does not see. 3x forward is the usual MFU convention (recompute not counted).
     """
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter, trainer._autocast():
-        trainer.model(batch)
+    with torch.no_grad(), counter:
+        trainer.forward(batch)
     return 3.0 * float(counter.get_total_flops())
+
+
+def prepare(method: str, args: argparse.Namespace, device: torch.device) -> tuple[Trainer, dict, float]:
+    """A trainer of `method` (compiled if asked, warmed up), its device batch and its training FLOPs per step."""
+    trainer, size = build_trainer(method, args, device)
+    batch = make_batch(args.batch, size, device, 49408)
+    flops = count_flops(trainer, batch) if args.flops else 0.0
+    if args.compile:
+        for module in compile_targets(trainer.task, args.compile_scope):
+            module.compile(backend=args.compile_backend)
+    for _ in range(args.warmup):
+        trainer.train_step([batch])
+    return trainer, batch, flops
+
+
+def mfu(flops_per_step: float, batch: int, images_per_s: float, peak: float = H200_MEASURED) -> float:
+    """Model FLOP utilisation: achieved training FLOP/s over `peak`."""
+    return flops_per_step / batch * images_per_s / peak
 
 
 def profile_step(trainer: Trainer, batch: dict, device: torch.device, top: int = 25) -> None:
@@ -76,25 +97,14 @@ def profile_step(trainer: Trainer, batch: dict, device: torch.device, top: int =
 
 def run(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
-    trainers, batches, flops = {}, {}, {}
-    for method in ("superclass", "clip"):
-        trainers[method], size = build_trainer(method, args, device)
-        batches[method] = make_batch(args.batch, size, device, 49408)
-        flops[method] = count_flops(trainers[method], batches[method]) if args.flops else 0.0
-        if args.compile:
-            for module in trainers[method].task.compile_units():
-                module.compile()
-        for _ in range(args.warmup):
-            trainers[method].train_step([batches[method]])
+    prepared = {method: prepare(method, args, device) for method in METHODS}
     if args.profile:
-        for method in ("superclass", "clip"):
+        for method, (trainer, batch, _) in prepared.items():
             print(f"--- profile: {method}")
-            profile_step(trainers[method], batches[method], device)
-    rates: dict[str, list[float]] = {"superclass": [], "clip": []}
-    for _ in range(args.rounds):  # interleaved, so clock or thermal drift hits both alike
-        for method in ("superclass", "clip"):
-            rates[method].append(timed_steps(trainers[method], batches[method], args.steps, device))
-    report(args, device, rates, flops)
+            profile_step(trainer, batch, device)
+    entries = {method: (trainer, batch) for method, (trainer, batch, _) in prepared.items()}
+    rates = interleaved(entries, args.steps, args.rounds, device)
+    report(args, device, rates, {method: flops for method, (_, _, flops) in prepared.items()})
     if args.compile:
         from torch._dynamo.utils import counters
 
@@ -110,27 +120,33 @@ def report(args: argparse.Namespace, device: torch.device, rates: dict, flops: d
         per_img = flops[method] / args.batch
         achieved = per_img * rate
         on_gpu = per_img and device.type == "cuda"
-        mfu = f"{100 * achieved / H200_MEASURED:7.1f}% {100 * achieved / H200_DATASHEET:7.1f}%" if on_gpu else ""
-        print(f"{method:<11} {rate:15.1f} {per_img / 1e9:10.2f} {achieved / 1e12:8.1f} {mfu}")
+        mfu_cells = f"{100 * achieved / H200_MEASURED:7.1f}% {100 * achieved / H200_DATASHEET:7.1f}%"
+        print(f"{method:<11} {rate:15.1f} {per_img / 1e9:10.2f} {achieved / 1e12:8.1f} {mfu_cells if on_gpu else ''}")
     ratio = statistics.median(rates["superclass"]) / statistics.median(rates["clip"])
     print(f"SuperClass / CLIP images/s: {ratio:.3f}x (target >= 1.15x)")
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--arch", default="vit_tiny", help="backbone preset (vit_tiny, vit_s16, vit_b16, ...)")
+    p.add_argument("--text", default="text_tiny", help="CLIP text tower preset (text_tiny, text_b, text_l)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "bf16_weights", "fp32"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-scope", default="units", choices=["units", "task"], help="task: forward + loss")
+    p.add_argument("--compile-backend", default="inductor", help="aot_eager: capture only (a CPU dry run)")
+    p.add_argument("--grad-ckpt", action="store_true")
+    p.add_argument("--no-flops", dest="flops", action="store_false")
+    p.add_argument("--profile", action="store_true", help="print the top kernels of a few steps first")
+    return p
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--arch", default="vit_tiny", help="backbone preset (vit_tiny, vit_s16, vit_b16, ...)")
-    parser.add_argument("--text", default="text_tiny", help="CLIP text tower preset (text_tiny, text_b, text_l)")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--grad-ckpt", action="store_true")
-    parser.add_argument("--no-flops", dest="flops", action="store_false")
-    parser.add_argument("--profile", action="store_true", help="print the top kernels of a few steps first")
-    run(parser.parse_args())
+    run(parser().parse_args())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import torch
 
 from pretrain.runtime.loop import Trainer
 
+H200_MEASURED = 790e12  # bf16 dense matmul measured on the lent H200 (TFLOP/s ceiling for MFU)
+H200_DATASHEET = 989e12
+
 
 def make_batch(batch: int, image_size: int, device: torch.device, vocab: int = 49408, seed: int = 0) -> dict:
     """Random images and caption-like token ids (SOT, 8-24 word pieces, EOT, zero padding)."""
@@ -33,3 +36,12 @@ def timed_steps(trainer: Trainer, batch: dict, steps: int, device: torch.device,
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return steps * (per_step or batch["image"].shape[0]) / (time.perf_counter() - start)
+
+
+def interleaved(entries: dict[str, tuple[Trainer, dict]], steps: int, rounds: int, device: torch.device) -> dict:
+    """Items/s of each (trainer, batch) per round, the entries taking turns so clock or thermal drift hits all alike."""
+    rates: dict[str, list[float]] = {name: [] for name in entries}
+    for _ in range(rounds):
+        for name, (trainer, batch) in entries.items():
+            rates[name].append(timed_steps(trainer, batch, steps, device))
+    return rates

@@ -89,17 +89,11 @@ def one_at_a_time(model: Any, processor: Any, requests: list[Request], max_new_t
     return answers, len(requests) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--questions", type=int, default=0, help="batched run size (0 = the preset's)")
-    parser.add_argument("--baseline", type=int, default=0, help="one-at-a-time subset size (0 = the preset's)")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=8)
-    parser.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the table shows medians")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the preset's model, then run the batched and the one-at-a-time modes `args.rounds` times, alternating.
+
+    Returns the medians (q/s), the agreement of the two modes' answers and the shapes, for `main` or a caller.
+    """
     device = torch.device(args.device)
     dtype_name = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
@@ -107,8 +101,9 @@ def main() -> None:
     n_base = min(n, args.baseline or PRESETS[args.preset][3])
     start = time.perf_counter()
     model, processor = build_llava(args.preset, device, dtype)
-    print(f"built {args.preset} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f}B params) on {device} "
-          f"in {time.perf_counter() - start:.0f}s")  # fmt: skip
+    params = sum(p.numel() for p in model.parameters())
+    build_s = time.perf_counter() - start
+    print(f"built {args.preset} ({params / 1e9:.2f}B params) on {device} in {build_s:.0f}s")
     requests = make_requests(n)
     generate_one_by_one(model, processor, requests[0], args.max_new_tokens)  # warm-up (kernels, allocator)
     cfg = GenerationConfig(batch_size=args.batch, max_new_tokens=args.max_new_tokens, device=args.device,
@@ -121,17 +116,43 @@ def main() -> None:
         reference, rate = one_at_a_time(model, processor, requests[:n_base], args.max_new_tokens)
         single_rates.append(rate)
         print(f"round {r}: batched {batched_rates[-1]:.2f} q/s, one at a time {rate:.2f} q/s")
-    batched_rate, single_rate = statistics.median(batched_rates), statistics.median(single_rates)
-    agree = sum(batched[k] == v for k, v in reference.items())
     prompt_tokens = len(processor(images=[requests[0].image()], text=[requests[0].prompt])["input_ids"][0])
-    print(f"preset {args.preset}, device {device}, {dtype_name}, {prompt_tokens} prompt tokens (image included), "
-          f"{args.max_new_tokens} new tokens max")  # fmt: skip
-    print(f"medians of {args.rounds} round(s)")
+    batched_rate, single_rate = statistics.median(batched_rates), statistics.median(single_rates)
+    return {
+        "preset": args.preset, "device": str(device), "dtype": dtype_name, "params": params, "build_s": build_s,
+        "questions": n, "baseline_questions": n_base, "batch": args.batch, "max_new_tokens": args.max_new_tokens,
+        "prompt_tokens": prompt_tokens, "rounds": args.rounds, "batched_qps": batched_rate,
+        "single_qps": single_rate, "speedup": batched_rate / single_rate,
+        "agree": sum(batched[k] == v for k, v in reference.items()),
+    }  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--questions", type=int, default=0, help="batched run size (0 = the preset's)")
+    parser.add_argument("--baseline", type=int, default=0, help="one-at-a-time subset size (0 = the preset's)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the table shows medians")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    m = measure(args)
+    print(f"preset {m['preset']}, device {m['device']}, {m['dtype']}, {m['prompt_tokens']} prompt tokens (image "
+          f"included), {m['max_new_tokens']} new tokens max")  # fmt: skip
+    print(f"medians of {m['rounds']} round(s)")
     print(f"{'mode':<22} {'questions':>9} {'q/s':>9} {'VQAv2 test-dev, 1 device':>26}")
-    for name, count, rate in ((f"batched ({args.batch})", n, batched_rate), ("one at a time", n_base, single_rate)):
+    rows = ((f"batched ({m['batch']})", m["questions"], m["batched_qps"]),
+            ("one at a time", m["baseline_questions"], m["single_qps"]))  # fmt: skip
+    for name, count, rate in rows:
         print(f"{name:<22} {count:>9} {rate:>9.2f} {VQAV2_TEST_DEV / rate / 3600:>24.2f} h")
-    print(f"speed-up               {batched_rate / single_rate:.2f}x")
-    print(f"agreement              {agree}/{n_base} answers identical (batched vs one at a time)")
+    print(f"speed-up               {m['speedup']:.2f}x")
+    print(f"agreement              {m['agree']}/{m['baseline_questions']} answers identical (batched vs one at a time)")
 
 
 if __name__ == "__main__":

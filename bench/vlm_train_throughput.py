@@ -19,7 +19,7 @@ import statistics
 
 import torch
 from llava_shapes import LLMS, TOWERS, random_llava
-from steps import timed_steps  # bench/steps.py (the script's own folder is on sys.path)
+from steps import H200_DATASHEET, H200_MEASURED, timed_steps  # bench/steps.py (the script's own folder)
 from torch.utils.flop_counter import FlopCounterMode
 
 from pretrain.runtime.distributed import DistInfo, pick_device
@@ -28,8 +28,6 @@ from pretrain.runtime.optim import OptimConfig
 from vlm.lora import LoraSettings
 from vlm.task import LlavaTask
 
-H200_MEASURED = 790e12
-H200_DATASHEET = 989e12
 IMAGE_TOKEN_ID = 3
 
 
@@ -60,13 +58,13 @@ def make_batch(model: torch.nn.Module, batch: int, seq: int, device: torch.devic
 def count_flops(trainer: Trainer, batch: dict, lora: bool) -> float:
     """Training FLOPs of one step: tower forward once, the rest (projector + LLM) 3x (full) or 2x (LoRA)."""
     model = trainer.task.model
-    with torch.no_grad(), trainer._autocast():
+    with torch.no_grad():
         vision_counter = FlopCounterMode(display=False)
-        with vision_counter:
+        with vision_counter, trainer._autocast():
             model.model.vision_tower(batch["pixel_values"], output_hidden_states=True)
         total_counter = FlopCounterMode(display=False)
         with total_counter:
-            trainer.model(batch)
+            trainer.forward(batch)
     vision, total = float(vision_counter.get_total_flops()), float(total_counter.get_total_flops())
     return vision + (2.0 if lora else 3.0) * (total - vision)
 
@@ -96,7 +94,7 @@ def run_mode(args: argparse.Namespace, mode: str, device: torch.device) -> tuple
     return statistics.median(rates), flops, peak
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=sorted(LLMS))
     parser.add_argument(
@@ -113,9 +111,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-grad-ckpt", dest="grad_ckpt", action="store_false")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.tower = args.tower or ("tiny" if args.preset == "tiny" else "l14")
     args.seq = args.seq or (64 if args.preset == "tiny" else 1024)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"LLaVA stage 2: LLM {args.preset}, tower {args.tower}, batch {args.batch} x {args.seq} tokens, "

@@ -34,6 +34,8 @@ FORMAT = "clipcap-captioner"
 class CaptionTask(nn.Module):
     """ClipCapModel + next-token loss on caption tokens (prefix and padding excluded)."""
 
+    produces = "captioner"  # what export_artifact writes: the kind of model `run.evals` evaluators read
+
     def __init__(
         self,
         model: ClipCapModel,

@@ -20,6 +20,8 @@ LIT_DIR = "lit"  # the LiT model directory inside a run directory
 class LiTTask(nn.Module):
     """Locked image tower, trainable projection + text tower; CLIP loss with local loss + gather-with-grad."""
 
+    produces = "lit"  # what export_artifact writes: the kind of model `run.evals` evaluators read
+
     def __init__(
         self,
         model: LiTModel,

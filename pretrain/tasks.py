@@ -25,6 +25,8 @@ def _sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
 class SuperClassTask(nn.Module):
     """Image backbone + SuperClass head; labels from caption token ids, weighted by online IDF."""
 
+    produces = "encoder"  # what export_artifact writes: the kind of model `run.evals` evaluators read
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -78,6 +80,8 @@ class SuperClassTask(nn.Module):
 class CLIPTask(nn.Module):
     """The contrastive baseline on the same backbone: OpenCLIP's text tower and ClipLoss (local + gather-with-grad)."""
 
+    produces = "encoder"  # what export_artifact writes: the kind of model `run.evals` evaluators read
+
     def __init__(
         self,
         model: CLIPModel,
@@ -96,7 +100,10 @@ class CLIPTask(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, text, scale = self.model(batch["image"], batch["text"])
-        return {"loss": self.loss(image, text, scale), "logit_scale": scale.detach()}
+        # fp32 logits and cross-entropy also when the towers run on bf16 weights (run.precision=bf16_weights);
+        # under autocast the similarity matmul is bf16 either way and the cross-entropy fp32
+        loss = self.loss(image.float(), text.float(), scale.float())
+        return {"loss": loss, "logit_scale": scale.detach()}
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -54,6 +54,8 @@ def upcast_trainable(model: nn.Module) -> int:
 class LlavaTask(nn.Module):
     """`LlavaForConditionalGeneration` + next-token loss on the supervised (assistant) tokens."""
 
+    produces = "llava"  # what export_artifact writes: the kind of model `run.evals` evaluators read
+
     checkpoint_frozen = False
 
     def __init__(

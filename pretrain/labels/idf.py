@@ -150,6 +150,9 @@ class IDFWeights(nn.Module):
         elif self.mode != "off":
             raise ConfigError(f"idf.mode: expected one of online, offline, off, got {self.mode!r}")
 
+    # eager inside a compiled task (run.compile_scope=task): torch 2.11's compiled graphs drop in-place updates of
+    # 0-dim float64 buffers (num_steps, batch_size) without a word; the update is one scatter into [V] anyway
+    @torch.compiler.disable
     @torch.no_grad()
     def update(self, ids: torch.Tensor, valid: torch.Tensor, group: dist.ProcessGroup | None = None) -> None:
         """Add one step's sparse labels (summed over ranks when a process group is up); a no-op unless online."""

@@ -23,15 +23,16 @@ T = TypeVar("T")
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A nested plain dict of a dataclass config (tuples become lists so YAML stays readable)."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            value = to_dict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value
-    return out
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses as dicts, tuples as lists, inside lists too (e.g. `run.evals` entries)."""
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def to_yaml(cfg: Any) -> str:

@@ -80,6 +80,27 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_mean_grads(params: list[torch.Tensor]) -> None:
+    """Average the gradients of `params` over ranks, one flat collective per dtype: what DDP does for a model whose
+    gradient hooks cannot run (bf16 weight copies), without its overlap. A parameter with a gradient on some ranks
+    only counts 0 on the others; one with none anywhere keeps none (the optimizer skips it, as on one rank)."""
+    if not is_distributed() or not params:
+        return
+    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    for p, anywhere in zip(params, present.tolist()):
+        if anywhere and p.grad is None:
+            p.grad = torch.zeros_like(p)
+    live = [p for p in params if p.grad is not None]
+    for dtype in sorted({p.dtype for p in live}, key=str):
+        grads = [p.grad for p in live if p.dtype == dtype]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(dist.get_world_size())
+        for grad, reduced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(reduced)
+
+
 def all_reduce_min_flag(flag: bool, device: torch.device) -> bool:
     """True only if `flag` is true on every rank (used so all ranks stop together on a bad step)."""
     if not is_distributed():

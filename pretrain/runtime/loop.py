@@ -5,7 +5,9 @@ distribution, optimisation, schedules, the non-finite guard, metrics, checkpoint
 Optional task hooks: `after_step()` (e.g. clamp a temperature), `lr_scales()` (per-prefix lr multipliers),
 `export_artifact(out_dir, state, samples_seen)` (rank 0, full state dict), `set_grad_checkpointing(bool)`,
 `fsdp_units()`, `compile_units()`; attribute `checkpoint_frozen = False` keeps frozen weights (a 7B LLM in
-LLaVA's stage 1) out of checkpoints: they never change, and the task rebuilds them from its sources on resume.
+LLaVA's stage 1) out of checkpoints: they never change, and the task rebuilds them from its sources on resume;
+attribute `produces` ("encoder", "lit", "captioner", "llava") names the artifact the recipe's `run.evals` read
+(`pretrain.runtime.train_evals`: evaluations after the checkpoints, on rank 0).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -35,6 +37,7 @@ from pretrain.runtime import checkpoint as ckpt
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.distributed import (
     DistInfo,
+    all_reduce_mean_grads,
     all_reduce_min_flag,
     barrier,
     is_distributed,
@@ -46,7 +49,8 @@ from pretrain.runtime.jsonl import read_jsonl
 from pretrain.runtime.metrics import MetricsLogger
 from pretrain.runtime.optim import OptimConfig, build_optimizer, lr_at, set_lr
 from pretrain.runtime.parallelize import parallelize
-from pretrain.runtime.precision import autocast, resolve_precision
+from pretrain.runtime.precision import BF16Weights, autocast, cast_inputs, resolve_precision
+from pretrain.runtime.train_evals import EvalEntry, TrainingEvals
 
 
 @dataclass
@@ -56,11 +60,14 @@ class RunConfig:
     steps: int = 0  # if > 0, the number of optimizer steps (overrides total_samples)
     global_batch_size: int = 256  # samples per optimizer step over all ranks
     grad_accum: int = 1  # micro-batches per optimizer step (per rank)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # auto: bf16 autocast on CUDA, fp32 on CPU; bf16_weights: bf16 weight copies kept across micro-steps, no
+    # autocast, fp32 masters in the optimizer (FSDP2: its MixedPrecisionPolicy); see pretrain/runtime/precision.py
+    precision: Literal["auto", "bf16", "bf16_weights", "fp32"] = "auto"
     device: str = "auto"  # auto | cpu | cuda
     strategy: Literal["ddp", "fsdp"] = "ddp"  # multi-GPU wrapping; fsdp = FSDP2 per block
     grad_checkpointing: bool = False  # activation checkpointing in the towers
     compile: bool = False  # torch.compile the model
+    compile_scope: Literal["units", "task"] = "units"  # units: the task's compile_units(); task: forward + loss
     log_every: int = 10  # steps between metric records
     save_every: int = 1000  # steps between checkpoints (and artifact refreshes); 0 = only at the end
     keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
@@ -68,6 +75,7 @@ class RunConfig:
     resume: str = ""  # "latest" or a checkpoint directory; "" starts fresh
     tensorboard: bool = False  # also write TensorBoard scalars
     num_threads: int = 0  # torch CPU threads (0 = torch default)
+    evals: list[EvalEntry] = field(default_factory=list)  # evaluations at checkpoints (pretrain.runtime.train_evals)
 
 
 class BatchSource(Protocol):
@@ -130,7 +138,16 @@ class Trainer:
         self.config_yaml = config_yaml
         self.run_dir = Path(run.out_dir)
         self.total_steps = total_steps(run)
-        self.model = parallelize(task, dist_info, run.strategy, run.grad_checkpointing, run.compile)
+        self.evals = TrainingEvals(run.evals, self.run_dir, getattr(task, "produces", None), dist_info.is_main)
+        self.precision = resolve_precision(run.precision, dist_info.device)
+        bf16_weights = run.precision == "bf16_weights"
+        self.model = parallelize(
+            task, dist_info, run.strategy, run.grad_checkpointing, run.compile, run.compile_scope, bf16_weights
+        )
+        # FSDP2 keeps the bf16 copies itself (MixedPrecisionPolicy); elsewhere the loop does
+        fsdp = dist_info.world_size > 1 and run.strategy == "fsdp"
+        self.weights = BF16Weights(task) if bf16_weights and not fsdp else None
+        self.input_dtype = torch.bfloat16 if bf16_weights else None
         self.optimizer = build_optimizer(task, optim, task.lr_scales() if hasattr(task, "lr_scales") else None)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.step = 0
@@ -138,7 +155,6 @@ class Trainer:
         self.skipped_base: dict[str, int] = {}
         self.last_checkpoint: Path | None = None
         self._stop_requested = False
-        self.precision = resolve_precision(run.precision, dist_info.device)
 
     # ----------------------------------------------------------------------------------- state
     def _state_options(self) -> StateDictOptions:
@@ -177,7 +193,7 @@ class Trainer:
                 self.run.keep_checkpoints,
             )
             if hasattr(self.task, "export_artifact"):
-                self.task.export_artifact(self.run_dir, model_state, self.samples_seen)
+                self.evals.note_artifact(self.task.export_artifact(self.run_dir, model_state, self.samples_seen))
         barrier()
         self.last_checkpoint = ckpt.step_dir(self.run_dir, self.step)
         return path
@@ -204,6 +220,8 @@ class Trainer:
         self.step = int(train_state["step"])
         self.samples_seen = int(train_state["samples_seen"])
         self.last_checkpoint = Path(path)
+        if self.weights is not None:
+            self.weights.refresh()
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
@@ -236,7 +254,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ loop
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return autocast(self.precision, self.dist.device)
+        return autocast(self.run.precision, self.dist.device)
+
+    def _compute_weights(self) -> contextlib.AbstractContextManager:
+        """The bf16 weight copies in place of the fp32 masters (bf16_weights), for a forward and its backward."""
+        return self.weights.swapped() if self.weights is not None else contextlib.nullcontext()
+
+    def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = _to_device(batch, self.dist.device)
+        return cast_inputs(batch, self.input_dtype) if self.input_dtype is not None else batch
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The task's forward on one batch in the run's precision, no backward (benchmarks count FLOPs with it)."""
+        with self._compute_weights(), self._autocast():
+            return self.model(self._inputs(batch))
 
     def _no_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Skip the gradient all-reduce (DDP) or reduce-scatter (FSDP2) on all but the last micro-batch."""
@@ -253,12 +284,17 @@ class Trainer:
         extras: dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros((), device=self.dist.device)
         for i, batch in enumerate(batches):
-            with self._no_sync(i == len(batches) - 1), self._autocast():
-                out = self.model(_to_device(batch, self.dist.device))
-            loss = out["loss"].float()
-            (loss / len(batches)).backward()
+            with self._no_sync(i == len(batches) - 1), self._compute_weights():
+                with self._autocast():
+                    out = self.model(self._inputs(batch))
+                loss = out["loss"].float()
+                (loss / len(batches)).backward()  # inside: checkpointed blocks recompute on the bf16 copies
+            if self.weights is not None:
+                self.weights.move_grads()  # per micro-step, so the accumulation is fp32
             loss_sum += loss.detach()
             extras = {k: v.detach() for k, v in out.items() if k != "loss" and isinstance(v, torch.Tensor)}
+        if self.weights is not None:  # not wrapped in DDP (its hooks sit on the masters): all-reduce here
+            all_reduce_mean_grads(self.params)
         max_norm = self.optim_cfg.clip_grad_norm if self.optim_cfg.clip_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         loss_mean = loss_sum / len(batches)
@@ -275,6 +311,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if hasattr(self.task, "after_step"):
             self.task.after_step()
+        if self.weights is not None:
+            self.weights.refresh()
         record = {"loss": loss_mean, "grad_norm": grad_norm, **extras}
         return record  # tensors; converted on log steps only
 
@@ -304,6 +342,8 @@ class Trainer:
         """
         self._start()
         logger = MetricsLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard)
+        if self.step > 0:  # resumed: an evaluation due at this checkpoint that a kill cut off runs now
+            self._evaluate(logger)
         on_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread else None
         last: dict[str, Any] = {}
@@ -324,6 +364,8 @@ class Trainer:
                 at_save = self.run.save_every > 0 and self.step % self.run.save_every == 0
                 if at_save or self.step == self.total_steps or stopped:
                     self.save()
+                    if not stopped:
+                        self._evaluate(logger)
                 if stopped:
                     break
         finally:
@@ -336,6 +378,13 @@ class Trainer:
                 "continue with run.resume=latest"
             )
         return last
+
+    def _evaluate(self, logger: MetricsLogger) -> None:
+        """The `run.evals` due at this checkpoint, on rank 0 while the other ranks wait."""
+        if self.evals:
+            self.evals.run(self.step, self.step == self.total_steps, logger)
+            barrier()
+            self.task.train()
 
     def skipped_all_ranks(self) -> dict[str, int]:
         """`skipped()` summed over every rank (a collective: call it on all ranks)."""

@@ -61,12 +61,15 @@ class ToyTask(nn.Module):
         return {"loss": loss}
 
 
-def _trainer(tmp_path, steps=12, save_every=4, resume="", task=None, stream=None, dist_info=CPU, grad_accum=1):
+def _trainer(
+    tmp_path, steps=12, save_every=4, resume="", task=None, stream=None, dist_info=CPU, grad_accum=1, precision="auto"
+):
     run = RunConfig(
         out_dir=str(tmp_path),
         steps=steps,
         global_batch_size=16,
         grad_accum=grad_accum,
+        precision=precision,
         log_every=2,
         save_every=save_every,
         resume=resume,
@@ -87,16 +90,20 @@ def test_loss_falls_and_metrics_are_logged(tmp_path):
     assert all(k in records[0] for k in ("lr", "samples_per_s", "grad_norm"))
 
 
-def test_kill_and_resume_gives_identical_weights(tmp_path):
-    straight = _trainer(tmp_path / "a")
+@pytest.mark.parametrize(("precision", "accum"), [("auto", 1), ("bf16_weights", 2)])
+def test_kill_and_resume_gives_identical_weights(tmp_path, precision, accum):
+    """Also on bf16 weight copies (fp32 masters checkpointed, copies re-cast on restore), over 2 micro-steps."""
+    straight = _trainer(tmp_path / "a", grad_accum=accum, precision=precision)
     straight.fit()
 
-    crashed = _trainer(tmp_path / "b", stream=ToyStream(16, crash_at=7))
+    crashed = _trainer(tmp_path / "b", stream=ToyStream(16 // accum, crash_at=7 * accum), grad_accum=accum,
+                       precision=precision)  # fmt: skip
     with pytest.raises(RuntimeError, match="simulated kill"):
         crashed.fit()
     assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_00000004"]
-    resumed = _trainer(tmp_path / "b", resume="latest")
+    resumed = _trainer(tmp_path / "b", resume="latest", grad_accum=accum, precision=precision)
     resumed.fit()
+    assert straight.task.net[0].weight.dtype == torch.float32  # the masters stay fp32
 
     for (name, a), (_, b) in zip(straight.task.state_dict().items(), resumed.task.state_dict().items()):
         assert torch.equal(a, b), name
