@@ -1,5 +1,5 @@
 """captioning's evaluator on the one interface (`pretrain.runtime.evaluators`): caption a Karpathy split with a
-captioner (`<run>/captioner`) and score it with pycocoevalcap, as `superclass caption generate` + `score` do."""
+captioner (`<run>/captioner`) and score it with pycocoevalcap, as `superclass captioning generate` + `score` do."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captioning.cli import RESULTS_FILE
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import Evaluator, register
-
-RESULTS_FILE = "captions.json"
 
 
 @dataclass
@@ -19,7 +18,7 @@ class CaptionSettings:
     image_root: str = ""  # the folder its filepath/filename are relative to
     split: str = "test"
     recipe: str = "clipcap_coco"  # decoding and feature settings (beam 5, ...)
-    overrides: list[str] = field(default_factory=list)  # e.g. ["decode.beam_size=3"]
+    overrides: list[str] = field(default_factory=list)  # e.g. ["decode.beam=3"]
     device: str = "cpu"
     spice: bool = False  # SPICE downloads Stanford CoreNLP on first use: off unless asked
 

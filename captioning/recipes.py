@@ -1,4 +1,4 @@
-"""Typed, named ClipCap recipes. Print one with `superclass caption recipe NAME`; `key=value` overrides on top."""
+"""Typed, named ClipCap recipes. Print one with `superclass captioning recipe NAME`; `key=value` overrides on top."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def clipcap_coco() -> CaptionRecipe:
 
     The SuperClass Table 3 setting (frozen encoder + frozen GPT-2, only the mapper trains); ClipCap's paper
     gives CIDEr 113.1 with RN50x4 CLIP, SuperClass reports 113.0 for L/16. One GPU:
-    superclass caption train --recipe clipcap_coco encoder=DIR data.karpathy=dataset_coco.json data.image_root=COCO
+    superclass captioning train --recipe clipcap_coco encoder=DIR data.karpathy=dataset_coco.json data.image_root=COCO
     """
     return CaptionRecipe(
         model=CaptionModelConfig(lm="gpt2", mapper="transformer", prefix_length=40, clip_length=40, num_layers=8),
@@ -70,7 +70,8 @@ def clipcap_coco() -> CaptionRecipe:
 def clipcap_coco_mlp() -> CaptionRecipe:
     """ClipCap MLP mapper (prefix 10) with GPT-2 fine-tuned, COCO Karpathy, 10 epochs, batch 40 (paper: CIDEr 108.4).
 
-    superclass caption train --recipe clipcap_coco_mlp encoder=DIR data.karpathy=dataset_coco.json data.image_root=COCO
+    superclass captioning train --recipe clipcap_coco_mlp encoder=DIR data.karpathy=dataset_coco.json \\
+        data.image_root=COCO
     """
     r = clipcap_coco()
     r.model = CaptionModelConfig(lm="gpt2", mapper="mlp", prefix_length=10, freeze_lm=False)
@@ -83,7 +84,7 @@ def clipcap_tiny() -> CaptionRecipe:
     """Tiny ClipCap on synthetic captions, CPU, <1 min: an MLP mapper + a tiny GPT-2 trained from scratch.
 
     model.lm="" builds a tiny GPT-2-shaped LM and BPE tokenizer from the training captions (in run.out_dir/lm).
-    superclass caption train --recipe clipcap_tiny encoder=runs/superclass_tiny/encoder
+    superclass captioning train --recipe clipcap_tiny encoder=runs/superclass_tiny/encoder
     """
     return CaptionRecipe(
         model=CaptionModelConfig(lm="", mapper="mlp", prefix_length=4, freeze_lm=False),

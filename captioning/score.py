@@ -1,6 +1,6 @@
 """Caption metrics with pycocoevalcap: PTB tokenisation, BLEU-1..4, METEOR, ROUGE-L, CIDEr (CIDEr-D), SPICE if it runs.
 
-usage: superclass caption score --results R.json --annotations A.json --out DIR
+usage: superclass captioning score --results R.json --annotations A.json --out DIR
 
 Results are COCO results JSON (`[{"image_id", "caption"}]`, one per image); annotations are COCO caption
 annotations or a Karpathy `dataset_coco.json` (its `test` split, or `--split`). The image-id sets must match

@@ -2,10 +2,11 @@
 
 usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textvqa,mmbench} ...
 
-  superclass eval features --encoder ENC --data ROOT --split train --out CACHE [--pool cls ...] [--decode gpu]
-  superclass eval linear-probe --encoder ENC --data ROOT --out RUN [--recipe mae_in1k|clip_logreg|...] [--live]
+  superclass eval features --model ENC --data ROOT --split train --out CACHE [--pool cls ...] [--decode gpu]
+  superclass eval linear-probe --model ENC --data ROOT --out RUN [--recipe mae_in1k|clip_logreg|...] [live=true]
   superclass eval linear-probe --train-features CACHE --val-features CACHE --out RUN [key=value ...]
-  superclass eval fewshot --encoder ENC --data ROOT --out RUN [--val-split test] [shots=[1,5,10]]
+  superclass eval fewshot --model ENC --data ROOT --out RUN [--val-split test] [shots=[1,5,10]]
+  superclass eval linear-probe --model ENC --data ROOT --out RUN features.decode=gpu lars.epochs=10
   superclass eval recipe NAME   (a linear-probe or fewshot recipe as YAML, for --config)
 Probes compute missing features into --cache (default RUN/features/<split>) and reuse them next time.
 
@@ -23,41 +24,36 @@ Test splits (no answers) get OUT/submission.json (EvalAI) or OUT/submission.tsv 
 Predictions of which none is for a question of the set are refused (one error line, exit 2); missing or unknown
 ones are a warning with the counts.
 A rerun of `run` into the same OUT resumes; it refuses answers made with another model, template, prompt layout,
-max_new_tokens or dtype (OUT/predictions.meta.json).
+max_new_tokens or precision (OUT/predictions.meta.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pretrain.runtime.cli import add_recipe_args, run_subcommand
+from pretrain.runtime.cli import add_recipe_args, hide_aliases, run_subcommand
+
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]  # what answering with a LLaVA directory supports
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder", help="encoder artifact directory")
+    hide_aliases(p.add_argument("--model", "--encoder", help="encoder artifact directory"))
     p.add_argument("--data", help="dataset root (class folders or split list files) or one .jsonl/.csv list")
     p.add_argument("--train-split", default="train", help="split name the classes come from (default: train)")
-    p.add_argument(
-        "--decode",
-        choices=["cpu", "gpu"],
-        help="gpu: workers only read files; JPEGs are decoded (nvJPEG) and resized on the GPU (default: cpu, or "
-        "the recipe's features.decode)",
-    )
 
 
-def _add_probe_args(p: argparse.ArgumentParser, default_recipe: str) -> None:
+def _add_probe_args(p: argparse.ArgumentParser, default_recipe: str, example: str) -> None:
     _add_feature_args(p)
     p.add_argument("--val-split", default="val", help="split scored (default: val; Pets/Cars: test)")
-    p.add_argument("--train-features", help="a finished train feature cache (instead of --encoder/--data)")
+    p.add_argument("--train-features", help="a finished train feature cache (instead of --model/--data)")
     p.add_argument("--val-features", help="a finished val/test feature cache")
     p.add_argument("--cache", type=Path, help="where missing features are cached (default: OUT/features)")
     p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, predictions.jsonl")
-    add_recipe_args(p, default_recipe)
+    add_recipe_args(p, default_recipe, example)
 
 
 def _load_encoder(args: argparse.Namespace, device: str) -> Any:
@@ -65,9 +61,9 @@ def _load_encoder(args: argparse.Namespace, device: str) -> Any:
     from pretrain.runtime.distributed import pick_device
     from pretrain.runtime.errors import UserError
 
-    if not args.encoder:
-        raise UserError("--encoder is required unless both feature caches are given")
-    return load_encoder(args.encoder, pick_device(device))
+    if not args.model:
+        raise UserError("--model (the encoder artifact) is required unless both feature caches are given")
+    return load_encoder(args.model, pick_device(device))
 
 
 def _dataset(args: argparse.Namespace, split: str) -> Any:
@@ -100,7 +96,7 @@ def _split_features(args: argparse.Namespace, split: str, cache_arg: str | None,
         None,
         fcfg.precision,
         fcfg.chunk_size,
-        decode=args.decode or fcfg.decode,
+        decode=fcfg.decode,
     )
 
 
@@ -142,7 +138,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         precision=args.precision,
         chunk_size=args.chunk_size,
         device=args.device,
-        decode=args.decode or "cpu",
+        decode=args.decode,
     )
     dataset = load_split(args.data, args.split, args.train_split)
     encoder = _load_encoder(args, fcfg.device)
@@ -176,8 +172,6 @@ def _cmd_linear_probe(args: argparse.Namespace) -> int:
     from pretrain.runtime.config import resolve
 
     recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
-    if args.live:
-        recipe = dataclasses.replace(recipe, live=True)  # __post_init__ checks the method
     train, val, encoder = _probe_inputs(args, recipe.features, need_train=not recipe.live)
     train_dataset = _dataset(args, args.train_split) if recipe.live else None
     run_linear_probe(recipe, train, val, args.out, encoder() if recipe.live else None, train_dataset)
@@ -285,7 +279,7 @@ def generation_config(args: argparse.Namespace, bench: Any) -> Any:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
         device=args.device,
-        dtype=args.dtype,
+        dtype=args.precision,
         backend=args.backend,
         progress=not args.no_progress,
     )
@@ -349,7 +343,11 @@ def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) 
     run.add_argument("--batch-size", type=_positive_int, default=32)
     run.add_argument("--max-new-tokens", type=_positive_int, help=max_new_tokens_help)
     run.add_argument("--device", default="auto")
-    run.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    hide_aliases(
+        run.add_argument(
+            "--precision", "--dtype", default="auto", choices=PRECISIONS, help="auto: bf16 on CUDA, fp32 on CPU"
+        )
+    )
     run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     run.add_argument(
         "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
@@ -363,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="cache an encoder's features of one split (resumable)")
     _add_feature_args(p)
+    p.add_argument(
+        "--decode", choices=["cpu", "gpu"], default="cpu",
+        help="gpu: workers only read files; JPEGs are decoded (nvJPEG) and resized on the GPU",
+    )  # fmt: skip
     p.add_argument("--split", default="train", help="split to encode (folder or list name)")
     p.add_argument("--out", required=True, type=Path, help="feature cache directory")
     p.add_argument(
@@ -380,12 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_features)
 
     p = sub.add_parser("linear-probe", help="MAE/MILAN LARS probe or OpenAI CLIP L-BFGS probe (top-1/top-5)")
-    _add_probe_args(p, "mae_in1k")
-    p.add_argument("--live", action="store_true", help="run the encoder every step on MAE's train augmentation")
+    _add_probe_args(p, "mae_in1k", "lars.epochs=10 live=true features.decode=gpu")
     p.set_defaults(fn=_cmd_linear_probe)
 
     p = sub.add_parser("fewshot", help="big_vision fewshot_lsr: k-shot ridge regression, mean ± std over seeds")
-    _add_probe_args(p, "fewshot_lsr")
+    _add_probe_args(p, "fewshot_lsr", "shots=[1,5,10] seeds=5 features.batch_size=128")
     p.set_defaults(fn=_cmd_fewshot)
 
     p = sub.add_parser("recipe", help="print a linear-probe or fewshot recipe as YAML (edit, pass back with --config)")
@@ -408,7 +409,7 @@ def _add_evaluator_commands(sub: Any) -> None:
     p.add_argument("name", help="evaluator name: linear_probe, fewshot, zeroshot, retrieval, caption, vqav2, pope, ...")
     p.add_argument("--model", required=True, help="what the evaluator reads: an encoder, LiT, captioner or LLaVA dir")
     p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json and raw predictions")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. data=/data/in1k val_split=val")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings, e.g. data=/data/in1k val_split=val")
     p.set_defaults(fn=_cmd_run_evaluator)
     p = sub.add_parser("evaluators", help="list every evaluator: name, what it reads, its headline metric")
     p.set_defaults(fn=_cmd_evaluators)

@@ -4,7 +4,7 @@
   files; cached under `out/features`), then the named linear-probe or few-shot recipe, its keys overridable;
 - one evaluator per registered VLM benchmark (`eval.vlm_registry`: vqav2, gqa, pope, ...) reads a LLaVA
   directory; its settings are the benchmark's own flags (as keys: `questions`, `image_root`, ...) plus how to
-  generate (`batch_size`, `max_new_tokens`, `device`, `dtype`, `template`, `limit`).
+  generate (`batch_size`, `max_new_tokens`, `device`, `precision`, `template`, `limit`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class ProbeSettings:
 def _probe_args(settings: ProbeSettings, model: str | Path, out_dir: Path) -> argparse.Namespace:
     """The namespace `eval.cli`'s feature helpers read (the same code as `superclass eval linear-probe`)."""
     return argparse.Namespace(
-        encoder=str(model), data=settings.data, train_split=settings.train_split, val_split=settings.val_split,
-        train_features=None, val_features=None, cache=None, out=out_dir, decode=None,
+        model=str(model), data=settings.data, train_split=settings.train_split, val_split=settings.val_split,
+        train_features=None, val_features=None, cache=None, out=out_dir,
     )  # fmt: skip
 
 
@@ -80,7 +80,7 @@ _GENERATION_FIELDS = [
     ("batch_size", int, 32),
     ("max_new_tokens", int, 0),  # 0: the benchmark's own
     ("device", str, "auto"),
-    ("dtype", str, "auto"),
+    ("precision", str, "auto"),
     ("backend", str, "hf"),
     ("template", str, "vicuna_v1"),
     ("limit", int, 0),  # 0: every question; N: the fixed stratified subset of N
@@ -116,7 +116,7 @@ def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
         bench = spec.build(args, True)
         cfg = GenerationConfig(
             batch_size=gen["batch_size"], max_new_tokens=gen["max_new_tokens"] or bench.max_new_tokens,
-            device=gen["device"], dtype=gen["dtype"], backend=gen["backend"], progress=False,
+            device=gen["device"], dtype=gen["precision"], backend=gen["backend"], progress=False,
         )  # fmt: skip
         return run_benchmark(bench, model, out_dir, cfg, check_template(gen["template"])) or {}
 

@@ -1,6 +1,6 @@
 """k-shot linear classification on frozen features: a port of big_vision's `fewshot_lsr` evaluator.
 
-usage: superclass eval fewshot --encoder DIR --data ROOT --out RUN_DIR [--val-split test] [key=value ...]
+usage: superclass eval fewshot --model DIR --data ROOT --out RUN_DIR [--val-split test] [key=value ...]
 
 Per seed (default 3 seeds: 0, 1, 2) and shot count k (default 10), as big_vision does:
 1. support set: `rng = numpy.random.default_rng(seed)`, a permutation of each class's TRAIN indices, the
@@ -61,7 +61,7 @@ class FewShotConfig:
 def fewshot_lsr() -> FewShotConfig:
     """big_vision fewshot_lsr, the paper's Table 2 protocol: 10 shots, 3 seeds, l2 2^10, pre-logit features.
 
-    superclass eval fewshot --encoder ENC --data PETS --val-split test --out runs/fs_pets (seconds on a GPU
+    superclass eval fewshot --model ENC --data PETS --val-split test --out runs/fs_pets (seconds on a GPU
     once features are cached). Table 2, SuperClass 10-shot: ImageNet 77.2, Pets 94.6, Cars 92.6.
     """
     return FewShotConfig()

@@ -1,7 +1,7 @@
 """Linear probes on a frozen encoder: MAE/MILAN's BN + linear head with LARS, and OpenAI CLIP's L-BFGS logistic
 regression with a swept L2 strength.
 
-usage: superclass eval linear-probe --encoder DIR --data ROOT --out RUN_DIR [--recipe mae_in1k] [--live] [key=value]
+usage: superclass eval linear-probe --model DIR --data ROOT --out RUN_DIR [--recipe mae_in1k] [live=true] [key=value]
 
 MAE protocol (what the SuperClass authors ran, through MILAN's copy of MAE's `main_linprobe.py`): a fresh
 `BatchNorm1d(D, affine=False, eps=1e-6)` + `Linear(D, C)` (weight trunc_normal std 0.01, bias 0) on the
@@ -9,7 +9,7 @@ frozen pooled features; LARS (momentum 0.9, trust coefficient 0.001, no weight d
 parameters), lr = blr x batch / 256, linear warmup then half-cycle cosine per iteration, weight decay 0.
 By default the head trains on CACHED features: the encoder is frozen and there is NO augmentation (each
 image is seen through the eval transform every epoch). MAE trains with RandomResizedCrop + horizontal flip
-through the encoder at every step; `live=true` (`--live`) does exactly that, at the cost of a forward pass
+through the encoder at every step; `live=true` does exactly that, at the cost of a forward pass
 of the encoder per step. The normalisation constants are the encoder's own (OpenAI CLIP's), not ImageNet's.
 A live run saves `RUN_DIR/live_state.pt` after every epoch (head, LARS momentum, epoch, the loader's and the
 global RNG states; written atomically, read with `weights_only`); rerun the same command to resume at the last
@@ -166,7 +166,7 @@ describe = RECIPES.describe
 def mae_in1k() -> LinearProbeRecipe:
     """The paper's ImageNet-1k linear probe (MAE/MILAN): LARS, batch 16384, blr 0.1, 90 epochs, warmup 10.
 
-    superclass eval linear-probe --encoder ENC --data IMAGENET --out runs/lp --recipe mae_in1k [--live]
+    superclass eval linear-probe --model ENC --data IMAGENET --out runs/lp --recipe mae_in1k [live=true]
     One GPU holds the cached features (1.28M x D); Table 1 reports B/16 80.2, L/16 85.0 (13B seen).
     """
     return LinearProbeRecipe()
@@ -349,7 +349,7 @@ def read_live_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
         raise UserError(f"{path}: unreadable resume state ({type(exc).__name__}); delete it to start over") from None
     if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
         raise UserError(
-            f"{path}: state of an interrupted --live run with another recipe, encoder or train data; "
+            f"{path}: state of an interrupted live=true run with another recipe, encoder or train data; "
             "delete it (or use another --out) to start over"
         )
     return state

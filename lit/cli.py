@@ -21,9 +21,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lit.train import train
     from pretrain.runtime.config import resolve
 
-    overrides = list(args.overrides) + ([f"encoder={args.encoder}"] if args.encoder else [])
-    recipe = resolve(get_recipe(args.recipe), args.config, overrides)
-    out = train(recipe)
+    out = train(resolve(get_recipe(args.recipe), args.config, args.overrides))
     if os.environ.get("RANK", "0") == "0":
         print(f"LiT model: {out}")
     return 0
@@ -34,8 +32,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from lit.train import precompute_features
     from pretrain.runtime.config import resolve
 
-    overrides = list(args.overrides) + ([f"encoder={args.encoder}"] if args.encoder else [])
-    cache = precompute_features(resolve(get_recipe(args.recipe), args.config, overrides))
+    cache = precompute_features(resolve(get_recipe(args.recipe), args.config, args.overrides))
     if os.environ.get("RANK", "0") == "0":
         skipped = json.dumps(dict(Counter(cache.reasons.values())))
         print(f"feature cache: {cache.path} ({len(cache.features)} of {len(cache)} images, skipped {skipped})")
@@ -95,7 +92,7 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-ENCODER_HELP = "encoder artifact, when it moved since training (default: the path in the LiT config)"
+ENCODER_HELP = "the encoder the LiT model was built on, when it moved since training (default: its recorded path)"
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -111,13 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a text tower against a locked encoder artifact (torchrun for GPUs)")
-    p.add_argument("--encoder", default=None, help="encoder artifact directory (same as encoder=DIR)")
-    add_recipe_args(p, "lit_tiny")
+    add_recipe_args(p, "lit_tiny", "encoder=runs/sc_tiny/encoder run.out_dir=runs/lit_tiny")
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("features", help="run the locked tower once over the training data and cache its features")
-    p.add_argument("--encoder", default=None, help="encoder artifact directory (same as encoder=DIR)")
-    add_recipe_args(p, "lit_tiny")
+    add_recipe_args(p, "lit_tiny", "encoder=runs/sc_tiny/encoder augment=false cache_dir=cache/lit")
     p.set_defaults(fn=_cmd_features)
 
     add_recipe_commands(sub, lambda: importlib.import_module("lit.recipes").RECIPES)
@@ -146,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the LiT model as an OpenCLIP model directory (open_clip.create_model)")
     p.add_argument("--model", required=True, help="LiT model directory (<run>/lit)")
-    p.add_argument("--to", choices=["open_clip"], default="open_clip")
+    p.add_argument("--to", choices=["open_clip"], default="open_clip", help="the format to write")
     p.add_argument("--encoder", default=None, type=Path, help=ENCODER_HELP)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="OpenCLIP model directory to write")
     p.set_defaults(fn=_cmd_export)
     return parser
 

@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, run_subcommand
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, check_out_dir, hide_aliases, run_subcommand
+
+IDF_COUNTS_FILE = "idf_counts.safetensors"  # what `idf-counts --out DIR` writes inside DIR
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -52,13 +54,15 @@ def _cmd_idf_counts(args: argparse.Namespace) -> int:
     from pretrain.labels import LabelConfig, build_tokenizer, compute_idf_counts, save_idf_counts
     from pretrain.runtime.config import resolve
 
+    out = check_out_dir(args.out, IDF_COUNTS_FILE) / IDF_COUNTS_FILE
     # `labels.mode=official` as in a training recipe, or just `mode=official`
     labels = resolve(LabelConfig(), None, [o.removeprefix("labels.") for o in args.overrides])
     tokenizer = build_tokenizer(labels)
     counts: Counter = Counter()
     idf = compute_idf_counts(iter_captions(args.data, args.kind, counts), tokenizer, official=labels.mode == "official")
-    save_idf_counts(idf, args.out)  # records the tokenizer and labels.mode, which a run using the file must share
-    print(json.dumps({"out": str(args.out), "num_samples": idf.num_samples, "skipped": dict(counts)}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_idf_counts(idf, out)  # records the tokenizer and labels.mode, which a run using the file must share
+    print(json.dumps({"out": str(out), "num_samples": idf.num_samples, "skipped": dict(counts)}))
     return 0
 
 
@@ -81,7 +85,7 @@ def _cmd_resize_shards(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pretrain.export import export_encoder
 
-    out = export_encoder(args.encoder, args.to, args.out)
+    out = export_encoder(args.model, args.to, args.out)
     print(f"{args.to} export: {out}")
     return 0
 
@@ -89,7 +93,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from pretrain.export import import_encoder
 
-    out = import_encoder(args.source, args.path, args.out, config=args.config, model_name=args.model, pool=args.pool)
+    arch = {"config": args.arch_config, "model_name": args.arch}
+    out = import_encoder(args.source, args.model, args.out, **arch, pool=args.pool)
     print(f"encoder artifact: {out}")
     return 0
 
@@ -99,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an encoder from a recipe (torchrun for several GPUs)")
-    add_recipe_args(p, "superclass_tiny")
+    add_recipe_args(p, "superclass_tiny", "run.out_dir=runs/tiny run.steps=100 optim.lr=1e-3")
     p.set_defaults(fn=_cmd_train)
 
     add_recipe_commands(sub, lambda: importlib.import_module("pretrain.recipes").RECIPES)
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("idf-counts", help="document frequencies over a dataset, for idf.mode=offline")
     p.add_argument("--data", required=True, help="shard pattern (brace/glob/dir) or a JSONL/CSV list")
     p.add_argument("--kind", choices=["shards", "list"], default="shards")
-    p.add_argument("--out", required=True, type=Path, help="counts file to write (.safetensors)")
+    p.add_argument("--out", required=True, type=Path, help=f"folder to write {IDF_COUNTS_FILE} into")
     p.add_argument(
         "overrides", nargs="*", metavar="key=value", help="the run's labels settings, e.g. labels.mode=official"
     )
@@ -130,17 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_resize_shards)
 
     p = sub.add_parser("export", help="write an encoder artifact as an HF CLIPVisionModel, OpenCLIP or timm directory")
-    p.add_argument("encoder", type=Path, metavar="ENCODER_DIR", help="the encoder artifact")
-    p.add_argument("--to", required=True, choices=["hf", "open_clip", "timm"])
+    p.add_argument("--model", required=True, type=Path, help="the encoder artifact")
+    p.add_argument("--to", required=True, choices=["hf", "open_clip", "timm"], help="the format to write")
     p.add_argument("--out", required=True, type=Path, help="directory to write (replaced atomically)")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("import", help="turn an HF or OpenCLIP CLIP vision tower into an encoder artifact")
-    p.add_argument("--from", dest="source", required=True, choices=["hf", "open_clip"])
-    p.add_argument("path", type=Path, metavar="PATH", help="HF model dir, or OpenCLIP dir / weights file")
+    p.add_argument("--from", dest="source", required=True, choices=["hf", "open_clip"], help="the format read")
+    p.add_argument("--model", required=True, type=Path, help="HF model dir, or OpenCLIP dir / weights file")
     p.add_argument("--out", required=True, type=Path, help="encoder artifact directory to write")
-    p.add_argument("--config", type=Path, default=None, help="OpenCLIP model config JSON (for a weights file)")
-    p.add_argument("--model", default=None, help="open_clip model name (for a weights file), e.g. ViT-B-16")
+    p.add_argument("--arch", default=None, help="open_clip model name (for a weights file), e.g. ViT-B-16")
+    hide_aliases(
+        p.add_argument(
+            "--arch-config", "--config", type=Path, default=None, help="OpenCLIP model config JSON (for a weights file)"
+        )
+    )
     p.add_argument("--pool", choices=["avg", "token"], default=None, help="default: the source's (CLIP: token)")
     p.set_defaults(fn=_cmd_import)
     return parser

@@ -1,7 +1,8 @@
 """Export an encoder artifact to the formats the field loads, and import CLIP towers back as artifacts.
 
-usage: superclass pretrain export ENCODER_DIR --to hf|open_clip|timm --out DIR
-       superclass pretrain import --from hf|open_clip PATH --out ENCODER_DIR [--config JSON] [--model NAME] [--pool P]
+usage: superclass pretrain export --model ENCODER_DIR --to hf|open_clip|timm --out DIR
+       superclass pretrain import --from hf|open_clip --model PATH --out ENCODER_DIR [--arch NAME] [--arch-config JSON]
+           [--pool P]
 
 Exports (each gives the artifact's features, max abs diff <= 1e-4 in fp32, tested):
     hf         HF `CLIPVisionModel` directory + `CLIPImageProcessor` (LLaVA, vLLM, lmms-eval); pooled feature via

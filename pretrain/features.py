@@ -1,6 +1,6 @@
 """Frozen features: run an encoder once over a labelled dataset and cache the pooled features, resumably.
 
-usage: superclass eval features --encoder DIR --data ROOT --split train|val --out CACHE_DIR [--pool default ...]
+usage: superclass eval features --model DIR --data ROOT --split train|val --out CACHE_DIR [--pool default ...]
 
 A cache is a directory:
     manifest.json               what was computed with what: encoder (path, config hash, weights hash), dataset

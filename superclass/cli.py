@@ -11,16 +11,18 @@ COMMANDS = {
     "demo": ("superclass.demo", "the whole chain on synthetic data, on CPU, in minutes"),
     "pretrain": ("pretrain.cli", "SuperClass / CLIP pretraining, recipes, IDF counts, exports, shard tools"),
     "lit": ("lit.cli", "LiT: a text tower on a locked encoder; zero-shot classification and retrieval"),
-    "caption": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),
+    "captioning": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),
     "vlm": ("vlm.cli", "LLaVA-1.5 with any encoder: build, train, export, chat"),
     "eval": ("eval.cli", "frozen-feature probes (linear, few-shot) and VLM benchmarks (VQAv2, TextVQA, MMBench)"),
 }
+
+ALIASES = {"caption": "captioning"}  # old command words that still work (not listed)
 
 USAGE = (
     "usage: superclass {"
     + ",".join(COMMANDS)
     + "} ...\n\n"
-    + "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
+    + "\n".join(f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items())
 )
 
 
@@ -29,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
-    name, rest = args[0], args[1:]
+    name, rest = ALIASES.get(args[0], args[0]), args[1:]
     if name not in COMMANDS:
         print(f"error: unknown command '{name}'\n{USAGE}", file=sys.stderr)
         return 2

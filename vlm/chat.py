@@ -1,6 +1,6 @@
 """Talk to a LLaVA directory about one image: one question, or an interactive multi-turn chat on stdin.
 
-usage: superclass vlm chat MODEL_DIR --image IMG [--prompt TEXT] [--max-new-tokens N] [--template vicuna_v1]
+usage: superclass vlm chat --model MODEL_DIR --image IMG [--prompt TEXT] [--max-new-tokens N] [--template vicuna_v1]
 
 Greedy decoding (`vlm.generate.greedy_answer`, the one-at-a-time path eval's batched runner is tested against),
 the prompt in LLaVA-1.5's `vicuna_v1` format (the image in the first user turn, earlier turns kept as history);

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pretrain.runtime.cli import add_recipe_commands, run_subcommand
+from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, hide_aliases, run_subcommand
 
 if TYPE_CHECKING:
     from vlm.build import VLMModelConfig
@@ -21,7 +21,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     from vlm.build import PROJECTORS, VLMModelConfig
 
     d = VLMModelConfig()
-    parser.add_argument("--encoder", required=True, help="encoder artifact directory (pretrain's output)")
+    parser.add_argument("--encoder", required=True, help="the encoder artifact to build on (pretrain's output)")
     parser.add_argument("--llm", default=d.llm, help=f"HF name or local path of a LLaMA-family LM (default: {d.llm})")
     parser.add_argument("--projector", default=d.projector, help=f"projector (supported: {', '.join(PROJECTORS)})")
     parser.add_argument("--feature-layer", type=int, default=d.feature_layer, help="tower hidden_states index")
@@ -32,7 +32,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-aspect-ratio", default=d.image_aspect_ratio, choices=["pad", "crop"], help="pad to square or crop"
     )
-    parser.add_argument("--llm-dtype", default=d.llm_dtype, choices=["auto", "bf16", "fp32"], help="model dtype")
+    hide_aliases(
+        parser.add_argument(
+            "--precision", "--llm-dtype", default=d.llm_dtype, choices=["auto", "bf16", "fp32"], help="weights dtype"
+        )
+    )
 
 
 def model_config(args: argparse.Namespace) -> VLMModelConfig:
@@ -47,7 +51,7 @@ def model_config(args: argparse.Namespace) -> VLMModelConfig:
         feature_select=args.feature_select,
         image_size=args.image_size,
         image_aspect_ratio=args.image_aspect_ratio,
-        llm_dtype=args.llm_dtype,
+        llm_dtype=args.precision,
     )
 
 
@@ -83,8 +87,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from vlm.llava_layout import import_llava_layout
 
-    out = import_llava_layout(args.source, args.out, vision_tower=args.vision_tower)
-    print(f"LLaVA model (hf layout, from the LLaVA codebase's {args.source}): {out}")
+    out = import_llava_layout(args.model, args.out, vision_tower=args.vision_tower)
+    print(f"LLaVA model (hf layout, from the LLaVA codebase's {args.model}): {out}")
     return 0
 
 
@@ -94,11 +98,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vlm.recipes import get_recipe
     from vlm.train import train
 
-    name = args.recipe or {1: "llava15_stage1", 2: "llava15_stage2"}[args.stage or 2]
-    recipe = resolve(get_recipe(name), args.config, args.overrides)
-    if args.stage and recipe.stage != args.stage:
-        raise ConfigError(f"--stage {args.stage} but recipe '{name}' is a stage-{recipe.stage} recipe")
-    print(f"LLaVA model: {train(recipe)}")
+    if args.stage is not None:  # the old second way to pick the stage
+        raise ConfigError("--stage is gone: the recipe picks the stage (--recipe llava15_stage1, llava15_stage2, ...)")
+    print(f"LLaVA model: {train(resolve(get_recipe(args.recipe), args.config, args.overrides))}")
     return 0
 
 
@@ -132,36 +134,48 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="assemble encoder + LLM + fresh projector into an HF LLaVA directory")
     add_model_args(p)
     p.add_argument("--out", required=True, help="directory to write (an HF LLaVA model + processor)")
-    p.add_argument("--layout", default="hf", choices=["hf", "llava-hf"], help="weight names (llava-hf: 4.x tools)")
+    hide_aliases(
+        p.add_argument(
+            "--to", "--layout", dest="layout", default="hf", choices=["hf", "llava-hf"],
+            help="the format to write: its weight names (llava-hf: transformers 4.x tools)",
+        )
+    )  # fmt: skip
     _add_image_processor_arg(p)
     p.set_defaults(fn=_cmd_build)
 
-    p = sub.add_parser("train", help="train stage 1 (projector) or stage 2 (projector + LLM, full or LoRA)")
-    p.add_argument("--stage", type=int, choices=[1, 2], default=0, help="default recipe llava15_stage1/2")
-    p.add_argument("--recipe", default="", help="named recipe (see `superclass vlm recipes`)")
-    p.add_argument("--config", default=None, help="YAML recipe file (e.g. edited output of `vlm recipe`)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.encoder=DIR run.steps=100")
+    p = sub.add_parser(
+        "train",
+        help="train stage 1 (projector) or stage 2 (projector + LLM, full or LoRA); the recipe picks the stage "
+        "(llava15_stage1, llava15_stage2, llava15_stage2_lora; `superclass vlm recipes`)",
+    )
+    add_recipe_args(p, "llava15_stage2", "init=runs/llava15_stage1/llava data.json=mix665k.json run.steps=100")
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("export", help="rewrite a LLaVA directory: llava-hf layout (transformers 4.x) or llava's own")
-    p.add_argument("model", help="LLaVA directory (from build or training)")
-    p.add_argument(
-        "--layout", default="llava-hf", choices=["hf", "llava-hf", "llava"],
-        help="llava-hf: transformers 4.x tools; llava: the LLaVA codebase's LlavaLlamaForCausalLM (tower inside)",
+    p.add_argument("--model", required=True, help="LLaVA directory (from build or training)")
+    hide_aliases(
+        p.add_argument(
+            "--to", "--layout", dest="layout", default="llava-hf", choices=["hf", "llava-hf", "llava"],
+            help="the format to write. llava-hf: transformers 4.x tools; llava: the LLaVA codebase's "
+            "LlavaLlamaForCausalLM (tower inside)",
+        )
     )  # fmt: skip
     _add_image_processor_arg(p)
-    p.add_argument("--out", required=True, help="directory to write (for --layout llava, name it *llava*)")
+    p.add_argument("--out", required=True, help="directory to write (for --to llava, name it *llava*)")
     p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("import", help="a checkpoint of the LLaVA codebase -> an HF LLaVA directory (eval, chat)")
-    p.add_argument("source", help="LLaVA-layout folder (e.g. llava-v1.5-7b: config.json with mm_vision_tower)")
-    p.add_argument("--from", dest="layout", default="llava", choices=["llava"], help="the source layout")
+    p.add_argument(
+        "--model", required=True, help="LLaVA-layout folder (e.g. llava-v1.5-7b: config.json with mm_vision_tower)"
+    )
+    p.add_argument("--from", dest="layout", default="llava", choices=["llava"], help="the format read")
     p.add_argument("--vision-tower", default="", help="CLIP tower folder or hub name (default: mm_vision_tower)")
     p.add_argument("--out", required=True, help="directory to write")
     p.set_defaults(fn=_cmd_import)
 
     p = sub.add_parser("chat", help="ask a LLaVA directory about an image (one --prompt, or lines on stdin)")
-    p.add_argument("model", help="LLaVA directory")
+    p.add_argument("--model", required=True, help="LLaVA directory")
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--prompt", default=None, help="one question; without it, read questions from stdin")
     p.add_argument("--max-new-tokens", type=int, default=128)

@@ -1,7 +1,7 @@
 """The LLaVA codebase's own checkpoint layout (haotian-liu/LLaVA, on PyPI as `llava-torch`), written and read.
 
-usage: superclass vlm export RUN/llava --layout llava --out DIR/llava-v1.5-7b-superclass
-       superclass vlm import liuhaotian/llava-v1.5-7b --from llava --out HF_DIR
+usage: superclass vlm export --model RUN/llava --to llava --out DIR/llava-v1.5-7b-superclass
+       superclass vlm import --model liuhaotian/llava-v1.5-7b --from llava --out HF_DIR
 
 A checkpoint of that layout is a `LlavaLlamaForCausalLM` (model_type `llava_llama`):
 - config.json: the LLaMA config plus `mm_vision_tower` (a CLIP tower: hub name or folder), `mm_projector_type`

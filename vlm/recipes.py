@@ -65,7 +65,7 @@ def _llava_optim(lr: float) -> OptimConfig:
 def llava15_stage1() -> VLMRecipe:
     """Stage 1 (feature alignment): projector only on LCS-558K, lr 1e-3, batch 256, 1 epoch; about 3.5 h on 8xA100.
 
-    torchrun --nproc-per-node 8 -m vlm train --stage 1 model.encoder=ENC \\
+    torchrun --nproc-per-node 8 -m vlm train --recipe llava15_stage1 model.encoder=ENC \\
         data.json=LLaVA-Pretrain/blip_laion_cc_sbu_558k.json data.image_folder=LLaVA-Pretrain/images
     Images are centre-cropped (LLaVA's pretrain.sh sets no pad). Writes <run>/llava, the stage-2 `init`.
     """
@@ -90,7 +90,7 @@ def llava15_stage2() -> VLMRecipe:
     """Stage 2 (visual instruction tuning), full: projector + LLM on mix665k, lr 2e-5, batch 128, 1 epoch, FSDP2.
 
     LLaVA-1.5-7B full: VQAv2 78.5, TextVQA 58.2, MMBench 64.3 (MODEL_ZOO); about 10 h on 8xA100.
-    torchrun --nproc-per-node 8 -m vlm train --stage 2 init=runs/llava15_stage1/llava \\
+    torchrun --nproc-per-node 8 -m vlm train --recipe llava15_stage2 init=runs/llava15_stage1/llava \\
         data.json=llava_v1_5_mix665k.json data.image_folder=DATA_ROOT
     """
     return VLMRecipe(

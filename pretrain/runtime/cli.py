@@ -6,16 +6,34 @@ import argparse
 import functools
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pretrain.runtime.errors import NonFiniteError, StopRequested, UserError
 
 
-def add_recipe_args(parser: argparse.ArgumentParser, default_recipe: str) -> None:
-    """`--recipe NAME [--config FILE.yaml] key=value ...` as every trainer takes them."""
+def add_recipe_args(parser: argparse.ArgumentParser, default_recipe: str, example: str) -> None:
+    """`--recipe NAME [--config FILE.yaml] key=value ...` as every trainer takes them; `example` shows overrides
+    that are keys of `default_recipe` (tests/superclass/test_cli_vocabulary.py checks them)."""
     parser.add_argument("--recipe", default=default_recipe, help=f"named recipe (default: {default_recipe})")
     parser.add_argument("--config", default=None, help="YAML file laid over the recipe (print one with `recipe NAME`)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-3")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=f"dotted recipe overrides, e.g. {example}")
+
+
+def hide_aliases(action: argparse.Action) -> argparse.Action:
+    """Show only the first option string of `action` in --help and in errors; the others (old spellings, e.g.
+    `--captioner` for `--model`) still parse."""
+    action.option_strings = action.option_strings[:1]
+    return action
+
+
+def check_out_dir(out: str | Path, writes: str) -> Path:
+    """`--out` is always a folder: a path with a file suffix (the old file form) or an existing file is a one-line
+    error naming what the folder will hold (`writes`)."""
+    out = Path(out)
+    if out.suffix in (".json", ".jsonl", ".safetensors") or out.is_file():
+        raise UserError(f"--out {out}: --out is a folder now (this command writes {writes} inside it)")
+    return out
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:

@@ -17,9 +17,9 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
     run = tmp_path / "run"
     train = ["train", "--recipe", "clipcap_tiny", *data, f"run.out_dir={run}", "run.steps=3", "run.global_batch_size=4"]
     assert main(train) == 0
-    results = tmp_path / "results.json"
-    gen = ["generate", "--recipe", "clipcap_tiny", "--captioner", str(run / "captioner"), "--split", "test",
-           "--out", str(results), *data, f"run.out_dir={run}"]  # fmt: skip
+    results = tmp_path / "gen" / "captions.json"  # `--out` is a folder
+    gen = ["generate", "--recipe", "clipcap_tiny", "--model", str(run / "captioner"), "--split", "test",
+           "--out", str(results.parent), *data, f"run.out_dir={run}"]  # fmt: skip
     assert main(gen) == 0
     assert "captioned 2 images of split 'test' (1 skipped)" in capsys.readouterr().out
     rows = json.loads(results.read_text())
@@ -30,12 +30,13 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
 
     # an interrupted run left one caption and a torn line in the partial file: the rerun keeps the caption,
     # cuts the torn line and does the rest
-    resumed = tmp_path / "resumed.json"
-    partial = tmp_path / "resumed.json.partial.jsonl"
+    resumed = tmp_path / "resumed" / "captions.json"
+    partial = tmp_path / "resumed" / "captions.json.partial.jsonl"
+    partial.parent.mkdir()
     header = partial_header(run / "captioner", "test", get_recipe("clipcap_tiny").decode)
     kept = json.dumps({"image_id": 1008, "caption": "kept as is"})
     partial.write_text(json.dumps({"header": header}) + "\n" + kept + '\n{"image_id": 10')
-    gen_resumed = [*gen[: gen.index("--out") + 1], str(resumed), *gen[gen.index("--out") + 2 :]]
+    gen_resumed = [*gen[: gen.index("--out") + 1], str(resumed.parent), *gen[gen.index("--out") + 2 :]]
     assert main([a for a in gen_resumed if not a.startswith("encoder=")]) == 0  # the captioner's own encoder
     by_id = {r["image_id"]: r["caption"] for r in json.loads(resumed.read_text())}
     assert by_id[1008] == "kept as is" and by_id[1007] == {r["image_id"]: r["caption"] for r in rows}[1007]
@@ -51,7 +52,7 @@ def test_train_generate_score_on_karpathy_json(tmp_path, capsys):
     assert main(gen_resumed) == 2 and "header" in capsys.readouterr().err
     out = tmp_path / "scores"
     capsys.readouterr()
-    code = main(["score", "--results", str(results), "--annotations", str(karpathy), "--split", "test",
+    code = main(["score", "--results", str(results.parent), "--annotations", str(karpathy), "--split", "test",
                  "--out", str(out), "--no-spice"])  # fmt: skip
     if code != 0:  # the missing image has no result: scoring must say so in one line rather than crash
         err = capsys.readouterr().err.strip()

@@ -19,7 +19,7 @@ def setup(tmp_path_factory):
 
 def test_features_command(setup, tmp_path, capsys):
     enc, root = setup
-    args = ["features", "--encoder", str(enc), "--data", str(root), "--split", "val", "--out", str(tmp_path / "c")]
+    args = ["features", "--model", str(enc), "--data", str(root), "--split", "val", "--out", str(tmp_path / "c")]
     assert main([*args, "--pool", "default", "cls", "--workers", "0", "--chunk-size", "5"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == 12 and summary["dims"] == {"default": 64, "cls": 64} and summary["skipped"] == {}
@@ -30,7 +30,7 @@ def test_linear_probe_commands_write_metrics_and_reuse_caches(setup, tmp_path, c
     enc, root = setup
     base = [
         "linear-probe",
-        "--encoder",
+        "--model",
         str(enc),
         "--data",
         str(root),
@@ -62,7 +62,7 @@ def test_linear_probe_commands_write_metrics_and_reuse_caches(setup, tmp_path, c
 
 def test_live_linear_probe(setup, tmp_path):
     enc, root = setup
-    args = ["linear-probe", "--encoder", str(enc), "--data", str(root), "--out", str(tmp_path / "live"), "--live"]
+    args = ["linear-probe", "--model", str(enc), "--data", str(root), "--out", str(tmp_path / "live"), "live=true"]
     assert main([*args, "--recipe", "lars_cpu", "lars.epochs=2", "features.num_workers=0"]) == 0
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert metrics["protocol"] == "mae_lars_live" and metrics["num_val"] == 12
@@ -71,7 +71,7 @@ def test_live_linear_probe(setup, tmp_path):
 
 def test_fewshot_command(setup, tmp_path):
     enc, root = setup
-    args = ["fewshot", "--encoder", str(enc), "--data", str(root), "--out", str(tmp_path / "fs")]
+    args = ["fewshot", "--model", str(enc), "--data", str(root), "--out", str(tmp_path / "fs")]
     assert main([*args, "shots=[2,5]", "seeds=2", "features.num_workers=0"]) == 0
     metrics = json.loads((tmp_path / "fs" / "metrics.json").read_text())
     assert metrics["shots"] == 2 and set(metrics["results"]) == {"2", "5"}
@@ -80,15 +80,15 @@ def test_fewshot_command(setup, tmp_path):
 
 def test_missing_folder_is_one_line_and_exit_2(setup, tmp_path, capsys):
     enc, _ = setup
-    code = main(["fewshot", "--encoder", str(enc), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    code = main(["fewshot", "--model", str(enc), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "nope" in err
-    code = main(["linear-probe", "--encoder", str(tmp_path / "noenc"), "--data", str(setup[1]), "--out", "x"])
+    code = main(["linear-probe", "--model", str(tmp_path / "noenc"), "--data", str(setup[1]), "--out", "x"])
     assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["linear-probe", "--data", str(setup[1]), "--out", "x", "no_such_key=1"]) == 2
     one_list = tmp_path / "all.jsonl"
     one_list.write_text(f'{{"image": "{setup[1]}/train/red/000.jpg", "label": "red"}}\n')
-    args = ["fewshot", "--encoder", str(enc), "--data", str(one_list), "--out", str(tmp_path / "o2")]
+    args = ["fewshot", "--model", str(enc), "--data", str(one_list), "--out", str(tmp_path / "o2")]
     code = main([*args, "features.num_workers=0"])
     assert code == 2 and "same images" in capsys.readouterr().err
 

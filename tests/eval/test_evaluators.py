@@ -49,7 +49,7 @@ def test_probes_give_their_commands_numbers(setup, tmp_path):
     overrides = ["features.num_workers=0"]
     probe = build_evaluator("linear_probe", {"data": str(root), "recipe": "lars_cpu", "overrides": overrides})
     metrics = probe.run(enc, tmp_path / "lp")
-    assert main(["linear-probe", "--encoder", str(enc), "--data", str(root), "--recipe", "lars_cpu", *overrides,
+    assert main(["linear-probe", "--model", str(enc), "--data", str(root), "--recipe", "lars_cpu", *overrides,
                  "--out", str(tmp_path / "lp_cli")]) == 0  # fmt: skip
     cli = json.loads((tmp_path / "lp_cli" / "metrics.json").read_text())
     assert (

@@ -1,4 +1,4 @@
-"""`linear-probe --live` resumes per epoch: an interrupted run finishes with the same head as an uninterrupted
+"""`linear-probe live=true` resumes per epoch: an interrupted run finishes with the same head as an uninterrupted
 one, and a state left by another run is refused."""
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def _run_args(files, model, out, *extra):
         (["--batch-size", "0"], "--batch-size: expected a positive integer, got '0'"),
         (["--batch-size", "-1"], "--batch-size: expected a positive integer"),
         (["--max-new-tokens", "0"], "--max-new-tokens: expected a positive integer"),
-        (["--dtype", "xx"], "dtype: unknown 'xx'"),
+        (["--precision", "xx"], "argument --precision: invalid choice: 'xx'"),
         (["--template", "foo"], "--template 'foo'"),
         (["--template", "plain"], "--template plain: a stage-1 prompt is the bare image, without the question"),
     ],

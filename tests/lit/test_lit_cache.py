@@ -106,7 +106,7 @@ def test_cache_key_changes_with_encoder_data_and_precision(setup, tmp_path):
 
 def test_cache_settings_are_one_line_errors(setup, tmp_path, capsys):
     enc, root = setup
-    base = ["train", "--encoder", str(enc), f"run.out_dir={tmp_path / 'r'}", "cache_features=true"]
+    base = ["train", f"encoder={enc}", f"run.out_dir={tmp_path / 'r'}", "cache_features=true"]
     cases = [
         [*base, "augment=false", "unlocked_groups=1"],
         [*base],  # augmentation on
@@ -120,7 +120,7 @@ def test_cache_settings_are_one_line_errors(setup, tmp_path, capsys):
 
 def test_features_command(setup, tmp_path, capsys):
     enc, root = setup
-    args = ["features", "--encoder", str(enc), "augment=false", "data.kind=list", f"data.train={root / 'train.jsonl'}"]
+    args = ["features", f"encoder={enc}", "augment=false", "data.kind=list", f"data.train={root / 'train.jsonl'}"]
     assert main([*args, f"cache_dir={tmp_path / 'c'}", "run.device=cpu"]) == 0
     out = capsys.readouterr().out
     assert "40 of 42 images" in out and "missing_image" in out and str(tmp_path / "c") in out

@@ -53,7 +53,7 @@ def hf_bert(tmp_path_factory):
 def test_hf_text_tower_trains_and_serves_zero_shot(hf_bert, tmp_path):
     enc = tiny_encoder(tmp_path / "enc")
     run = tmp_path / "run"
-    args = ["train", "--encoder", str(enc), "text.kind=hf", f"text.hf_path={hf_bert}", "text.embed_dim=32"]
+    args = ["train", f"encoder={enc}", "text.kind=hf", f"text.hf_path={hf_bert}", "text.embed_dim=32"]
     args += ["labels.context_length=32", "run.steps=24", "run.global_batch_size=16", "run.log_every=4"]
     args += ["run.save_every=0", "optim.lr=5e-3", "optim.warmup_steps=4", "data.synthetic_samples=256"]
     args += ["augment=false", "cache_features=true"]  # the locked tower once, so the steps are the text tower's

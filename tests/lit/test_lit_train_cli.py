@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("lit")
     enc = tiny_encoder(root / "enc")
     run = root / "run"
-    args = ["train", "--encoder", str(enc), "run.steps=30", f"run.out_dir={run}", "run.save_every=15"]
+    args = ["train", f"encoder={enc}", "run.steps=30", f"run.out_dir={run}", "run.save_every=15"]
     args += ["run.log_every=5", "run.global_batch_size=32", "optim.lr=5e-3", "data.synthetic_samples=512"]
     assert main(args) == 0
     return enc, run
@@ -135,10 +135,10 @@ def test_one_line_errors(tmp_path, capsys):
     enc = str(tiny_encoder(tmp_path / "enc"))
     cases = [
         ["train", "run.steps=1"],  # no encoder
-        ["train", "--encoder", str(tmp_path / "nope")],
+        ["train", f"encoder={tmp_path / 'nope'}"],
         ["train", "--recipe", "nope"],
         # lit_tiny reads synthetic data: a data file alone would be ignored (the run would train and exit 0)
-        ["train", "--encoder", enc, "data.train=/data/x.jsonl", "run.steps=1", f"run.out_dir={tmp_path / 'run'}"],
+        ["train", f"encoder={enc}", "data.train=/data/x.jsonl", "run.steps=1", f"run.out_dir={tmp_path / 'run'}"],
         ["zeroshot", "--model"],  # argparse: one line, not the usage block
         ["zeroshot", "--model", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "o")],
         ["retrieval", "--model", str(tmp_path), "--karpathy", str(tmp_path / "k.json"), "--images", ".", "--out", "o"],

@@ -15,8 +15,8 @@ def test_synthetic_shards_idf_counts_and_offline_idf_training(tmp_path, capsys):
     )
     assert sorted(p.name for p in shards.iterdir()) == ["00000.tar", "00001.tar", "00002.tar"]
     pattern = str(shards / "{00000..00002}.tar")
-    counts_file = tmp_path / "idf.safetensors"
-    assert main(["idf-counts", "--data", pattern, "--out", str(counts_file)]) == 0
+    counts_file = tmp_path / "idf" / "idf_counts.safetensors"  # `--out` is a folder
+    assert main(["idf-counts", "--data", pattern, "--out", str(counts_file.parent)]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     counts = load_idf_counts(counts_file)
     assert counts.num_samples == 48 == printed["num_samples"]
@@ -57,8 +57,8 @@ def test_idf_counts_over_a_list_counts_stripped_non_empty_captions(tmp_path, cap
     rows = [("a.png", "  a dog  "), ("b.png", "a cat"), ("c.png", "   "), ("d.png", "the dog")]
     listing = tmp_path / "list.jsonl"
     listing.write_text("".join(json.dumps({"image": i, "caption": c}) + "\n" for i, c in rows))
-    out = tmp_path / "idf.safetensors"
-    args = ["idf-counts", "--kind", "list", "--data", str(listing), "--out", str(out), "labels.mode=official"]
+    out = tmp_path / "idf" / "idf_counts.safetensors"
+    args = ["idf-counts", "--kind", "list", "--data", str(listing), "--out", str(out.parent), "labels.mode=official"]
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["num_samples"] == 3 and printed["skipped"] == {"empty_caption": 1}

@@ -271,9 +271,9 @@ def test_missing_files_and_wrong_shapes_are_one_line_errors(tmp_path, plain_arti
 
 
 def test_cli_export_and_import_round_trip(tmp_path, plain_artifact, capsys):
-    assert main(["export", str(plain_artifact), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", "--model", str(plain_artifact), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "preprocessor_config.json").is_file()
-    assert main(["import", "--from", "hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert main(["import", "--from", "hf", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
     assert "encoder artifact:" in capsys.readouterr().out
     enc, back = load_encoder(plain_artifact), load_encoder(tmp_path / "back")
     assert back.arch == enc.arch and back.config["provenance"]["method"] == "clip"
@@ -281,7 +281,7 @@ def test_cli_export_and_import_round_trip(tmp_path, plain_artifact, capsys):
     with torch.no_grad():
         close(back(x), enc(x))
     for to in ("open_clip", "timm"):
-        assert main(["export", str(plain_artifact), "--to", to, "--out", str(tmp_path / to)]) == 0
+        assert main(["export", "--model", str(plain_artifact), "--to", to, "--out", str(tmp_path / to)]) == 0
     assert (tmp_path / "open_clip" / "open_clip_model.safetensors").is_file()
     assert (tmp_path / "timm" / "timm_model.safetensors").is_file()
 
@@ -289,9 +289,9 @@ def test_cli_export_and_import_round_trip(tmp_path, plain_artifact, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["export", "{tmp}/missing", "--to", "hf", "--out", "{tmp}/out"],
-        ["import", "--from", "hf", "{tmp}/missing", "--out", "{tmp}/out"],
-        ["import", "--from", "open_clip", "{tmp}/missing.safetensors", "--out", "{tmp}/out"],
+        ["export", "--model", "{tmp}/missing", "--to", "hf", "--out", "{tmp}/out"],
+        ["import", "--from", "hf", "--model", "{tmp}/missing", "--out", "{tmp}/out"],
+        ["import", "--from", "open_clip", "--model", "{tmp}/missing.safetensors", "--out", "{tmp}/out"],
     ],
 )
 def test_cli_bad_path_is_exit_2_with_one_line(tmp_path, capsys, argv):

@@ -112,7 +112,7 @@ def test_gpu_decode_writes_the_same_cache(setup, tmp_path, capsys):
     assert torch.equal(gpu.indices, cpu.indices) and torch.equal(gpu.keys, cpu.keys)
     for pool in ("default", "cls", "patch_mean"):
         torch.testing.assert_close(gpu.features[pool], cpu.features[pool], rtol=0, atol=1e-4)
-    args = ["features", "--encoder", str(enc), "--data", str(root), "--split", "val", "--out", str(tmp_path / "c")]
+    args = ["features", "--model", str(enc), "--data", str(root), "--split", "val", "--out", str(tmp_path / "c")]
     assert main([*args, "--workers", "0", "--device", "cpu", "--decode", "gpu"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"] == 6
     assert FeatureConfig(decode="gpu").decode == "gpu"

@@ -80,13 +80,20 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "strategy"),
-    [("superclass_tiny", "ddp"), ("clip_tiny", "ddp"), ("superclass_tiny", "fsdp"), ("clip_tiny", "fsdp")],
+    ("name", "strategy", "precision"),
+    [
+        ("superclass_tiny", "ddp", "auto"),
+        ("clip_tiny", "ddp", "auto"),
+        ("superclass_tiny", "fsdp", "auto"),
+        ("clip_tiny", "fsdp", "auto"),
+        ("superclass_tiny", "fsdp", "bf16_weights"),  # FSDP2's MixedPrecisionPolicy vs one process's bf16 copies
+    ],
 )
-def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
+def test_two_process_gloo_matches_one_process(tmp_path, name, strategy, precision):
     args = [
         f"--recipe={name}",
         f"run.strategy={strategy}",
+        f"run.precision={precision}",
         "run.steps=4",
         "run.global_batch_size=16",
         "run.device=cpu",
@@ -115,8 +122,11 @@ def test_two_process_gloo_matches_one_process(tmp_path, name, strategy):
     b = load_file(str(tmp_path / "two/checkpoints/step_00000004/model.safetensors"))
     for key in a:
         # atol 5e-5: the attention key bias has an exactly-zero true gradient, so Adam's normalisation turns
-        # float reduction-order noise into ~1e-5 updates there; every other tensor agrees to ~1e-7.
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=5e-5, msg=key)
+        # float reduction-order noise into ~1e-5 updates there; every other tensor agrees to ~1e-7. In bf16 the
+        # noise is bf16's (~9e-4 seen after 4 steps at lr 5e-3); the checkpoint holds the fp32 masters either way.
+        assert a[key].dtype == b[key].dtype
+        atol = 5e-5 if precision == "auto" else 3e-3
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=atol, msg=key)
 
 
 @pytest.mark.parametrize(

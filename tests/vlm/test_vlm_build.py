@@ -120,7 +120,7 @@ def test_llava_hf_layout(parts: dict, built: tuple, saved: str) -> None:
 
     model, processor = built
     out = parts["root"] / "llava_hf"
-    assert vlm_main(["export", saved, "--layout", "llava-hf", "--out", str(out)]) == 0
+    assert vlm_main(["export", "--model", saved, "--to", "llava-hf", "--out", str(out)]) == 0
     encoder = load_encoder(parts["encoder"]).backbone.state_dict()
     lm = AutoModelForCausalLM.from_pretrained(parts["llm"]).state_dict()
     expected = {f"vision_tower.vision_model.{k}": tuple(v.shape) for k, v in timm_to_hf(encoder).items()}
@@ -202,7 +202,7 @@ def test_bad_inputs_are_one_line_errors(parts: dict, tmp_path, capsys: pytest.Ca
 def test_chat(parts: dict, saved: str, capsys: pytest.CaptureFixture) -> None:
     image = parts["root"] / "image.png"
     noise_image(48, 32).save(image)
-    argv = ["chat", saved, "--image", str(image), "--prompt", "What colour?", "--max-new-tokens", "4"]
+    argv = ["chat", "--model", saved, "--image", str(image), "--prompt", "What colour?", "--max-new-tokens", "4"]
     assert vlm_main(argv) == 0
     assert capsys.readouterr().out.endswith("\n")
     replies = chat(
@@ -212,5 +212,5 @@ def test_chat(parts: dict, saved: str, capsys: pytest.CaptureFixture) -> None:
     expected = f"{VICUNA_SYSTEM} USER: <image>\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT:"
     assert chat_prompt([("q1", "a1")], "q2") == expected
     assert chat_prompt([], "q1") == generation_prompt("q1")
-    assert vlm_main(["chat", saved, "--image", str(parts["root"] / "missing.png"), "--prompt", "x"]) == 2
+    assert vlm_main(["chat", "--model", saved, "--image", str(parts["root"] / "missing.png"), "--prompt", "x"]) == 2
     assert "missing.png: does not exist" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def test_processor_chat_template_renders_our_prompts(built: Path, tmp_path: Path
 
 def test_export_to_the_llava_layout_and_import_back(built: Path, tmp_path: Path) -> None:
     out = tmp_path / "llava-v1.5-tiny"
-    assert vlm_main(["export", str(built), "--layout", "llava", "--out", str(out)]) == 0
+    assert vlm_main(["export", "--model", str(built), "--to", "llava", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlavaLlamaForCausalLM"] and config["model_type"] == "llava_llama"
     assert config["mm_projector_type"] == "mlp2x_gelu" and config["mm_vision_select_layer"] == -2
@@ -110,7 +110,7 @@ def test_export_to_the_llava_layout_and_import_back(built: Path, tmp_path: Path)
         assert torch.equal(value, model.model.vision_tower.state_dict()[key]), key
 
     back = tmp_path / "back"
-    assert vlm_main(["import", str(out), "--from", "llava", "--out", str(back)]) == 0
+    assert vlm_main(["import", "--model", str(out), "--from", "llava", "--out", str(back)]) == 0
     again, processor = load_llava(back)
     ours, theirs = model.state_dict(), again.state_dict()
     assert ours.keys() == theirs.keys()
@@ -124,11 +124,11 @@ def test_export_to_the_llava_layout_and_import_back(built: Path, tmp_path: Path)
 
 
 def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert vlm_main(["import", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert vlm_main(["import", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    assert vlm_main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "o")]) == 2
+    assert vlm_main(["import", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "expected 'llava_llama'" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(UserError, match="mm_projector_type 'linear'"):

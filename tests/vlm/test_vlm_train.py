@@ -159,8 +159,8 @@ def test_interrupted_training_resumes_exactly(parts, tmp_path):
 
 
 def test_train_cli_errors_are_one_line(parts, capsys):
-    assert vlm_main(["train", "--stage", "1", "--recipe", "llava_tiny_stage2"]) == 2
-    assert "stage-2 recipe" in capsys.readouterr().err
+    assert vlm_main(["train", "--stage", "1", "--recipe", "llava_tiny_stage2"]) == 2  # the recipe picks the stage
+    assert "--recipe llava15_stage1" in capsys.readouterr().err
     encoder = f"model.encoder={parts['encoder']}"
     assert vlm_main(["train", "--recipe", "llava_tiny_stage2", "data.kind=llava_json", encoder]) == 2
     assert "data.json is empty" in capsys.readouterr().err
@@ -203,7 +203,7 @@ def test_the_encoder_is_checked_before_the_data_and_the_llm_are_built(parts, tmp
 
 
 def test_chat_flag_mistakes_are_one_line(tmp_path, capsys):
-    assert vlm_main(["chat", str(tmp_path), "--image", "x.png", "--max-new-tokens", "abc"]) == 2
+    assert vlm_main(["chat", "--model", str(tmp_path), "--image", "x.png", "--max-new-tokens", "abc"]) == 2
     assert "superclass vlm chat: argument --max-new-tokens: invalid int value: 'abc'" in _one_line_error(capsys)
 
 
