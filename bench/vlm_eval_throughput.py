@@ -111,8 +111,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     batched_rates, single_rates = [], []
     for r in range(args.rounds):  # alternate the two modes so drifting machine load hits both alike
         with tempfile.TemporaryDirectory() as tmp:
-            batched = generate_answers("(in memory)", requests, Path(tmp) / "p.jsonl", cfg, loaded=(model, processor))
-        batched_rates.append(generate_answers.last_stats.questions_per_s)
+            batched, stats = generate_answers(
+                "(in memory)", requests, Path(tmp) / "p.jsonl", cfg, loaded=(model, processor)
+            )
+        batched_rates.append(stats.questions_per_s)
         reference, rate = one_at_a_time(model, processor, requests[:n_base], args.max_new_tokens)
         single_rates.append(rate)
         print(f"round {r}: batched {batched_rates[-1]:.2f} q/s, one at a time {rate:.2f} q/s")

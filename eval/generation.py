@@ -14,7 +14,7 @@ Under torchrun each rank answers a strided share into `predictions.rank{r}` and 
 An image whose loader raises OSError/ValueError/DecompressionBombError gets a row with answer "" and an `"error"`
 field: it is not an answer (scoring counts it missing) and the next run retries it.
 The next batch's images are loaded and preprocessed in a thread while the model answers the current one.
-Counts and the rate land in `generate_answers.last_stats` (a `GenerationStats`).
+It returns the answers and a `GenerationStats` (counts and the rate).
 """
 
 from __future__ import annotations
@@ -520,13 +520,13 @@ def generate_answers(
     cfg: GenerationConfig,
     loaded: tuple[Any, Any] | None = None,
     signature: Mapping[str, Any] | None = None,
-) -> dict[int | str, str]:
-    """Answer every request not yet answered in `predictions`; {id: answer} on rank 0 ({} elsewhere).
+) -> tuple[dict[int | str, str], GenerationStats]:
+    """Answer every request not yet answered in `predictions`: ({id: answer} on rank 0, {} elsewhere; the stats).
 
     Image-error rows are left out of the result (and retried by the next call). `loaded` is an already loaded
     (model, processor) to reuse instead of reading `model_dir`. `signature` adds the caller's fields (template,
     prompt layout) to what `predictions.meta.json` records; a resume that differs is a UserError.
-    Timing in `generate_answers.last_stats` excludes model loading.
+    The stats' timing excludes model loading.
     """
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown backend {cfg.backend!r} (expected one of {sorted(BACKENDS)})")
@@ -557,12 +557,11 @@ def generate_answers(
         result, stats.failed = _collect(path, requests, keys, sig)
         log.info("%d answered (%.1f q/s), %d skipped images, %d resumed, %d without an answer (image errors)",
                  stats.answered, stats.questions_per_s, stats.skipped, stats.resumed, stats.failed)  # fmt: skip
-    generate_answers.last_stats = stats  # type: ignore[attr-defined]
     if world > 1:
         dist.barrier()  # nobody starts a next run before the merge is done
         if created:
             dist.destroy_process_group()
-    return result
+    return result, stats
 
 
 def _collect(
@@ -575,6 +574,3 @@ def _collect(
     answers = answers_of(rows)
     failed = sum(k in rows and k not in answers for k in keys)
     return {r.id: answers[k] for r, k in zip(requests, keys) if k in answers}, failed
-
-
-generate_answers.last_stats = GenerationStats()  # type: ignore[attr-defined]

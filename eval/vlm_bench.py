@@ -334,10 +334,9 @@ def run_benchmark(
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = bench.requests(template, cfg.max_new_tokens)
     signature = {"benchmark": bench.name, "template": template, "prompt": bench.describe()["prompt"]}
-    answers = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg, signature=signature)
+    answers, stats = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg, signature=signature)
     if not _is_main_rank():
         return None
-    stats = generate_answers.last_stats
     extra = {
         "model": str(model_dir),
         "template": template,

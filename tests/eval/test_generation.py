@@ -101,11 +101,10 @@ def test_left_padding_needs_the_attention_mask(llava):
 def test_generate_answers_matches_one_by_one(llava, tmp_path, batch_size):
     model_dir = llava[0]
     out = tmp_path / "predictions.jsonl"
-    answers = generate_answers(model_dir, _requests(), out, _cfg(batch_size=batch_size))
+    answers, stats = generate_answers(model_dir, _requests(), out, _cfg(batch_size=batch_size))
     assert answers == _reference_answers(llava)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(row["question_id"] for row in rows) == list(range(N))
-    stats = generate_answers.last_stats
     assert (stats.answered, stats.skipped, stats.resumed) == (N, 0, 0)
 
 
@@ -124,7 +123,7 @@ def test_chat_answers_as_the_batched_runner(llava, tmp_path):
     question = "What colour is the circle?"
     replies = chat(llava[0], image, question, max_new_tokens=12, emit=lambda _: None)
     request = Request(0, chat_prompt([], question), lambda: Image.open(image).convert("RGB"))
-    assert replies == [generate_answers(llava[0], [request], tmp_path / "p.jsonl", _cfg())[0]]
+    assert replies == [generate_answers(llava[0], [request], tmp_path / "p.jsonl", _cfg())[0][0]]
 
 
 def test_kill_and_resume(llava, tmp_path):
@@ -136,8 +135,8 @@ def test_kill_and_resume(llava, tmp_path):
         f.write('{"question_id": 99, "ans')  # the kill's truncated last line
     assert len(read_predictions(out)[0]) == 6
     # batch size and device are not part of the signature: a resume may change them
-    answers = generate_answers(llava[0], _requests(), out, _cfg(batch_size=4, device="auto"))
-    assert generate_answers.last_stats.resumed == 6 and generate_answers.last_stats.answered == N - 6
+    answers, stats = generate_answers(llava[0], _requests(), out, _cfg(batch_size=4, device="auto"))
+    assert stats.resumed == 6 and stats.answered == N - 6
     ids = [json.loads(line)["question_id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == list(range(N))
     assert answers == _reference_answers(llava)
@@ -161,17 +160,16 @@ def test_failed_images_are_error_rows_retried_next_run(llava, tmp_path):
     good = {2: requests[2].image, 7: requests[7].image}
     requests[2].image, requests[7].image = broken, bomb
     out = tmp_path / "p.jsonl"
-    answers = generate_answers(llava[0], requests, out, _cfg(batch_size=4))
+    answers, stats = generate_answers(llava[0], requests, out, _cfg(batch_size=4))
     ref = _reference_answers(llava)
     assert answers == {k: v for k, v in ref.items() if k not in (2, 7)}  # an error row is not the answer ""
-    stats = generate_answers.last_stats
     assert (stats.skipped, stats.failed) == (2, 2)
     rows, counts = read_predictions(out)
     assert "OSError" in rows[2]["error"] and "DecompressionBombError" in rows[7]["error"]
     assert counts["image_errors"] == 2
     requests[2].image, requests[7].image = good[2], good[7]  # the images are readable now: a rerun retries them
-    assert generate_answers(llava[0], requests, out, _cfg(batch_size=4)) == ref
-    stats = generate_answers.last_stats
+    again, stats = generate_answers(llava[0], requests, out, _cfg(batch_size=4))
+    assert again == ref
     assert (stats.resumed, stats.answered, stats.skipped, stats.failed) == (N - 2, 2, 0, 0)
     rows, counts = read_predictions(out)
     assert rows[2]["answer"] == ref[2] and "error" not in rows[2] and counts["image_errors"] == 0
@@ -215,8 +213,8 @@ def test_resume_refuses_answers_made_differently(llava, tmp_path):
     with pytest.raises(UserError, match="made with model="):
         generate_answers(tmp_path / "other_model", _requests(), out, _cfg(), signature={"template": "vicuna_v1"})
     assert len(read_predictions(out)[0]) == 5  # nothing was appended by the refused runs
-    generate_answers(llava[0], _requests(), out, _cfg(batch_size=2), signature={"template": "vicuna_v1"})
-    assert generate_answers.last_stats.resumed == 5
+    _, stats = generate_answers(llava[0], _requests(), out, _cfg(batch_size=2), signature={"template": "vicuna_v1"})
+    assert stats.resumed == 5
     out.unlink()  # deleting the predictions starts over, whatever the old signature said
     generate_answers(llava[0], _requests()[:2], out, _cfg(max_new_tokens=3))
     assert json.loads(signature_path(out).read_text())["max_new_tokens"] == 3
@@ -251,7 +249,7 @@ def _worker(rank: int, port: int, model_dir: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
     os.environ["WORLD_SIZE"] = "2"
     torch.set_num_threads(1)
-    answers = generate_answers(model_dir, _requests(), out, _cfg(batch_size=3))
+    answers, _ = generate_answers(model_dir, _requests(), out, _cfg(batch_size=3))
     with open(f"{out}.result{rank}", "w") as f:
         json.dump({str(k): v for k, v in answers.items()}, f)
 
@@ -274,6 +272,6 @@ def test_cuda_batched_matches_one_by_one(llava, tmp_path, dtype):
     """fp32 on CUDA is exact; bf16 (padding changes reduction shapes) must agree on nearly every answer."""
     model, processor = load_model(llava[0], torch.device("cuda"), torch.float32 if dtype == "fp32" else torch.bfloat16)
     ref = {r.id: generate_one_by_one(model, processor, r, r.max_new_tokens or 12) for r in _requests()}
-    answers = generate_answers(llava[0], _requests(), tmp_path / "p.jsonl", _cfg(device="cuda", dtype=dtype))
+    answers, _ = generate_answers(llava[0], _requests(), tmp_path / "p.jsonl", _cfg(device="cuda", dtype=dtype))
     agree = sum(answers[k] == v for k, v in ref.items())
     assert agree == N if dtype == "fp32" else agree >= N - 2
