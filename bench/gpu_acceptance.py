@@ -117,7 +117,7 @@ class Context:
 
 
 class CheckTimeout(Exception):
-    pass
+    """A check ran past its time budget (recorded in the table as a timeout; the next check runs)."""
 
 
 def log(message: str) -> None:

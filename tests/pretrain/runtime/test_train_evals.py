@@ -60,11 +60,11 @@ def test_eval_settings_are_checked_before_training(folder, tmp_path):
 
 @dataclass
 class _Nothing:
-    pass
+    """No settings."""
 
 
 class _Killed(Exception):
-    pass
+    """Stands for a kill during an evaluation."""
 
 
 @register
