@@ -295,7 +295,7 @@ def _language_model(name: str, dtype: Any) -> tuple[nn.Module, Any]:
     """(causal LM, tokenizer) with `<image>` and a pad token registered and the embeddings grown to match."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if _looks_like_path(name) and not Path(name).expanduser().exists():
+    if looks_like_path(name) and not Path(name).expanduser().exists():
         raise UserError(f"vlm model.llm {name!r}: the path does not exist (expected a causal-LM directory)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -325,7 +325,7 @@ def add_llava_tokens(tokenizer: Any, lm: nn.Module) -> None:
         lm.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """A local path rather than a hub id (`org/name`): absolute, relative with ./ ../ ~, or more than one `/`."""
     return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
 

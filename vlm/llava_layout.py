@@ -47,6 +47,7 @@ from vlm.build import (
     assemble_llava,
     llava_processor,
     load_llava,
+    looks_like_path,
     save_llava,
     tokenizer_legacy,
 )
@@ -248,9 +249,7 @@ def load_llava_layout(src: str | Path, vision_tower: str = "") -> tuple[Any, Any
     """(LlavaForConditionalGeneration, LlavaProcessor) holding the LLaVA-codebase checkpoint in folder `src`."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    src = Path(src)
-    if not src.is_dir():
-        raise UserError(f"{src}: {'not a directory' if src.exists() else 'does not exist'} (expected a LLaVA folder)")
+    src = _local_folder(src)
     cfg_file = src / "config.json"
     cfg = _check_llava_config(read_json(cfg_file), cfg_file)
     tower_name = vision_tower or cfg["mm_vision_tower"]
@@ -292,6 +291,24 @@ def load_llava_layout(src: str | Path, vision_tower: str = "") -> tuple[Any, Any
     )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), llava_processor(clip, tokenizer, model.config, aspect)
+
+
+def _local_folder(src: str | Path) -> Path:
+    """`src` as a local folder: a directory, or a hub id (`org/name`) fetched with huggingface_hub, as
+    `from_pretrained` does for every other model here."""
+    path = Path(src)
+    if path.is_dir():
+        return path
+    if path.exists() or looks_like_path(str(src)):
+        raise UserError(f"{src}: {'not a directory' if path.exists() else 'does not exist'} (expected a LLaVA folder)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        patterns = ["*.json", "*.safetensors", "*.bin", "*.model"]
+        return Path(snapshot_download(str(src), allow_patterns=patterns))
+    except Exception as exc:  # offline, unknown repo, no access: one line naming it
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{src}: not a folder here and not fetched from the hub ({first})") from None
 
 
 def read_llava_weights(src: Path) -> dict[str, torch.Tensor]:

@@ -123,7 +123,12 @@ def test_export_to_the_llava_layout_and_import_back(built: Path, tmp_path: Path)
         assert torch.equal(model(**inputs).logits[..., :600], again(**inputs).logits[..., :600])
 
 
-def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id that cannot be fetched here: one line, not a traceback
+    assert (
+        vlm_main(["import", "--model", "someone/llava-v1.5-7b", "--from", "llava", "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "not fetched from the hub" in capsys.readouterr().err
     assert vlm_main(["import", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "hf").mkdir()
