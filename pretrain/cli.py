@@ -1,11 +1,12 @@
 """`superclass pretrain <command>` / `python -m pretrain <command>`: train, recipes, IDF counts, data tools, export.
 
-usage: superclass pretrain {train,recipe,recipes,idf-counts,synthetic-shards,resize-shards,export,import} ...
+usage: superclass pretrain {train,recipe,recipes,sweep,idf-counts,synthetic-shards,resize-shards,export,import} ...
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, check_out_dir, hide_aliases, run_subcommand
+from pretrain.runtime.errors import UserError
 
 IDF_COUNTS_FILE = "idf_counts.safetensors"  # what `idf-counts --out DIR` writes inside DIR
 
@@ -28,6 +30,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":
         print(f"encoder artifact: {artifact}")
     return 0
+
+
+def _is_spec_key(spec: object, parts: list[str]) -> bool:
+    """`seeds` or `synthetic.train` name the sweep spec; `data.train` (the spec's `data` is a path) a recipe."""
+    if not dataclasses.is_dataclass(spec) or parts[0] not in {f.name for f in dataclasses.fields(spec)}:
+        return False
+    return len(parts) == 1 or _is_spec_key(getattr(spec, parts[0]), parts[1:])
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pretrain.runtime.config import resolve, to_yaml
+    from pretrain.sweeps import SWEEPS, SweepSpec, commands, plan, report_only, run_sweep
+
+    if args.list:
+        print(SWEEPS.listing())
+        return 0
+    # keys of the spec (seeds=..., samples=...) set the spec; any other key=value is laid over every run's recipe
+    spec_keys = [o for o in args.overrides if _is_spec_key(SweepSpec(), o.split("=", 1)[0].split("."))]
+    spec = resolve(SWEEPS.get(args.name), args.config, spec_keys)
+    spec.overrides += [o for o in args.overrides if o not in spec_keys]
+    if args.print_spec:
+        print(to_yaml(spec), end="")
+        return 0
+    if args.out is None:
+        raise UserError("sweep: --out is required (the sweep's folder: runs, data, report)")
+    if args.print_commands:
+        print("\n".join(commands(plan(spec, args.out), args.nproc)))
+        return 0
+    if args.report_only:
+        summary = report_only(spec, args.out, name=args.name)
+    else:
+        summary = run_sweep(spec, args.out, data=args.data, name=args.name)
+    print((Path(args.out) / "sweep.md").read_text(), end="")
+    return 0 if summary["rows"] else 1
 
 
 def iter_captions(spec: str, kind: str, counts: Counter) -> Iterator[str]:
@@ -108,6 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_train)
 
     add_recipe_commands(sub, lambda: importlib.import_module("pretrain.recipes").RECIPES)
+
+    p = sub.add_parser("sweep", help="a fair comparison: arms x lr grid x seeds x samples seen, picked on val")
+    p.add_argument("name", nargs="?", default="demo_fair", help="named sweep (--list shows them; default demo_fair)")
+    p.add_argument("--out", type=Path, default=None, help="sweep folder: runs/, data/, sweep.md, sweep.json, plots")
+    p.add_argument("--data", default=None, help="labelled folder with train/val/test splits for the probes")
+    p.add_argument("--config", default=None, help="YAML laid over the sweep (print one with --print-spec)")
+    p.add_argument("--print-spec", action="store_true", help="print the sweep as YAML and exit")
+    p.add_argument("--print-commands", action="store_true", help="print one torchrun command per unfinished run")
+    p.add_argument("--nproc", type=int, default=8, help="--nproc-per-node of the printed commands")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs; train nothing")
+    p.add_argument("--list", action="store_true", help="list the named sweeps")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="spec keys (seeds, samples, ...) or recipe keys laid over every run",
+    )
+    p.set_defaults(fn=_cmd_sweep)
 
     p = sub.add_parser("idf-counts", help="document frequencies over a dataset, for idf.mode=offline")
     p.add_argument("--data", required=True, help="shard pattern (brace/glob/dir) or a JSONL/CSV list")

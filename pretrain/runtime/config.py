@@ -21,6 +21,9 @@ from pretrain.runtime.errors import ConfigError
 T = TypeVar("T")
 
 
+YAML_TRUE, YAML_FALSE = ("on", "yes", "true", "y"), ("off", "no", "false", "n")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A nested plain dict of a dataclass config (tuples become lists so YAML stays readable)."""
     return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
@@ -62,6 +65,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads a bare off/on/no/yes as a boolean
+            value = next((w for w in (YAML_TRUE if value else YAML_FALSE) if w in args), value)
         if value not in args:
             raise ConfigError(f"config key '{key}': expected one of {list(args)}, got {value!r}")
         return value

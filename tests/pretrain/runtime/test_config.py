@@ -93,3 +93,12 @@ def test_a_path_the_chosen_kind_does_not_read_is_a_one_line_error(tmp_path):
     assert resolve(Recipe(), None, ["data.kind=list", "data.train=/l.jsonl", "data.root=/i"]).data.train == "/l.jsonl"
     base = Recipe(Data(kind="shards", train="/data/{0..9}.tar"))
     assert resolve(base, None, ["data.kind=synthetic"]).data == Data(kind="synthetic", train="/data/{0..9}.tar")
+
+
+def test_a_bare_off_is_the_word_for_a_literal_field():
+    """YAML 1.1 reads `idf.mode=off` as false; a Literal field that has the word 'off' takes the word."""
+    from pretrain.recipes import get_recipe
+
+    assert resolve(get_recipe("superclass_tiny"), None, ["idf.mode=off"]).idf.mode == "off"
+    with pytest.raises(ConfigError, match="expected one of"):
+        resolve(get_recipe("superclass_tiny"), None, ["idf.mode=yes"])
