@@ -41,10 +41,11 @@ LAYOUTS = ("hf", "llava-hf")
 PAD_TOKEN = "<pad>"
 SENTENCEPIECE_FILE = "tokenizer.model"
 VOCAB_MULTIPLE = 64  # llava-hf pads the resized vocabulary to a multiple of 64 (32002 -> 32064)
-_SELECT = {"patch": "default", "cls_patch": "full"}  # LLaVA's mm_vision_select_feature -> HF strategy
+SELECT_STRATEGY = {"patch": "default", "cls_patch": "full"}  # LLaVA's mm_vision_select_feature -> HF strategy
 _DTYPES = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}
-_IMAGE_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor")
-_IMAGE_KEYS += ("do_normalize", "image_mean", "image_std", "do_convert_rgb")
+# the CLIP image-processor fields a LlavaImageProcessor shares (resize, crop, rescale, normalise)
+CLIP_IMAGE_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor")
+CLIP_IMAGE_KEYS += ("do_normalize", "image_mean", "image_std", "do_convert_rgb")
 
 
 @dataclass
@@ -71,8 +72,8 @@ def check_config(cfg: VLMModelConfig) -> None:
         raise ConfigError(
             f"vlm model.projector: {cfg.projector!r} is not supported (expected one of {list(PROJECTORS)})"
         )
-    if cfg.feature_select not in _SELECT:
-        raise ConfigError(f"vlm model.feature_select: {cfg.feature_select!r} (expected one of {list(_SELECT)})")
+    if cfg.feature_select not in SELECT_STRATEGY:
+        raise ConfigError(f"vlm model.feature_select: {cfg.feature_select!r} (expected one of {list(SELECT_STRATEGY)})")
     if cfg.image_aspect_ratio not in ("pad", "crop"):
         raise ConfigError(f"vlm model.image_aspect_ratio: {cfg.image_aspect_ratio!r} (expected 'pad' or 'crop')")
     if cfg.llm_dtype not in _DTYPES:
@@ -107,7 +108,7 @@ def assemble_llava(
         text_config=lm.config,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act="gelu",  # exact GELU, as LLaVA's nn.GELU()
-        vision_feature_select_strategy=_SELECT[feature_select],
+        vision_feature_select_strategy=SELECT_STRATEGY[feature_select],
         vision_feature_layer=feature_layer,
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", False)),
@@ -144,7 +145,7 @@ def llava_processor(clip: Any, tokenizer: Any, config: Any, aspect_ratio: str) -
     vicuna_v1 chat template, so `apply_chat_template` renders the prompt we train and evaluate with."""
     from transformers import LlavaImageProcessor, LlavaProcessor
 
-    images = LlavaImageProcessor(**{k: getattr(clip, k) for k in _IMAGE_KEYS}, do_pad=aspect_ratio == "pad")
+    images = LlavaImageProcessor(**{k: getattr(clip, k) for k in CLIP_IMAGE_KEYS}, do_pad=aspect_ratio == "pad")
     tokenizer.chat_template = VICUNA_CHAT_TEMPLATE
     return LlavaProcessor(
         image_processor=images,

@@ -40,8 +40,10 @@ from pretrain.runtime.atomic import write_file_atomically
 from pretrain.runtime.checkpoint import read_weights
 from pretrain.runtime.errors import UserError
 from vlm.build import (
+    CLIP_IMAGE_KEYS,
     IMAGE_TOKEN,
     PAD_TOKEN,
+    SELECT_STRATEGY,
     SENTENCEPIECE_FILE,
     add_llava_tokens,
     assemble_llava,
@@ -61,8 +63,8 @@ MAX_LENGTH = 2048  # LLaVA-1.5's model_max_length
 _PROJECTOR = {"linear_1": "0", "linear_2": "2"}  # HF LlavaMultiModalProjector -> LLaVA's nn.Sequential indices
 _OURS = "model.multi_modal_projector."
 _THEIRS = "model.mm_projector."
+_FEATURE = {strategy: feature for feature, strategy in SELECT_STRATEGY.items()}  # HF -> mm_vision_select_feature
 _TOWER_IN_WEIGHTS = "model.vision_tower.vision_tower."  # LLaVA's CLIPVisionTower.vision_tower (a CLIPVisionModel)
-_SELECT = {"default": "patch", "full": "cls_patch"}
 # config keys of LLaVA's own (`llava/train/train.py` ModelArguments / DataArguments stored on the config)
 _LLAVA_KEYS = (
     "mm_vision_tower", "mm_projector_type", "mm_hidden_size", "mm_vision_select_layer", "mm_vision_select_feature",
@@ -181,7 +183,7 @@ def _llava_config(model: Any, processor: Any, vocab: int, final: Path) -> dict[s
         torch_dtype=str(model.dtype).removeprefix("torch."), use_cache=True,
         mm_vision_tower=str(final / TOWER_DIR), mm_projector_type="mlp2x_gelu",
         mm_hidden_size=config.vision_config.hidden_size, mm_vision_select_layer=config.vision_feature_layer,
-        mm_vision_select_feature=_SELECT[config.vision_feature_select_strategy], mm_patch_merge_type="flat",
+        mm_vision_select_feature=_FEATURE[config.vision_feature_select_strategy], mm_patch_merge_type="flat",
         mm_use_im_start_end=False, mm_use_im_patch_token=False, mm_projector_lr=None, use_mm_proj=True,
         image_aspect_ratio="pad" if aspect == "pad" else "square", image_grid_pinpoints=None,
         tune_mm_mlp_adapter=False, freeze_mm_mlp_adapter=False, tokenizer_padding_side="right",
@@ -233,9 +235,7 @@ def _clip_image_processor(processor: Any) -> Any:
     from transformers import CLIPImageProcessor
 
     images = processor.image_processor
-    keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor")
-    keys += ("do_normalize", "image_mean", "image_std", "do_convert_rgb")
-    return CLIPImageProcessor(**{k: getattr(images, k) for k in keys})
+    return CLIPImageProcessor(**{k: getattr(images, k) for k in CLIP_IMAGE_KEYS})
 
 
 # ----------------------------------------------------------------------------------------------- import
