@@ -119,7 +119,7 @@ def _parse(entry: Any, fmt: str) -> _Answer | None:
         qid, doc_id = _lmms_qid(entry), entry.get("doc_id")
         if text is None or (qid is None and not isinstance(doc_id, int)):
             return None
-        return _Answer(text, qid, doc_id if qid is None else None)
+        return _Answer(text, qid, doc_id if isinstance(doc_id, int) else None)
     text = entry.get("answer") if fmt == "superclass" else entry.get("text")
     if not isinstance(text, str) or entry.get("question_id") is None:
         return None
@@ -156,8 +156,10 @@ class _Resolver:
         self.used: dict[tuple[str, str], QuestionId] = {}
 
     def __call__(self, answer: _Answer) -> QuestionId:
-        if answer.doc_id is not None:
-            rows = self.index.doc_rows
+        rows = self.index.doc_rows
+        # the row is exact when the set was read from the parquet it ran on; a metric field's id need not be unique
+        # (POPE's restarts per split, MME's names the image of two questions)
+        if answer.doc_id is not None and (rows is not None or answer.qid is None):
             if rows is None:
                 raise DataError(
                     f"{self.path}: lmms-eval samples name their questions only by doc_id (the row of lmms-lab's "

@@ -3,6 +3,8 @@
 usage: superclass eval gqa run --model DIR --questions testdev_balanced_questions.json --image-root images --out OUT
        superclass eval gqa run ... --llava-questions llava_gqa_testdev_balanced.jsonl   (LLaVA's ids and prompt text)
        superclass eval gqa score --questions testdev_balanced_questions.json --predictions P.jsonl --out OUT
+       superclass eval gqa run --model DIR --parquet GQA/testdev_balanced_instructions
+           --parquet-images GQA/testdev_balanced_images --out OUT
 
 Files. GQA's questions JSON (gqadataset.org, questions1.2.zip) is an object `{question id: {"imageId", "question",
 "answer", "fullAnswer", "isBalanced", "types": {"structural", "semantic", "detailed"}, ...}}`; the images are
@@ -11,6 +13,13 @@ Files. GQA's questions JSON (gqadataset.org, questions1.2.zip) is an object `{qu
 question + "\\nAnswer the question using a single word or phrase." (the text LLaVA feeds, used verbatim); with the
 questions JSON too, each line takes its answer and types by id. Questions with `isBalanced: false` are left out
 (counted), as the official script scores only balanced ones; malformed rows are counted in `counts`.
+
+`--parquet`: lmms-lab's GQA (lmms-eval's gqa task, lmms_eval/tasks/gqa/gqa.yaml + utils.py; a file or a folder of
+`<split>-*.parquet` shards, `--split` picking a folder's, testdev there; needs pyarrow). Its questions are the
+`testdev_balanced_instructions` config, columns `id` (GQA's question id, the id here), `imageId`, `question`,
+`answer` (doc_to_target) and, where present, `types` and `isBalanced`; its images the `testdev_balanced_images`
+config (`--parquet-images`, needed by run), columns `id` (the imageId) and `image` ({bytes, path}), joined by imageId
+as utils.py's gqa_process_docs does. A question row's position is lmms-eval's doc_id (`QuestionIndex.doc_rows`).
 
 Metric (`--normalize official`): what LLaVA-1.5 reports. LLaVA's scripts/convert_gqa_for_eval.py (haotian-liu/LLaVA)
 writes each answer as `text.rstrip('.').lower()` into `{tier}_predictions.json` ([{"questionId", "prediction"}]), and
@@ -33,10 +42,11 @@ official format, so GQA's eval.py can be run on it unchanged.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +54,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import ImageFinder, QuestionId, norm_id, read_json, read_llava_questions
+from eval.vqa_data import ImageFinder, QuestionId, norm_id, parquet_files, read_json, read_llava_questions
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import SHORT_ANSWER_PROMPT
@@ -59,6 +69,8 @@ NORMALIZATION_RULES = {
 }
 EXPECTED = "GQA's questions JSON: an object of question id -> {imageId, question, answer, types, ...}"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+PARQUET_COLUMNS = ("id", "imageId", "question", "answer")  # lmms-lab/GQA testdev_balanced_instructions
+IMAGE_COLUMNS = ("id", "image")  # lmms-lab/GQA testdev_balanced_images (lmms_eval/tasks/gqa/utils.py)
 
 
 @dataclass
@@ -74,7 +86,7 @@ class GQAQuestion:
     semantic: str | None = None
     prompt: str | None = None  # LLaVA's text, verbatim (from its question JSONL)
     image_name: str | None = None  # LLaVA's `image` (relative to the image folder)
-    image: Path | None = None
+    image: Path | bytes | None = None  # the file, or its bytes from lmms-lab's image parquet
     balanced: bool = True  # eval.py scores only isBalanced questions
 
     def load_image(self) -> Any:
@@ -83,7 +95,7 @@ class GQAQuestion:
 
         if self.image is None:
             raise DataError(f"GQA question {self.raw_id}: no image")
-        return open_rgb(self.image)
+        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
 
 
 @dataclass
@@ -94,7 +106,8 @@ class GQASet:
     source: str
     items: list[GQAQuestion]
     counts: dict[str, int]
-    format: str  # official | llava_jsonl
+    format: str  # official | llava_jsonl | parquet
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
 
     @property
     def has_answers(self) -> bool:
@@ -209,6 +222,61 @@ def load_gqa(
     return GQASet(tier, source, items, counts, "official" if llava_questions is None else "llava_jsonl")
 
 
+def _parquet_rows(path: Path, columns: Sequence[str], what: str) -> Iterator[dict[str, Any]]:
+    """The rows of one lmms-lab GQA parquet file, a batch at a time (image bytes stay encoded)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
+    pf = pq.ParquetFile(path)
+    for column in columns:
+        if column not in pf.schema_arrow.names:
+            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's GQA {what} parquet)")
+    for batch in pf.iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def load_gqa_parquet(
+    path: str | Path, images: str | Path | None = None, limit: int | None = None, split: str | None = None
+) -> GQASet:
+    """lmms-lab's GQA testdev_balanced_instructions parquet (file or folder of `{split}-*.parquet`), its images from
+    the testdev_balanced_images parquet when given; `limit` a fixed subset stratified by structural type."""
+    files, split = parquet_files(Path(path), split)
+    counts = dict.fromkeys(("malformed_questions", "unbalanced", "duplicate_questions", "missing_images"), 0)
+    items: list[GQAQuestion] = []
+    doc_rows: list[QuestionId | None] = []
+    seen: set[QuestionId] = set()
+    for row in (row for file in files for row in _parquet_rows(file, PARQUET_COLUMNS, "testdev_balanced_instructions")):
+        item = _official_question(str(row.get("id")), row) if row.get("id") is not None else None
+        counts["malformed_questions"] += item is None
+        counts["unbalanced"] += item is not None and not item.balanced
+        counts["duplicate_questions"] += item is not None and item.balanced and item.qid in seen
+        if item is None or not item.balanced or item.qid in seen:
+            doc_rows.append(None)
+            continue
+        seen.add(item.qid)
+        doc_rows.append(item.qid)
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no well-formed GQA question (expected lmms-lab's GQA testdev_balanced_instructions)")
+    items = fixed_subset(items, limit, key=lambda q: q.structural or "unknown")
+    if images is not None:
+        wanted = {item.image_id for item in items}
+        found: dict[str, bytes] = {}
+        image_files, _ = parquet_files(Path(images), split if Path(images).is_dir() else None)
+        for file in image_files:
+            for row in _parquet_rows(file, IMAGE_COLUMNS, "testdev_balanced_images"):
+                image, image_id = row.get("image"), str(row.get("id"))
+                data = image.get("bytes") if isinstance(image, dict) else image
+                if image_id in wanted and isinstance(data, (bytes, bytearray)) and data:
+                    found.setdefault(image_id, bytes(data))
+        for item in items:
+            item.image = found.get(item.image_id)
+            counts["missing_images"] += item.image is None
+    source = str(path) + (f" + {images}" if images is not None else "")
+    return GQASet(f"{split}_balanced", source, items, counts, "parquet", doc_rows)
+
+
 def convert_prediction(text: str) -> str:
     """An answer as LLaVA's convert_gqa_for_eval.py writes it for eval.py: stripped, trailing '.' gone, lower-case."""
     return text.strip().rstrip(".").lower()
@@ -316,7 +384,7 @@ class GQABenchmark(VLMBenchmark):
         return {"gqa_predictions": str(path), "gqa_predictions_empty": str(empty)}
 
     def question_index(self) -> QuestionIndex:
-        return QuestionIndex([item.qid for item in self.gset.items])
+        return QuestionIndex([item.qid for item in self.gset.items], self.gset.doc_rows)
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -328,6 +396,17 @@ def _add_args(p: argparse.ArgumentParser) -> None:
         help="LLaVA's llava_gqa_testdev_balanced.jsonl: its ids, images and prompt text (answers from --questions)",
     )
     p.add_argument("--image-root", type=Path, help="GQA's image folder ({imageId}.jpg, or images/ under it)")
+    p.add_argument(
+        "--parquet",
+        type=Path,
+        help="lmms-lab's GQA testdev_balanced_instructions parquet file or folder instead (pyarrow)",
+    )
+    p.add_argument(
+        "--parquet-images",
+        type=Path,
+        help="lmms-lab's GQA testdev_balanced_images parquet file or folder (the images of --parquet); needed by run",
+    )
+    p.add_argument("--split", help="--parquet folder: the file-name prefix of the shards to read (lmms-lab: testdev)")
     p.add_argument("--prompt", default="llava", choices=GQA_PROMPTS, help="default: llava (lmms_eval: the same text)")
     p.add_argument(
         "--normalize",
@@ -338,8 +417,13 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace, run: bool) -> GQABenchmark:
+    if args.parquet is not None:
+        if run and args.parquet_images is None:
+            raise UserError("gqa run --parquet needs --parquet-images (lmms-lab's GQA testdev_balanced_images)")
+        gset = load_gqa_parquet(args.parquet, args.parquet_images, args.limit, args.split)
+        return GQABenchmark(gset, args.prompt, args.normalize)
     if run and args.image_root is None:
-        raise UserError("gqa run needs --image-root (GQA's images folder)")
+        raise UserError("gqa run needs --image-root (GQA's images folder) or --parquet")
     gset = load_gqa(args.questions, args.llava_questions, args.image_root, args.limit)
     return GQABenchmark(gset, args.prompt, args.normalize)
 

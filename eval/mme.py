@@ -3,6 +3,7 @@ asked with LLaVA-1.5's prompt and scored as the official eval_tool/calculation.p
 
 usage: superclass eval mme run --model DIR --data MME/MME_Benchmark_release_version
            [--llava-questions MME/llava_mme.jsonl] --out OUT [--prompt lmms_eval]
+       superclass eval mme run --model DIR --parquet MME/data --out OUT [--split test]
 
 Files. `MME_Benchmark_release_version` (from the MME authors; github.com/BradyFU/Awesome-Multimodal-Large-Language-
 Models, Evaluation branch) holds one folder per subtask: a folder with `images/` keeps its questions in
@@ -17,6 +18,13 @@ as convert_answer_to_mme.py does; a row without one is counted `unannotated` and
 Ids here are "<LLaVA's image id>#<the question's line in its .txt>", one per question; LLaVA's answer files, which
 repeat the image id, are matched by (image id, question) (`QuestionIndex.by_image_question`). lmms-eval's samples
 also name both questions of an image by one id, so `score` cannot tell them apart: score lmms-eval runs there.
+
+`--parquet`: lmms-lab's MME (lmms-eval's mme task; a file or a folder of `<split>-*.parquet` shards, `--split`
+picking a folder's; needs pyarrow). Columns per lmms_eval/tasks/mme/utils.py: doc["question_id"] (the image's path,
+"<subtask>/[images/]<image>", shared by its two questions), doc["question"], doc["answer"] (Yes/No), doc["category"]
+(the subtask) and doc["image"] (a {bytes, path} struct). Ids are "<question_id>#<n>", n the question's order among
+its image's rows (1, 2: the .txt line order), the release's ids where lmms-lab's question_id is LLaVA's image id; the
+row's position is lmms-eval's doc_id (`QuestionIndex.doc_rows`).
 
 Prompt: `llava` (default): LLaVA's JSONL text verbatim, else the question without its "Please answer yes or no." +
 "\n" + SHORT_ANSWER_PROMPT (scripts/v1_5/eval/mme.sh runs model_vqa_loader on llava_mme.jsonl, vicuna_v1);
@@ -35,10 +43,11 @@ headline, LLaVA-1.5-7B 1510.7), `cognition` of the 4 cognition ones (max 800). A
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId
+from eval.vqa_data import QuestionId, parquet_files
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl_file
@@ -65,6 +74,7 @@ YES_NO = "Please answer yes or no."
 _YES_NO_TAIL = re.compile(r"\s*" + re.escape(YES_NO) + r"\s*$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 LLAVA_KEYS = ("question_id", "image", "text")
+PARQUET_COLUMNS = ("question_id", "question", "answer", "category", "image")  # lmms_eval/tasks/mme/utils.py reads
 ANSWER_RULE = (
     "MME eval_tool/calculation.py parse_pred_ans on the lower-cased answer: exactly yes/no, else 'yes' in its first "
     "4 characters -> yes, else 'no' in them -> no, else other (wrong)"
@@ -78,7 +88,7 @@ class MMEItem:
     question_id: str
     subtask: str
     image_id: str  # "<subtask>/[images/]<file>", LLaVA's question_id; the pair's key for acc+
-    path: Path | None
+    path: Path | bytes | None  # the image file, or its bytes from a parquet row
     question: str
     answer: str
     line: int
@@ -93,7 +103,7 @@ class MMEItem:
 
         if self.path is None:
             raise DataError(f"MME question {self.question_id}: no image file beside its questions")
-        return open_rgb(self.path)
+        return open_rgb(io.BytesIO(self.path) if isinstance(self.path, bytes) else self.path)
 
 
 @dataclass
@@ -103,8 +113,9 @@ class MMESet:
     source: str
     items: list[MMEItem]
     counts: dict[str, int]
-    format: str  # "mme" (the release folder is the question set) | "llava_jsonl"
+    format: str  # "mme" (the release folder is the question set) | "llava_jsonl" | "parquet"
     missing_subtasks: list[str]
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
 
 
 def _file_key(name: str) -> str:
@@ -188,17 +199,70 @@ def load_mme(data: str | Path, questions: str | Path | None = None, limit: int |
     if counts["unannotated"]:
         note = f"{counts['unannotated']} questions have no answer in {root} (left out)"
         print(f"warning: {questions}: {note}", file=sys.stderr)
+    items = _subset(items, limit, counts)
+    source = str(root) + (f" + {questions}" if questions is not None else "")
+    missing = [s for s in SUBTASK_GROUP if s not in present]
+    return MMESet(source, items, counts, "mme" if questions is None else "llava_jsonl", missing)
+
+
+def _subset(items: list[MMEItem], limit: int | None, counts: dict[str, int]) -> list[MMEItem]:
+    """About `limit` questions: a fixed subset of (limit + 1) // 2 images, stratified by subtask, each with both its
+    questions (as acc+ needs); images without exactly two questions counted `unpaired_images`."""
     subtask_of = {item.image_id: item.subtask for item in items}
-    images = (limit + 1) // 2 if limit else None  # about `limit` questions: whole pairs, as acc+ needs
+    images = (limit + 1) // 2 if limit else None
     keep = set(fixed_subset(list(subtask_of), images, key=subtask_of.get))
     items = [item for item in items if item.image_id in keep]
     per_image: dict[str, int] = {}
     for item in items:
         per_image[item.image_id] = per_image.get(item.image_id, 0) + 1
     counts["unpaired_images"] = sum(n != 2 for n in per_image.values())
-    source = str(root) + (f" + {questions}" if questions is not None else "")
-    missing = [s for s in SUBTASK_GROUP if s not in present]
-    return MMESet(source, items, counts, "mme" if questions is None else "llava_jsonl", missing)
+    return items
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of one lmms-lab MME parquet file, a batch at a time (image bytes stay encoded)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
+    pf = pq.ParquetFile(path)
+    for column in PARQUET_COLUMNS:
+        if column not in pf.schema_arrow.names:
+            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's MME parquet)")
+    for batch in pf.iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def load_mme_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> MMESet:
+    """lmms-lab's MME parquet (a file, or a folder of `{split}-*.parquet` shards); malformed rows (no image id,
+    unknown subtask, an answer not yes/no as mme_process_results reads it) counted and left out."""
+    files, _ = parquet_files(Path(path), split)
+    counts = dict.fromkeys(("malformed_questions", "missing_images", "unpaired_images"), 0)
+    items: list[MMEItem] = []
+    doc_rows: list[QuestionId | None] = []
+    lines: dict[str, int] = {}
+    for row in (row for file in files for row in _parquet_rows(file)):
+        image_id, question, answer, subtask = (row.get(k) for k in PARQUET_COLUMNS[:4])
+        truth = answer.lower().strip().replace(".", "") if isinstance(answer, str) else None
+        if not isinstance(image_id, str) or not image_id.strip() or not isinstance(question, str):
+            truth = None
+        if truth not in ("yes", "no") or subtask not in SUBTASK_GROUP:
+            counts["malformed_questions"] += 1
+            doc_rows.append(None)
+            continue
+        image = row.get("image")
+        data = image.get("bytes") if isinstance(image, dict) else image
+        data = bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+        counts["missing_images"] += data is None
+        line = lines[image_id] = lines.get(image_id, 0) + 1
+        item = MMEItem(f"{image_id}#{line}", subtask, image_id, data, question, answer.strip(), line)
+        doc_rows.append(item.question_id)
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no well-formed MME question (expected lmms-lab's MME parquet)")
+    items = _subset(items, limit, counts)
+    missing = [s for s in SUBTASK_GROUP if all(item.subtask != s for item in items)]
+    return MMESet(str(path), items, counts, "parquet", missing, doc_rows)
 
 
 def mme_answer(text: str) -> str:
@@ -341,17 +405,19 @@ class MMEBenchmark(VLMBenchmark):
                 ids = by_image_question.setdefault((item.image_id, text.lower()), [])
                 if item.question_id not in ids:
                     ids.append(item.question_id)
-        return QuestionIndex([item.question_id for item in self.mset.items], None, by_image_question)
+        ids = [item.question_id for item in self.mset.items]
+        return QuestionIndex(ids, self.mset.doc_rows, by_image_question)
 
 
 # ----------------------------------------------------------------------------------------------- registry
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
-        required=True,
         type=Path,
         help="MME_Benchmark_release_version: one folder per subtask (images and question .txt files)",
     )
+    p.add_argument("--parquet", type=Path, help="lmms-lab's MME parquet file or folder instead (pyarrow)")
+    p.add_argument("--split", help="--parquet folder: the file-name prefix of the shards to read (lmms-lab: test)")
     p.add_argument(
         "--llava-questions",
         type=Path,
@@ -361,6 +427,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace, run: bool) -> MMEBenchmark:
+    if args.parquet is not None:
+        return MMEBenchmark(load_mme_parquet(args.parquet, args.limit, args.split), args.prompt)
+    if args.data is None:
+        raise UserError("mme needs --data (MME_Benchmark_release_version) or --parquet (lmms-lab's MME)")
     return MMEBenchmark(load_mme(args.data, args.llava_questions, args.limit), args.prompt)
 
 

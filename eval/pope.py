@@ -3,6 +3,7 @@ them, asked with LLaVA-1.5's prompt and read with POPE's own yes/no rule.
 
 usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--llava-questions pope/llava_pope_test.jsonl]
            --image-root pope/val2014 --out OUT [--splits adversarial popular random] [--prompt lmms_eval]
+       superclass eval pope run --model DIR --parquet POPE/data --out OUT [--split test]
 
 Files. POPE's labels are `coco_pope_{split}.json` (github.com/AoiDragon/POPE, output/coco): JSON lines
 `{"question_id", "image", "text", "label": "yes"|"no"}`, images COCO val2014 by file name. LLaVA-1.5 scored the
@@ -14,6 +15,12 @@ Its rows take their labels by (split, image, question): LLaVA's eval_pope.py pai
 split, which is the same pairing when the files agree and a silent mismatch when they do not; here a row without
 a label is counted `unannotated` and left out. Without the JSONL the POPE files are the question set and take
 LLaVA's ids, so answers of either run (and LLaVA's own answer files) score against either layout.
+`--parquet`: lmms-lab's POPE (lmms-eval's pope task; a file or a folder of `<split>-*.parquet` shards, `--split`
+picking a folder's; needs pyarrow). Columns per lmms_eval/tasks/pope/utils.py (doc["question_id"], doc["question"],
+doc["answer"], doc["image"] as a {bytes, path} struct); a row's POPE split is its `category` column (the default
+config's `test` split holds all three) or else its shard's split name (config `Full`: adversarial, popular,
+random). Ids are LLaVA's (split offset + the row's question_id), so answers score against either layout; the row's
+position is lmms-eval's doc_id (`QuestionIndex.doc_rows`).
 
 Prompt: `llava` (default): LLaVA's JSONL text verbatim, else question + "\n" + SHORT_ANSWER_PROMPT, the layout of
 LLaVA's scripts/v1_5/eval/pope.sh (model_vqa_loader, vicuna_v1); `lmms_eval`: lmms-eval's pope task
@@ -31,9 +38,10 @@ pope_aggregate_* rule; POPE's script divides by zero).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +49,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId, norm_id
+from eval.vqa_data import QuestionId, norm_id, parquet_files
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
@@ -53,6 +61,7 @@ LLAVA_ID_OFFSET = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000
 POPE_PROMPTS = ("llava", "lmms_eval")
 LABEL_KEYS = ("question_id", "image", "text", "label")
 LLAVA_KEYS = ("question_id", "image", "text", "category")
+PARQUET_COLUMNS = ("question_id", "question", "answer", "image")  # lmms_eval/tasks/pope/utils.py reads these
 ANSWER_RULE = (
     "POPE evaluate.py / LLaVA eval_pope.py: first sentence (before the first '.'), commas removed, split on ' '; "
     "'No', 'not' or 'no' among the words -> no, else yes"
@@ -61,14 +70,15 @@ ANSWER_RULE = (
 
 @dataclass
 class PopeItem:
-    """One question: its id, split, COCO image name (and file once found), question, label and LLaVA's text."""
+    """One question: its id, split, COCO image name (and file or parquet bytes once found), question, label and
+    LLaVA's text."""
 
     question_id: QuestionId
     split: str
     image: str
     question: str
     label: str
-    path: Path | None = None
+    path: Path | bytes | None = None
     llava_text: str | None = None  # LLaVA's JSONL `text`, the `llava` prompt verbatim
 
     def load_image(self) -> Any:
@@ -76,7 +86,7 @@ class PopeItem:
 
         if self.path is None:
             raise DataError(f"POPE question {self.question_id}: image {self.image} not found")
-        return open_rgb(self.path)
+        return open_rgb(io.BytesIO(self.path) if isinstance(self.path, bytes) else self.path)
 
 
 @dataclass
@@ -87,7 +97,8 @@ class PopeSet:
     items: list[PopeItem]
     splits: tuple[str, ...]
     counts: dict[str, int]
-    format: str  # "pope" (POPE's files are the question set) | "llava_jsonl"
+    format: str  # "pope" (POPE's files are the question set) | "llava_jsonl" | "parquet"
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
 
 
 def read_labels(path: Path, split: str, counts: dict[str, int]) -> list[PopeItem]:
@@ -201,6 +212,76 @@ def load_pope(
     return PopeSet(source, items, tuple(labels), counts, "pope" if questions is None else "llava_jsonl")
 
 
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of one lmms-lab POPE parquet file, a batch at a time (image bytes stay encoded)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
+    pf = pq.ParquetFile(path)
+    for column in PARQUET_COLUMNS:
+        if column not in pf.schema_arrow.names:
+            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's POPE parquet)")
+    for batch in pf.iter_batches(batch_size=256):
+        yield from batch.to_pylist()
+
+
+def _parquet_item(row: dict[str, Any], split: str) -> PopeItem | None:
+    """An lmms-lab row as a PopeItem with LLaVA's id, or None when malformed."""
+    try:
+        qid = norm_id(row.get("question_id"))
+    except ValueError:
+        return None
+    question, answer, image = row.get("question"), row.get("answer"), row.get("image")
+    label = answer.lower().strip() if isinstance(answer, str) else None  # pope_process_results' reading
+    if not isinstance(qid, int) or not 0 <= qid < 10_000_000 or not isinstance(question, str):
+        return None
+    if label not in ("yes", "no"):
+        return None
+    data = image.get("bytes") if isinstance(image, dict) else image
+    name = row.get("image_source") or (image.get("path") if isinstance(image, dict) else None) or ""
+    data = bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+    return PopeItem(LLAVA_ID_OFFSET[split] + qid, split, str(name), question, label, data)
+
+
+def load_pope_parquet(
+    path: str | Path, splits: Sequence[str] = SPLITS, limit: int | None = None, split: str | None = None
+) -> PopeSet:
+    """lmms-lab's POPE parquet (a file, or a folder of `{split}-*.parquet` shards, `split` choosing them); rows of
+    other POPE splits are left out; `limit` keeps a fixed subset stratified by split."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UserError(f"POPE splits {list(splits)}: expected some of {list(SPLITS)}")
+    files, shard_split = parquet_files(Path(path), split)
+    counts = dict.fromkeys(("malformed_questions", "duplicate_questions", "other_splits", "missing_images"), 0)
+    items: list[PopeItem] = []
+    doc_rows: list[QuestionId | None] = []
+    seen: set[QuestionId] = set()
+    for row in (row for file in files for row in _parquet_rows(file)):
+        if "category" not in row and shard_split not in SPLITS:
+            raise DataError(
+                f"{path}: no 'category' column and the split '{shard_split}' is not a POPE split (expected lmms-lab's "
+                f"POPE: a category column, or shards named after one of {list(SPLITS)})"
+            )
+        pope_split = row.get("category", shard_split)
+        item = _parquet_item(row, pope_split) if pope_split in SPLITS else None
+        skip = item is None or item.question_id in seen or pope_split not in splits
+        counts["malformed_questions"] += item is None
+        counts["duplicate_questions"] += item is not None and item.question_id in seen
+        counts["other_splits"] += item is not None and pope_split not in splits
+        doc_rows.append(None if skip else item.question_id)
+        if skip:
+            continue
+        seen.add(item.question_id)
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no well-formed POPE question of the splits {list(splits)}")
+    items = fixed_subset(items, limit, key=lambda item: item.split)
+    counts["missing_images"] = sum(item.path is None for item in items)
+    chosen = tuple(s for s in dict.fromkeys(splits) if any(item.split == s for item in items))
+    return PopeSet(str(path), items, chosen, counts, "parquet", doc_rows)
+
+
 def pope_answer(text: str) -> str:
     """A free-text answer read as yes or no by POPE's rule (evaluate.py; LLaVA's eval_pope.py)."""
     if "." in text:  # only the first sentence
@@ -302,16 +383,24 @@ class PopeBenchmark(VLMBenchmark):
         return {}
 
     def question_index(self) -> QuestionIndex:
-        return QuestionIndex([item.question_id for item in self.pset.items])
+        return QuestionIndex([item.question_id for item in self.pset.items], self.pset.doc_rows)
 
 
 # ----------------------------------------------------------------------------------------------- registry
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--annotation-dir",
-        required=True,
         type=Path,
         help="POPE's coco folder: coco_pope_{adversarial,popular,random}.json (JSON lines with labels)",
+    )
+    p.add_argument(
+        "--parquet",
+        type=Path,
+        help="lmms-lab's POPE parquet file or folder instead (images inside; needs pyarrow)",
+    )
+    p.add_argument(
+        "--split",
+        help="--parquet folder: the file-name prefix of the shards to read (test; config Full: adversarial, ...)",
     )
     p.add_argument(
         "--llava-questions",
@@ -324,8 +413,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace, run: bool) -> PopeBenchmark:
+    if args.parquet is not None:
+        return PopeBenchmark(load_pope_parquet(args.parquet, args.splits, args.limit, args.split), args.prompt)
+    if args.annotation_dir is None:
+        raise UserError("pope needs --annotation-dir (POPE's coco folder) or --parquet (lmms-lab's POPE)")
     if run and args.image_root is None:
-        raise UserError("pope run needs --image-root (the COCO val2014 images)")
+        raise UserError("pope run needs --image-root (the COCO val2014 images) or --parquet")
     pset = load_pope(args.annotation_dir, args.llava_questions, args.image_root, args.splits, args.limit)
     return PopeBenchmark(pset, args.prompt)
 

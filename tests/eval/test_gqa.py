@@ -202,3 +202,66 @@ def test_suite_finds_llava_and_authors_layouts(tmp_path):
     assert values == {"questions": llava / "data" / "testdev_balanced_questions.json",
                       "image_root": llava / "data" / "images",
                       "llava_questions": llava / "llava_gqa_testdev_balanced.jsonl"}  # fmt: skip
+
+
+def write_gqa_parquet(folder: Path, gqa, drop=()) -> tuple[Path, Path]:
+    """lmms-lab's GQA: testdev_balanced_instructions (id, imageId, question, answer, types, isBalanced, ...; one
+    malformed row) and testdev_balanced_images (id = imageId, image as PNG bytes), as lmms_eval/tasks/gqa reads them."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from PIL import Image
+
+    doc = json.loads(gqa["questions"].read_text())
+    keep = ("imageId", "question", "answer", "fullAnswer", "isBalanced", "types")
+    rows = [{"id": qid, **{k: e[k] for k in keep}} for qid, e in doc.items()]
+    rows.insert(1, {**rows[0], "id": "999", "question": None})  # malformed: doc_id 1 names no question
+    images = []
+    for e in doc.values():
+        buf = io.BytesIO()
+        Image.open(gqa["images"] / f"{e['imageId']}.jpg").save(buf, format="PNG")
+        images.append({"id": e["imageId"], "image": {"bytes": buf.getvalue(), "path": None}})
+    for name, table in (("instructions", rows), ("images", images)):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([{k: v for k, v in row.items() if k not in drop} for row in table])
+        pq.write_table(table, folder / name / "testdev-00000-of-00001.parquet")
+    return folder / "instructions", folder / "images"
+
+
+def test_lmms_lab_parquet_run_and_lmms_eval_samples_by_doc_id(gqa, model, tmp_path, capsys):
+    from eval.gqa import load_gqa_parquet
+
+    instructions, images = write_gqa_parquet(tmp_path / "GQA", gqa)
+    gset, official = load_gqa_parquet(instructions, images), load_gqa(gqa["questions"])
+    assert [q.qid for q in gset.items] == [q.qid for q in official.items] and gset.split == "testdev_balanced"
+    assert gset.doc_rows[:3] == [official.items[0].qid, None, official.items[1].qid]
+    assert gset.counts["malformed_questions"] == 1 and gset.counts["missing_images"] == 0
+    assert [q.structural for q in gset.items] == [q.structural for q in official.items]
+    out = tmp_path / "run"
+    args = ["gqa", "run", "--model", str(model), "--parquet", str(instructions), "--parquet-images", str(images),
+            "--out", str(out), "--batch-size", "4", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_questions"] == 8 and m["coverage"]["missing"] == 0 and m["question_format"] == "parquet"
+    answer = {
+        r["question_id"]: r["answer"] for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+    }
+    samples = [{"doc_id": d, "target": "x", "filtered_resps": answer[q], "exact_match": 0.0}
+               for d, q in enumerate(gset.doc_rows) if q is not None]  # fmt: skip
+    log = tmp_path / "20250101_samples_gqa.jsonl"
+    log.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    keys = ("accuracy", "binary", "open", "per_structural_type", "per_semantic_type", "missing_predictions")
+    ours = out / "predictions.jsonl"
+    for name, data, predictions in (("a", ["--parquet", str(instructions)], log),
+                                    ("b", ["--questions", str(gqa["questions"])], ours)):  # fmt: skip
+        assert main(["gqa", "score", *data, "--predictions", str(predictions), "--out", str(tmp_path / name)]) == 0
+        scored = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert {k: scored[k] for k in keys} == {k: m[k] for k in keys}
+    # a parquet missing a column the task reads: a one-line error; run without the images parquet: refused
+    bad, _ = write_gqa_parquet(tmp_path / "bad", gqa, drop=("imageId",))
+    capsys.readouterr()
+    assert main(["gqa", "score", "--parquet", str(bad), "--predictions", str(log), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing column 'imageId'" in err and "\n" not in err
+    assert main(args[: args.index("--parquet-images")] + ["--out", str(tmp_path / "r")]) == 2

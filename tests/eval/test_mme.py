@@ -180,3 +180,67 @@ def test_run_then_score_agree_in_every_format(mme, model, tmp_path):
         assert main([*cmd, *extra, "--out", str(tmp_path / name)]) == 0
         scored = json.loads((tmp_path / name / "metrics.json").read_text())
         assert {k: scored[k] for k in keys} == {k: m[k] for k in keys} and scored["coverage"]["missing"] == 0
+
+
+def write_mme_parquet(folder: Path, mme, drop=()) -> Path:
+    """lmms-lab's MME layout (lmms_eval/tasks/mme/utils.py reads question_id, question, answer, category, image): the
+    release's questions, question_id the image's path (LLaVA's image id), images as PNG bytes; one bad row."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = []
+    for item in load_mme(mme["release"]).items:
+        buf = io.BytesIO()
+        item.load_image().save(buf, format="PNG")
+        rows.append({"question_id": item.image_id, "question": item.question, "answer": item.answer,
+                     "category": item.subtask, "image": {"bytes": buf.getvalue(), "path": None}})  # fmt: skip
+    rows.insert(1, {**rows[0], "category": "no_such_subtask"})  # malformed: doc_id 1 names no question
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{k: v for k, v in row.items() if k not in drop} for row in rows])
+    pq.write_table(table, folder / "test-00000-of-00001.parquet")
+    return folder
+
+
+def test_lmms_lab_parquet_read_with_release_ids(mme, tmp_path, capsys):
+    from eval.mme import load_mme_parquet
+
+    folder = write_mme_parquet(tmp_path / "MME", mme)
+    mset, official = load_mme_parquet(folder), load_mme(mme["release"])
+    assert [i.question_id for i in mset.items] == [i.question_id for i in official.items]  # the same ids
+    assert [(i.answer, i.question, i.subtask) for i in mset.items] == [
+        (i.answer, i.question, i.subtask) for i in official.items
+    ]
+    assert mset.doc_rows[:3] == [official.items[0].question_id, None, official.items[1].question_id]
+    assert mset.counts["malformed_questions"] == 1 and mset.counts["unpaired_images"] == 0
+    assert mset.items[0].load_image().size == official.items[0].load_image().size
+    assert len(load_mme_parquet(folder, limit=4).items) == 4
+    bad = write_mme_parquet(tmp_path / "bad", mme, drop=("category",))
+    assert main(["mme", "score", "--parquet", str(bad), "--predictions", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing column 'category'" in err and "\n" not in err
+
+
+def test_parquet_run_and_lmms_eval_samples_by_doc_id(mme, model, tmp_path):
+    from eval.mme import load_mme_parquet
+
+    folder = write_mme_parquet(tmp_path / "MME", mme)
+    out = tmp_path / "run"
+    args = ["mme", "run", "--model", str(model), "--parquet", str(folder), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--batch-size", "4", "--max-new-tokens", "4", "--prompt", "lmms_eval"]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_questions"] == 12 and m["coverage"]["missing"] == 0 and m["subtasks_scored"] == 3
+    answer = {
+        r["question_id"]: r["answer"] for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+    }
+    samples = [{"doc_id": d, "target": "Yes", "filtered_resps": answer[q], "input": "q"}
+               for d, q in enumerate(load_mme_parquet(folder).doc_rows) if q is not None][::-1]  # fmt: skip
+    log = tmp_path / "20250101_samples_mme.jsonl"
+    log.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    keys = ("perception", "cognition", "accuracy", "per_subtask", "missing_predictions")
+    for name, data, predictions in (("a", ["--parquet", str(folder)], log),
+                                    ("b", ["--data", str(mme["release"])], out / "predictions.jsonl")):  # fmt: skip
+        assert main(["mme", "score", *data, "--predictions", str(predictions), "--out", str(tmp_path / name)]) == 0
+        scored = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert {k: scored[k] for k in keys} == {k: m[k] for k in keys} and scored["coverage"]["missing"] == 0

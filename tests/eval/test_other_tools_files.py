@@ -263,3 +263,17 @@ def test_partial_predictions_are_scored_with_a_warning(sets, tmp_path, capsys, b
     assert m["coverage"] == {"questions": len(ids), "predictions": len(rows), "matched": len(ids) - 2, "missing": 2,
                              "unknown": 1}  # fmt: skip
     assert m["missing_predictions"] == 2 and m["unknown_predictions"] == 1
+
+
+def test_lmms_doc_id_wins_over_a_metric_field_id_when_the_parquet_rows_are_known(tmp_path):
+    """POPE's lmms-eval rows name a question_id that restarts per split: with the split's rows, doc_id decides."""
+    from eval.answer_files import QuestionIndex, read_answers
+
+    log = tmp_path / "samples_pope.jsonl"
+    rows = [{"doc_id": 1, "filtered_resps": ["yes"], "pope_accuracy": {"question_id": 0}},
+            {"doc_id": 0, "filtered_resps": ["no"], "pope_accuracy": {"question_id": 1}}]  # fmt: skip
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with_rows, _ = read_answers(log, QuestionIndex([10, 11], doc_rows=[10, 11]))
+    assert {k: v["answer"] for k, v in with_rows.items()} == {11: "yes", 10: "no"}
+    by_field, _ = read_answers(log, QuestionIndex([0, 1]))  # no parquet rows: the field's id
+    assert {k: v["answer"] for k, v in by_field.items()} == {0: "yes", 1: "no"}

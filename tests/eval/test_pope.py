@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from eval.pope import LLAVA_ID_OFFSET, SPLITS, binary_metrics, load_pope, pope_answer, score_pope
+from eval.pope import LLAVA_ID_OFFSET, SPLITS, binary_metrics, load_pope, load_pope_parquet, pope_answer, score_pope
 from eval.vlm_registry import benchmarks
 from vlm.templates import SHORT_ANSWER_PROMPT
 
@@ -173,5 +173,76 @@ def test_run_then_score_agree_in_every_format(pope, model, tmp_path):
                                      ("b", out / "predictions.jsonl", []), ("c", llava, [])):  # fmt: skip
         cmd = ["pope", "score", "--annotation-dir", str(pope["coco"]), "--predictions", str(predictions)]
         assert main([*cmd, *extra, "--out", str(tmp_path / name)]) == 0
+        scored = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert {k: scored[k] for k in keys} == {k: m[k] for k in keys}
+
+
+def write_pope_parquet(folder: Path, pope, name="test-00000-of-00001.parquet", drop=()) -> Path:
+    """lmms-lab's POPE layout (lmms_eval/tasks/pope/utils.py reads question_id, question, answer, image): the
+    fixture's questions in POPE's split order, string ids from 1 per split, a category column, and one bad row."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from llava_fixtures import synthetic_image
+
+    def png(i: int) -> bytes:
+        buf = io.BytesIO()
+        synthetic_image(i).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rows = [{"id": str(n), "question_id": str(r["question_id"]), "question": r["text"], "answer": r["label"].title(),
+             "image_source": r["image"][:-4], "image": {"bytes": png(int(r["image"][-8:-4])), "path": None},
+             "category": split} for split in SPLITS for n, r in enumerate(pope["labels"][split])]  # fmt: skip
+    rows.insert(2, {**rows[0], "answer": "maybe"})  # malformed: doc_id 2 names no question
+    table = pa.Table.from_pylist([{k: v for k, v in row.items() if k not in drop} for row in rows])
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / name)
+    return folder
+
+
+def test_lmms_lab_parquet_read_with_llava_ids(pope, tmp_path, capsys):
+    from llava_fixtures import synthetic_image
+
+    folder = write_pope_parquet(tmp_path / "POPE", pope)
+    pset = load_pope_parquet(folder)
+    official = load_pope(pope["coco"])
+    assert [i.question_id for i in pset.items] == [i.question_id for i in official.items]  # the same ids
+    assert [(i.label, i.question) for i in pset.items] == [(i.label, i.question) for i in official.items]
+    assert pset.doc_rows[:4] == [1, 2, None, 3] and len(pset.doc_rows) == 12 and pset.format == "parquet"
+    assert pset.counts["malformed_questions"] == 1 and pset.counts["missing_images"] == 0
+    assert pset.items[0].load_image().size == synthetic_image(1).size
+    only = load_pope_parquet(folder, splits=["random"])
+    assert [i.question_id for i in only.items] == [10_000_001, 10_000_002, 10_000_003]
+    assert only.counts["other_splits"] == 8 and only.doc_rows.count(None) == 9
+    assert len(load_pope_parquet(folder, limit=6).items) == 6
+    # a parquet missing a column the task reads: a one-line error
+    bad = write_pope_parquet(tmp_path / "bad", pope, drop=("answer",))
+    assert main(["pope", "score", "--parquet", str(bad), "--predictions", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing column 'answer'" in err and "\n" not in err
+
+
+def test_parquet_run_and_lmms_eval_samples_by_doc_id(pope, model, tmp_path):
+    folder = write_pope_parquet(tmp_path / "POPE", pope)
+    out = tmp_path / "run"
+    args = ["pope", "run", "--model", str(model), "--parquet", str(folder), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--batch-size", "4", "--max-new-tokens", "4", "--prompt", "lmms_eval"]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_questions"] == 11 and m["coverage"]["missing"] == 0 and m["question_format"] == "parquet"
+    assert m["data_counts"]["malformed_questions"] == 1
+    rows = {
+        r["question_id"]: r["answer"] for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+    }
+    pset = load_pope_parquet(folder)
+    # lmms-eval >= 0.4 --log_samples rows: the answer and the row's doc_id only
+    samples = [{"doc_id": d, "target": "yes", "filtered_resps": rows[q], "input": "q"}
+               for d, q in enumerate(pset.doc_rows) if q is not None]  # fmt: skip
+    log = _write_jsonl(tmp_path / "20250101_samples_pope.jsonl", samples)
+    keys = ("f1_mean", "accuracy", "per_split", "missing_predictions")
+    for name, cmd in (("a", ["--parquet", str(folder)]), ("b", ["--annotation-dir", str(pope["coco"])])):
+        predictions = log if name == "a" else out / "predictions.jsonl"  # and ours against POPE's files
+        assert main(["pope", "score", *cmd, "--predictions", str(predictions), "--out", str(tmp_path / name)]) == 0
         scored = json.loads((tmp_path / name / "metrics.json").read_text())
         assert {k: scored[k] for k in keys} == {k: m[k] for k in keys}
