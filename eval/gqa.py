@@ -46,7 +46,7 @@ import io
 import json
 import re
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import ImageFinder, QuestionId, norm_id, parquet_files, read_json, read_llava_questions
+from eval.vqa_data import ImageFinder, QuestionId, norm_id, parquet_rows, read_json, read_llava_questions
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import SHORT_ANSWER_PROMPT
@@ -222,31 +222,17 @@ def load_gqa(
     return GQASet(tier, source, items, counts, "official" if llava_questions is None else "llava_jsonl")
 
 
-def _parquet_rows(path: Path, columns: Sequence[str], what: str) -> Iterator[dict[str, Any]]:
-    """The rows of one lmms-lab GQA parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-    pf = pq.ParquetFile(path)
-    for column in columns:
-        if column not in pf.schema_arrow.names:
-            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's GQA {what} parquet)")
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
-
 def load_gqa_parquet(
     path: str | Path, images: str | Path | None = None, limit: int | None = None, split: str | None = None
 ) -> GQASet:
     """lmms-lab's GQA testdev_balanced_instructions parquet (file or folder of `{split}-*.parquet`), its images from
     the testdev_balanced_images parquet when given; `limit` a fixed subset stratified by structural type."""
-    files, split = parquet_files(Path(path), split)
+    rows, split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's GQA testdev_balanced_instructions parquet")
     counts = dict.fromkeys(("malformed_questions", "unbalanced", "duplicate_questions", "missing_images"), 0)
     items: list[GQAQuestion] = []
     doc_rows: list[QuestionId | None] = []
     seen: set[QuestionId] = set()
-    for row in (row for file in files for row in _parquet_rows(file, PARQUET_COLUMNS, "testdev_balanced_instructions")):
+    for row in rows:
         item = _official_question(str(row.get("id")), row) if row.get("id") is not None else None
         counts["malformed_questions"] += item is None
         counts["unbalanced"] += item is not None and not item.balanced
@@ -263,13 +249,14 @@ def load_gqa_parquet(
     if images is not None:
         wanted = {item.image_id for item in items}
         found: dict[str, bytes] = {}
-        image_files, _ = parquet_files(Path(images), split if Path(images).is_dir() else None)
-        for file in image_files:
-            for row in _parquet_rows(file, IMAGE_COLUMNS, "testdev_balanced_images"):
-                image, image_id = row.get("image"), str(row.get("id"))
-                data = image.get("bytes") if isinstance(image, dict) else image
-                if image_id in wanted and isinstance(data, (bytes, bytearray)) and data:
-                    found.setdefault(image_id, bytes(data))
+        image_split = split if Path(images).is_dir() else None
+        what = "lmms-lab's GQA testdev_balanced_images parquet"
+        image_rows, _ = parquet_rows(images, image_split, IMAGE_COLUMNS, what)
+        for row in image_rows:
+            image, image_id = row.get("image"), str(row.get("id"))
+            data = image.get("bytes") if isinstance(image, dict) else image
+            if image_id in wanted and isinstance(data, (bytes, bytearray)) and data:
+                found.setdefault(image_id, bytes(data))
         for item in items:
             item.image = found.get(item.image_id)
             counts["missing_images"] += item.image is None

@@ -47,7 +47,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId, parquet_files
+from eval.vqa_data import QuestionId, parquet_rows
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl_file
@@ -219,29 +219,15 @@ def _subset(items: list[MMEItem], limit: int | None, counts: dict[str, int]) -> 
     return items
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of one lmms-lab MME parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-    pf = pq.ParquetFile(path)
-    for column in PARQUET_COLUMNS:
-        if column not in pf.schema_arrow.names:
-            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's MME parquet)")
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
-
 def load_mme_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> MMESet:
     """lmms-lab's MME parquet (a file, or a folder of `{split}-*.parquet` shards); malformed rows (no image id,
     unknown subtask, an answer not yes/no as mme_process_results reads it) counted and left out."""
-    files, _ = parquet_files(Path(path), split)
+    rows, _ = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's MME parquet")
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unpaired_images"), 0)
     items: list[MMEItem] = []
     doc_rows: list[QuestionId | None] = []
     lines: dict[str, int] = {}
-    for row in (row for file in files for row in _parquet_rows(file)):
+    for row in rows:
         image_id, question, answer, subtask = (row.get(k) for k in PARQUET_COLUMNS[:4])
         truth = answer.lower().strip().replace(".", "") if isinstance(answer, str) else None
         if not isinstance(image_id, str) or not image_id.strip() or not isinstance(question, str):

@@ -42,7 +42,7 @@ import io
 import json
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId
+from eval.vqa_data import QuestionId, parquet_rows
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
@@ -153,24 +153,6 @@ def parquet_files(path: Path, split: str) -> list[Path]:
     return files
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of one parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UserError(f"{path}: reading MMMU's parquet files needs pyarrow (pip install pyarrow)") from None
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow's ArrowInvalid and OSError subclasses, by version
-        raise DataError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
-    names = set(pf.schema_arrow.names)
-    for column in REQUIRED_COLUMNS:
-        if column not in names:
-            raise DataError(f"{path}: missing column '{column}' (expected MMMU's columns {list(REQUIRED_COLUMNS)})")
-    for batch in pf.iter_batches(batch_size=64):
-        yield from batch.to_pylist()
-
-
 def _literal_list(text: Any) -> list[str] | None:
     """A string holding a Python list of strings (MMMU's `options`), as that list; None when it is not one."""
     try:
@@ -224,17 +206,17 @@ def load_mmmu(path: str | Path, split: str = "validation", limit: int | None = N
     questions: list[MMMUQuestion] = []
     doc_rows: list[QuestionId | None] = []
     seen: set[str] = set()
-    for file in files:
-        for row in _rows(file):
-            q = parse_row(row)
-            doc_rows.append(q.id if q is not None else None)
-            if q is None:
-                counts["malformed_rows"] += 1
-            elif q.id in seen:
-                counts["duplicate_ids"] += 1
-            else:
-                seen.add(q.id)
-                questions.append(q)
+    rows, _ = parquet_rows(files, split, REQUIRED_COLUMNS, f"MMMU's columns {list(REQUIRED_COLUMNS)}", batch_size=64)
+    for row in rows:
+        q = parse_row(row)
+        doc_rows.append(q.id if q is not None else None)
+        if q is None:
+            counts["malformed_rows"] += 1
+        elif q.id in seen:
+            counts["duplicate_ids"] += 1
+        else:
+            seen.add(q.id)
+            questions.append(q)
     questions = fixed_subset(questions, limit, key=lambda q: q.subject)
     counts["multi_image"] = sum(q.multi_image for q in questions)
     counts["missing_images"] = sum(q.image_number not in q.images for q in questions)

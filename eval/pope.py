@@ -41,7 +41,7 @@ import argparse
 import io
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId, norm_id, parquet_files
+from eval.vqa_data import QuestionId, norm_id, parquet_rows
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
@@ -212,20 +212,6 @@ def load_pope(
     return PopeSet(source, items, tuple(labels), counts, "pope" if questions is None else "llava_jsonl")
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of one lmms-lab POPE parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-    pf = pq.ParquetFile(path)
-    for column in PARQUET_COLUMNS:
-        if column not in pf.schema_arrow.names:
-            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's POPE parquet)")
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
-
 def _parquet_item(row: dict[str, Any], split: str) -> PopeItem | None:
     """An lmms-lab row as a PopeItem with LLaVA's id, or None when malformed."""
     try:
@@ -252,12 +238,12 @@ def load_pope_parquet(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise UserError(f"POPE splits {list(splits)}: expected some of {list(SPLITS)}")
-    files, shard_split = parquet_files(Path(path), split)
+    rows, shard_split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's POPE parquet")
     counts = dict.fromkeys(("malformed_questions", "duplicate_questions", "other_splits", "missing_images"), 0)
     items: list[PopeItem] = []
     doc_rows: list[QuestionId | None] = []
     seen: set[QuestionId] = set()
-    for row in (row for file in files for row in _parquet_rows(file)):
+    for row in rows:
         if "category" not in row and shard_split not in SPLITS:
             raise DataError(
                 f"{path}: no 'category' column and the split '{shard_split}' is not a POPE split (expected lmms-lab's "

@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId, norm_id, parquet_files, read_json
+from eval.vqa_data import QuestionId, norm_id, parquet_rows, read_json
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT
 
@@ -228,27 +228,13 @@ def load_scienceqa(
     return ScienceQASet(source, split, found, counts)
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of one lmms-lab ScienceQA parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-    pf = pq.ParquetFile(path)
-    for column in PARQUET_COLUMNS:
-        if column not in pf.schema_arrow.names:
-            raise DataError(f"{path}: missing column '{column}' (expected lmms-lab's ScienceQA-IMG parquet)")
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
-
 def load_scienceqa_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> ScienceQASet:
     """lmms-lab's ScienceQA-IMG parquet (a file, or a folder of `{split}-*.parquet` shards); ids are row numbers."""
-    files, split = parquet_files(Path(path), split)
+    rows, split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's ScienceQA-IMG parquet")
     counts = dict.fromkeys(("malformed_problems", "no_image"), 0)
     found: list[Problem] = []
     doc_rows: list[QuestionId | None] = []
-    for row in (row for file in files for row in _parquet_rows(file)):
+    for row in rows:
         image = row.get("image")
         data = image.get("bytes") if isinstance(image, dict) else image
         raw = {**row, "image": bool(data)}

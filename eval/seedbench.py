@@ -2,6 +2,7 @@
 
 usage: superclass eval seedbench run|score --annotations SEED-Bench.json [--llava-questions llava-seed-bench.jsonl]
            --image-root seed_bench [--prompt lmms_eval] --out OUT
+       superclass eval seedbench run --model DIR --parquet SEED-Bench/data --out OUT [--split test]
 
 Files (LLaVA's docs/Evaluation.md: playground/data/eval/seed_bench): the official `SEED-Bench.json`
 (AILab-CVC/SEED-Bench DATASET.md: `{"questions": [{"question_id", "question", "choice_a".."choice_d", "answer"
@@ -9,6 +10,12 @@ Files (LLaVA's docs/Evaluation.md: playground/data/eval/seed_bench): the officia
 {dimension name: id}}`) with the images in `SEED-Bench-image/` under `--image-root`; optionally LLaVA's
 `llava-seed-bench.jsonl` (eval.zip; `{"question_id", "image": "SEED-Bench-image/<data_id>", "text", "category"}`
 per line), the file LLaVA's model_vqa_loader.py reads.
+`--parquet`: lmms-lab's SEED-Bench (lmms-eval's seedbench task; a file or a folder of `<split>-*.parquet` shards,
+`--split` picking a folder's; needs pyarrow). Columns per lmms_eval/tasks/seedbench/utils.py: doc["question"],
+doc["choice_a"].."choice_d", doc["answer"], doc["data_type"], doc["question_id"] and doc["image"] (a list of
+{bytes, path} structs, one for an image question); `question_type_id` and `data_id`, SEED-Bench.json's fields, are
+read when the rows have them (the dimension is 0 otherwise). Ids are SEED-Bench.json's question_id; the row's
+position is lmms-eval's doc_id (`QuestionIndex.doc_rows`).
 
 The set is the questions with `data_type` "image" (dimensions 1-9, 14,233 questions), LLaVA's
 `eval_only_type='image'`. Video questions (dimensions 10-12, which LLaVA answers from one middle frame it extracts
@@ -31,6 +38,7 @@ case-insensitive).
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +47,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import QuestionId, norm_id, read_json
+from eval.vqa_data import QuestionId, norm_id, parquet_rows, read_json
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import multiple_choice_prompt
@@ -48,6 +56,8 @@ SEED_PROMPTS = ("llava", "lmms_eval")
 LETTERS = "ABCD"
 CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
 IMAGE_FOLDER = "SEED-Bench-image"
+# lmms_eval/tasks/seedbench/utils.py reads these (seed_doc_to_text, seed_process_result, seed_doc_to_visual)
+PARQUET_COLUMNS = ("question_id", "question", *CHOICE_KEYS, "answer", "data_type", "image")
 IMAGE_SUFFIXES = ("", ".jpg", ".png", ".jpeg")  # DATASET.md writes data_id without one; the files have one
 # SEED-Bench-1's "question_type" (DATASET.md), for a file that lacks it
 DIMENSIONS = {
@@ -71,7 +81,7 @@ class SeedQuestion:
     answer: str | None
     dimension: int
     data_id: str
-    image: Path | None = None
+    image: Path | bytes | None = None  # a file, or the encoded image of a parquet row
     llava_text: str | None = None  # LLaVA's JSONL `text`, verbatim
 
     def load_image(self) -> Any:
@@ -80,7 +90,7 @@ class SeedQuestion:
 
         if self.image is None:
             raise DataError(f"SEED-Bench question {self.qid}: no image")
-        return open_rgb(self.image)
+        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
 
 
 @dataclass
@@ -91,6 +101,8 @@ class SeedSet:
     questions: list[SeedQuestion]
     dimensions: dict[int, str]
     counts: dict[str, int]
+    format: str = "official"  # official (SEED-Bench.json) | parquet
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
 
     @property
     def has_answers(self) -> bool:
@@ -201,6 +213,49 @@ def load_seedbench(
     return SeedSet(source, found, _dimension_names(doc), counts)
 
 
+def _image_bytes(image: Any) -> bytes | None:
+    """The encoded image of a parquet `image` cell: a {bytes, path} struct or a list of one (lmms-lab's layout)."""
+    if isinstance(image, list):
+        image = image[0] if len(image) == 1 else None
+    data = image.get("bytes") if isinstance(image, dict) else image
+    return bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+
+
+def load_seedbench_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> SeedSet:
+    """lmms-lab's SEED-Bench parquet (a file, or a folder of `{split}-*.parquet` shards): its image questions, video
+    and malformed rows counted as SEED-Bench.json's are; `limit` a fixed subset stratified by dimension."""
+    rows, _ = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's SEED-Bench parquet")
+    keys = ("malformed_questions", "video", "other_data_type", "duplicate_questions", "missing_images")
+    counts = dict.fromkeys(keys, 0)
+    found: list[SeedQuestion] = []
+    doc_rows: list[QuestionId | None] = []
+    seen: set[QuestionId] = set()
+    for row in rows:
+        data = _image_bytes(row.get("image"))
+        image = row.get("image")
+        name = image[0].get("path") if isinstance(image, list) and image and isinstance(image[0], dict) else None
+        data_id = row.get("data_id") or name or str(row.get("question_id"))
+        parsed = _question({**row, "data_id": data_id, "question_type_id": row.get("question_type_id", 0)})
+        question = parsed[1] if parsed is not None else None
+        if parsed is None:
+            counts["malformed_questions"] += 1
+        elif question is None:
+            counts["video" if parsed[0] == "video" else "other_data_type"] += 1
+        elif question.qid in seen:
+            counts["duplicate_questions"] += 1
+        doc_rows.append(question.qid if question is not None and question.qid not in seen else None)
+        if question is None or question.qid in seen:
+            continue
+        seen.add(question.qid)
+        question.image = data
+        found.append(question)
+    if not found:
+        raise DataError(f"{path}: no question with data_type 'image' (expected lmms-lab's SEED-Bench parquet)")
+    found = fixed_subset(found, limit, key=lambda q: q.dimension)
+    counts["missing_images"] = sum(q.image is None for q in found)
+    return SeedSet(str(path), found, dict(DIMENSIONS), counts, "parquet", doc_rows)
+
+
 def seed_prompt(q: SeedQuestion, layout: str = "llava") -> str:
     """The question text (no chat template): LLaVA's JSONL text, or the question, "A. opt" lines and the instruction
     (LLaVA's docs/Evaluation.md multiple-choice format = lmms-eval's `seed_doc_to_text`)."""
@@ -273,6 +328,7 @@ class SeedBenchmark(VLMBenchmark):
             "split": "image",
             "source": self.sset.source,
             "prompt": self.prompt,
+            "question_format": self.sset.format,
             "num_questions": len(self.sset.questions),
             "data_counts": dict(self.sset.counts),
         }
@@ -284,12 +340,14 @@ class SeedBenchmark(VLMBenchmark):
         return {}  # the leaderboard wants the video questions too, which are not run here
 
     def question_index(self) -> QuestionIndex:
-        return QuestionIndex([q.qid for q in self.sset.questions])
+        return QuestionIndex([q.qid for q in self.sset.questions], self.sset.doc_rows)
 
 
 # ----------------------------------------------------------------------------------------------- registry
 def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, help="the official SEED-Bench.json (AILab-CVC/SEED-Bench)")
+    p.add_argument("--parquet", type=Path, help="lmms-lab's SEED-Bench parquet file or folder instead (pyarrow)")
+    p.add_argument("--split", help="--parquet folder: the file-name prefix of the shards to read (test)")
     p.add_argument(
         "--llava-questions",
         type=Path,
@@ -300,10 +358,12 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace, run: bool) -> SeedBenchmark:
+    if args.parquet is not None:
+        return SeedBenchmark(load_seedbench_parquet(args.parquet, args.limit, args.split), args.prompt)
     if args.annotations is None:
-        raise UserError("seedbench needs --annotations (the official SEED-Bench.json)")
+        raise UserError("seedbench needs --annotations (the official SEED-Bench.json) or --parquet (lmms-lab's)")
     if run and args.image_root is None:
-        raise UserError("seedbench run needs --image-root (the folder holding SEED-Bench-image/)")
+        raise UserError("seedbench run needs --image-root (the folder holding SEED-Bench-image/) or --parquet")
     sset = load_seedbench(args.annotations, args.image_root, args.llava_questions, args.limit)
     return SeedBenchmark(sset, args.prompt)
 

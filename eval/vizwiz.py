@@ -3,6 +3,7 @@
 usage: superclass eval vizwiz run --model DIR --annotations val.json --image-root val --out OUT
        superclass eval vizwiz run --model DIR --llava-questions llava_test.jsonl --image-root test --out OUT
        superclass eval vizwiz score --annotations val.json --predictions P.jsonl --out OUT
+       superclass eval vizwiz run --model DIR --parquet VizWiz-VQA/data --split val --out OUT
 
 Files. VizWiz's annotations (vizwiz.org, Annotations.zip) are one JSON list per split: `[{"image":
 "VizWiz_val_00000000.jpg", "question", "answers": [{"answer", "answer_confidence"} x10], "answer_type",
@@ -11,6 +12,14 @@ numbering LLaVA's `llava_test.jsonl` (eval.zip; `{"question_id", "image", "text"
 as we can tell (not checked against the file itself), so LLaVA's answer files match either file. Given the JSONL,
 its own ids and text are used, each line taking its answers from the annotation row of the same image. Images are
 `{image}` under `--image-root` (or its `val/`, `test/`, `train/`). Malformed rows are counted in `counts`.
+`--parquet`: lmms-lab's VizWiz-VQA (lmms-eval's vizwiz_vqa_val / vizwiz_vqa_test; a file or a folder of
+`<split>-*.parquet` shards, `--split` picking a folder's: val has answers, test is for submission; needs pyarrow).
+Columns per lmms_eval/tasks/vizwiz_vqa/utils.py: doc["question_id"] (the image's name without ".jpg", the
+submission's key: `VizWiz_val_00000000`), doc["question"], doc["image"] (a {bytes, path} struct) and, when present,
+doc["answers"] (the annotators' answer strings); the answer type is the row's `answer_type` or `category` when it
+has one. A row's id is the number in its question_id, the row of its image in the official JSON (each split's
+images are numbered in file order, one question each), else its position; the position is lmms-eval's doc_id
+(`QuestionIndex.doc_rows`).
 
 Prompt: `llava` (default) is LLaVA-1.5's (the JSONL's text verbatim, else the question + "\\nWhen the provided
 information is insufficient, respond with 'Unanswerable'.\\nAnswer the question using a single word or phrase.",
@@ -33,6 +42,7 @@ answers EvalAI-processed as LLaVA's converter writes them ("" where unanswered).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 from collections.abc import Mapping
@@ -43,7 +53,7 @@ from typing import Any
 from eval.answer_files import QuestionIndex
 from eval.vlm_bench import PromptItem, VLMBenchmark
 from eval.vlm_registry import BenchmarkSpec, fixed_subset, register
-from eval.vqa_data import ImageFinder, QuestionId, norm_id, read_json, read_llava_questions
+from eval.vqa_data import ImageFinder, QuestionId, norm_id, parquet_rows, read_json, read_llava_questions
 from eval.vqa_metric import ScoredQuestion, aggregate, evalai_normalize, official_normalize, vqa_accuracy
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
@@ -58,6 +68,7 @@ NORMALIZATION_RULES = {
     "processing of the prediction only, compared with the raw annotator answers",
     "lmms_eval": "lmms-eval's vizwiz_vqa: the EvalAI processor on the prediction and every annotator answer",
 }
+PARQUET_COLUMNS = ("question_id", "question", "image")  # lmms_eval/tasks/vizwiz_vqa/utils.py reads these (+ answers)
 EXPECTED = "VizWiz's annotation JSON: a list of {image, question, answers, answer_type, answerable}"
 
 
@@ -72,7 +83,7 @@ class VizWizQuestion:
     answer_type: str | None = None
     answerable: int | None = None
     prompt: str | None = None  # LLaVA's text, verbatim (from its question JSONL)
-    image: Path | None = None
+    image: Path | bytes | None = None  # a file, or the encoded image of a parquet row
 
     def load_image(self) -> Any:
         """The image as an RGB PIL image (opened when the runner asks for it)."""
@@ -80,7 +91,7 @@ class VizWizQuestion:
 
         if self.image is None:
             raise DataError(f"VizWiz question {self.qid} ({self.image_name}): no image")
-        return open_rgb(self.image)
+        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
 
 
 @dataclass
@@ -91,7 +102,8 @@ class VizWizSet:
     source: str
     items: list[VizWizQuestion]
     counts: dict[str, int]
-    format: str  # official | llava_jsonl
+    format: str  # official | llava_jsonl | parquet
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
 
     @property
     def has_answers(self) -> bool:
@@ -199,6 +211,53 @@ def load_vizwiz(
     return VizWizSet(split, source, items, counts, "official" if llava_questions is None else "llava_jsonl")
 
 
+def _parquet_question(position: int, row: dict[str, Any]) -> VizWizQuestion | None:
+    """An lmms-lab row as a VizWizQuestion (answers None when it has none), or None when malformed."""
+    name, question, answers, image = row.get("question_id"), row.get("question"), row.get("answers"), row.get("image")
+    if not isinstance(name, str) or not name.strip() or not isinstance(question, str):
+        return None
+    if isinstance(answers, list):  # strings (lmms-lab), or the official {answer, answer_confidence} dicts
+        answers = [a.get("answer") if isinstance(a, dict) else a for a in answers]
+    if answers is not None and (not isinstance(answers, list) or not all(isinstance(a, str) for a in answers)):
+        return None
+    match = re.fullmatch(r"VizWiz_[a-z]+_(\d+)", name.strip())
+    answer_type = row.get("answer_type", row.get("category"))
+    item = VizWizQuestion(int(match.group(1)) if match else position, f"{name.strip()}.jpg", question)
+    item.answers, item.answer_type = answers or None, answer_type if isinstance(answer_type, str) else None
+    item.answerable = row.get("answerable") if isinstance(row.get("answerable"), int) else None
+    data = image.get("bytes") if isinstance(image, dict) else image
+    item.image = bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+    return item
+
+
+def load_vizwiz_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> VizWizSet:
+    """lmms-lab's VizWiz-VQA parquet (a file, or a folder of `{split}-*.parquet` shards, `split` choosing them);
+    malformed and duplicate rows counted; `limit` a fixed subset stratified by answer type."""
+    rows, shard_split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's VizWiz-VQA parquet")
+    counts = dict.fromkeys(("malformed_questions", "unannotated", "duplicate_questions", "missing_images"), 0)
+    items: list[VizWizQuestion] = []
+    doc_rows: list[QuestionId | None] = []
+    seen: set[QuestionId] = set()
+    for position, row in enumerate(rows):
+        item = _parquet_question(position, row)
+        counts["malformed_questions"] += item is None
+        counts["duplicate_questions"] += item is not None and item.qid in seen
+        if item is None or item.qid in seen:
+            doc_rows.append(None)
+            continue
+        seen.add(item.qid)
+        doc_rows.append(item.qid)
+        items.append(item)
+    if not items:
+        raise DataError(f"{path}: no well-formed VizWiz question (expected lmms-lab's VizWiz-VQA parquet)")
+    split = vizwiz_split(items, path)
+    split = shard_split if split == "unknown" else split
+    items = fixed_subset(items, limit, key=lambda q: q.answer_type or "unknown")
+    counts["unannotated"] = sum(item.answers is None for item in items) if any(i.answers for i in items) else 0
+    counts["missing_images"] = sum(item.image is None for item in items)
+    return VizWizSet(split, str(path), items, counts, "parquet", doc_rows)
+
+
 def vizwiz_accuracy(prediction: str, answers: list[str], normalize: str = "official") -> float:
     """One question's VQA accuracy in [0, 1] under the VizWiz API's rule (or lmms-eval's; see the module docstring)."""
     if normalize == "lmms_eval":
@@ -291,13 +350,15 @@ class VizWizBenchmark(VLMBenchmark):
         return {"submission": str(path), "submission_empty_answers": str(empty)}
 
     def question_index(self) -> QuestionIndex:
-        return QuestionIndex([item.qid for item in self.vset.items])
+        return QuestionIndex([item.qid for item in self.vset.items], self.vset.doc_rows)
 
 
 # ----------------------------------------------------------------------------------------------- registry
 def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, help="VizWiz's annotation JSON (val.json scored; test.json submitted)")
     p.add_argument("--llava-questions", type=Path, help="LLaVA's llava_test.jsonl: its ids, images and prompt text")
+    p.add_argument("--parquet", type=Path, help="lmms-lab's VizWiz-VQA parquet file or folder instead (pyarrow)")
+    p.add_argument("--split", help="--parquet folder: the file-name prefix of the shards to read (val or test)")
     p.add_argument("--image-root", type=Path, help="the split's image folder (or a folder holding val/ or test/)")
     p.add_argument("--prompt", default="llava", choices=VIZWIZ_PROMPTS, help="default: llava")
     p.add_argument(
@@ -309,8 +370,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build(args: argparse.Namespace, run: bool) -> VizWizBenchmark:
+    if args.parquet is not None:
+        vset = load_vizwiz_parquet(args.parquet, args.limit, args.split)
+        return VizWizBenchmark(vset, args.prompt, args.normalize)
     if run and args.image_root is None:
-        raise UserError("vizwiz run needs --image-root (the split's image folder)")
+        raise UserError("vizwiz run needs --image-root (the split's image folder) or --parquet")
     vset = load_vizwiz(args.annotations, args.llava_questions, args.image_root, args.limit)
     return VizWizBenchmark(vset, args.prompt, args.normalize)
 

@@ -255,21 +255,6 @@ def _textvqa_item(row: Any) -> VQAItem | None:
     return VQAItem(qid, text, None, image_id, answers, ocr_tokens=[str(t) for t in tokens])
 
 
-def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of one parquet file, a batch at a time (image bytes stay encoded)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
-    pf = pq.ParquetFile(path)
-    names = set(pf.schema_arrow.names)
-    for column in ("question_id", "question", "image"):
-        if column not in names:
-            raise DataError(f"{path}: missing column '{column}' (expected an lmms-lab VQAv2/textvqa parquet)")
-    for batch in pf.iter_batches(batch_size=256):
-        yield from batch.to_pylist()
-
-
 def _parquet_item(name: str, row: dict[str, Any]) -> VQAItem | None:
     """An lmms-lab row (image {bytes, path}; answers as dicts or strings) as a VQAItem, None when malformed."""
     item = _textvqa_item(row) if name == "textvqa" else None
@@ -313,27 +298,64 @@ def parquet_files(path: Path, split: str | None = None) -> tuple[list[Path], str
     return [f for f in files if parquet_split(f) == split], split
 
 
+def parquet_rows(
+    path: str | Path | Sequence[Path],
+    split: str | None = None,
+    columns: Sequence[str] = (),
+    what: str = "an lmms-lab parquet",
+    batch_size: int = 256,
+) -> tuple[Iterator[dict[str, Any]], str]:
+    """The rows of a parquet file, of a folder's `{split}-*.parquet` shards (`parquet_files`) or of the given files,
+    as dicts read a batch at a time (image bytes stay encoded), and the split's name. The files are found, pyarrow
+    imported and every file's schema checked before the first row: one-line errors for a missing pyarrow, no files,
+    an unreadable file and a missing `columns` entry (naming the file, the column and `what` was expected)."""
+    if isinstance(path, (str, Path)):
+        files, split = parquet_files(Path(path), split)
+    else:
+        files, split = list(path), split or ""
+        if not files:
+            raise DataError("no parquet file given")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{files[0]}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    for file in files:
+        try:
+            names = set(pq.read_schema(file).names)
+        except Exception as exc:  # pyarrow's ArrowInvalid and OSError subclasses, by version
+            raise DataError(f"{file}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+        for column in columns:
+            if column not in names:
+                raise DataError(f"{file}: missing column '{column}' (expected {what})")
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for file in files:
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
+                yield from batch.to_pylist()
+
+    return rows(), split
+
+
 def load_parquet(path: str | Path, name: str, limit: int | None = None, split: str | None = None) -> VQASet:
     """lmms-lab's VQAv2 or textvqa parquet (a file, or a folder of `{split}-*.parquet` shards); needs pyarrow."""
     if name not in ("vqav2", "textvqa"):
         raise UserError(f"parquet benchmark '{name}' (expected vqav2 or textvqa)")
     path = Path(path)
-    files, split = parquet_files(path, split)
+    rows, split = parquet_rows(path, split, ("question_id", "question", "image"), "an lmms-lab VQAv2/textvqa parquet")
     counts = dict.fromkeys(("malformed_questions", "missing_images", "unannotated"), 0)
     items: list[VQAItem] = []
     doc_ids: list[QuestionId | None] = []
-    for file in files:
-        for row in _parquet_rows(file):
-            if limit and len(items) >= limit:
-                break
-            item = _parquet_item(name, row)
-            doc_ids.append(item.question_id if item is not None else None)
-            if item is None:
-                counts["malformed_questions"] += 1
-                continue
-            counts["missing_images"] += item.image is None
-            counts["unannotated"] += item.answers is None
-            items.append(item)
+    for row in rows:
+        if limit and len(items) >= limit:
+            break
+        item = _parquet_item(name, row)
+        doc_ids.append(item.question_id if item is not None else None)
+        if item is None:
+            counts["malformed_questions"] += 1
+            continue
+        counts["missing_images"] += item.image is None
+        counts["unannotated"] += item.answers is None
+        items.append(item)
     return VQASet(name, split, str(path), items, counts, "parquet", doc_ids)
 
 

@@ -185,3 +185,51 @@ def test_suite_layout(files, tmp_path):
     assert _suite(files["root"]) == {"annotations": files["annotations"], "image_root": files["root"],
                                      "llava_questions": files["questions"]}  # fmt: skip
     assert _suite(tmp_path) is None
+
+
+def write_seed_parquet(files, folder: Path, drop=()) -> Path:
+    """lmms-lab's SEED-Bench layout (lmms_eval/tasks/seedbench/utils.py reads question, choice_a..d, answer,
+    data_type, question_id, image): SEED-Bench.json's rows, each image a list of {bytes, path} structs (PNG)."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+
+    def png(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (30 + i, 20), (40 * i, 100, 200)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    doc = json.loads(files["annotations"].read_text())
+    rows = []
+    for i, raw in enumerate(doc["questions"]):
+        frames = 1 if raw["data_type"] == "image" else 3  # a video question: several frames
+        image = [{"bytes": png(i), "path": f"{raw['data_id']}_{n}"} for n in range(frames)]
+        rows.append({k: v for k, v in {**raw, "image": image}.items() if k not in drop})
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "test-00000-of-00001.parquet")
+    return folder
+
+
+def test_lmms_lab_parquet_gives_the_official_set(files, tmp_path, capsys):
+    from eval.seedbench import load_seedbench_parquet
+
+    folder = write_seed_parquet(files, tmp_path / "SEED-Bench")
+    sset, official = load_seedbench_parquet(folder), load_seedbench(files["annotations"])
+    fields = [(q.qid, q.question, q.options, q.answer, q.dimension, q.data_id) for q in official.questions]
+    assert [(q.qid, q.question, q.options, q.answer, q.dimension, q.data_id) for q in sset.questions] == fields
+    assert [q.qid for q in sset.questions] == IMAGE_IDS and sset.format == "parquet"
+    for key in ("malformed_questions", "video", "duplicate_questions"):
+        assert sset.counts[key] == official.counts[key], key
+    assert sset.counts["missing_images"] == 0 and sset.questions[1].load_image().size == (31, 20)
+    assert sset.doc_rows == [*IMAGE_IDS, None, None, None, None, None]
+    index = SeedBenchmark(sset).question_index()
+    assert index.doc_rows == sset.doc_rows
+    limited = load_seedbench_parquet(folder, limit=3)
+    assert len(limited.questions) == 3 and {q.qid for q in limited.questions} <= set(IMAGE_IDS)
+    assert seed_prompt(sset.questions[0], "lmms_eval") == seed_prompt(official.questions[0], "lmms_eval")
+    # a parquet missing a column lmms-eval reads: a one-line error, exit 2
+    bad = write_seed_parquet(files, tmp_path / "bad", drop=("data_type",))
+    assert main(["seedbench", "score", "--parquet", str(bad), "--predictions", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing column 'data_type'" in err and "\n" not in err

@@ -176,3 +176,71 @@ def test_suite_layouts(tmp_path):
     test = write_vizwiz(root, "test", n=1)  # LLaVA's layout: llava_test.jsonl + test/ (+ test.json) comes first
     assert spec.suite_args(root) == {"llava_questions": test["llava"], "image_root": test["images"],
                                      "annotations": test["annotations"]}  # fmt: skip
+
+
+def write_vizwiz_parquet(files: dict[str, Path], folder: Path, split: str = "val", drop=()) -> Path:
+    """lmms-lab's VizWiz-VQA layout (lmms_eval/tasks/vizwiz_vqa/utils.py reads question_id, question, image and
+    answers): the official JSON's rows, answers as strings, the answer type as `category`, images as PNG structs,
+    and one malformed row (no question)."""
+    import io
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from PIL import Image
+
+    rows = []
+    for raw in json.loads(files["annotations"].read_text()):
+        buf = io.BytesIO()
+        Image.open(files["images"] / raw["image"]).save(buf, format="PNG")
+        answers = [a["answer"] for a in raw["answers"]] if "answers" in raw else None
+        row = {"question_id": raw["image"][:-4], "image": {"bytes": buf.getvalue(), "path": raw["image"]},
+               "question": raw["question"], "answers": answers, "category": raw.get("answer_type")}  # fmt: skip
+        rows.append({k: v for k, v in row.items() if k not in drop})
+    rows.insert(1, {**rows[0], "question": None})
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / f"{split}-00000-of-00001.parquet")
+    return folder
+
+
+def _fields(vset):
+    return [(q.qid, q.image_name, q.question, q.answers, q.answer_type) for q in vset.items]
+
+
+def test_lmms_lab_parquet_gives_the_official_set(val, tmp_path, capsys):
+    from eval.vizwiz import load_vizwiz_parquet
+
+    vset = load_vizwiz_parquet(write_vizwiz_parquet(val, tmp_path / "VizWiz-VQA"))
+    official = load_vizwiz(val["annotations"])
+    assert _fields(vset) == _fields(official) and (vset.split, vset.format) == ("val", "parquet")
+    assert vset.counts == {"malformed_questions": 1, "unannotated": 0, "duplicate_questions": 0, "missing_images": 0}
+    assert vset.doc_rows == [0, None, 1, 2, 3, 4, 5] and vset.items[2].load_image().size == (42, 40)
+    assert VizWizBenchmark(vset).question_index().doc_rows == vset.doc_rows
+    assert [q.qid for q in load_vizwiz_parquet(tmp_path / "VizWiz-VQA", limit=3).items] == [
+        q.qid for q in load_vizwiz(val["annotations"], limit=3).items
+    ]
+    # test: no answers, the EvalAI submission keyed by the official image names
+    test = write_vizwiz(tmp_path / "test", "test", n=3)
+    tset = load_vizwiz_parquet(write_vizwiz_parquet(test, tmp_path / "pq", "test"), split="test")
+    assert _fields(tset) == _fields(load_vizwiz(test["annotations"])) and not tset.has_answers
+    bad = write_vizwiz_parquet(val, tmp_path / "bad", drop=("question",))
+    assert main(["vizwiz", "score", "--parquet", str(bad), "--predictions", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing column 'question'" in err and "\n" not in err
+
+
+def test_parquet_run_scores_as_the_official_files(val, model, tmp_path):
+    folder = write_vizwiz_parquet(val, tmp_path / "VizWiz-VQA")
+    out = tmp_path / "run"
+    args = ["vizwiz", "run", "--model", str(model), "--parquet", str(folder), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--max-new-tokens", "4"]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_questions"] == 6 and m["question_format"] == "parquet" and m["scored"]
+    assert m["data_counts"]["malformed_questions"] == 1 and m["coverage"]["missing"] == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["question_id"] for r in rows) == list(range(6))
+    scored = tmp_path / "scored"
+    assert main(["vizwiz", "score", "--annotations", str(val["annotations"]), "--predictions",
+                 str(out / "predictions.jsonl"), "--out", str(scored)]) == 0  # fmt: skip
+    s = json.loads((scored / "metrics.json").read_text())
+    assert (s["accuracy"], s["per_answer_type"]) == (m["accuracy"], m["per_answer_type"])
