@@ -42,7 +42,6 @@ official format, so GQA's eval.py can be run on it unchanged.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import string
@@ -95,7 +94,7 @@ class GQAQuestion:
 
         if self.image is None:
             raise DataError(f"GQA question {self.raw_id}: no image")
-        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
+        return open_rgb(self.image)
 
 
 @dataclass

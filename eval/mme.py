@@ -43,7 +43,6 @@ headline, LLaVA-1.5-7B 1510.7), `cognition` of the 4 cognition ones (max 800). A
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
 import sys
@@ -103,7 +102,7 @@ class MMEItem:
 
         if self.path is None:
             raise DataError(f"MME question {self.question_id}: no image file beside its questions")
-        return open_rgb(io.BytesIO(self.path) if isinstance(self.path, bytes) else self.path)
+        return open_rgb(self.path)
 
 
 @dataclass

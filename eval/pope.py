@@ -38,7 +38,6 @@ pope_aggregate_* rule; POPE's script divides by zero).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -86,7 +85,7 @@ class PopeItem:
 
         if self.path is None:
             raise DataError(f"POPE question {self.question_id}: image {self.image} not found")
-        return open_rgb(io.BytesIO(self.path) if isinstance(self.path, bytes) else self.path)
+        return open_rgb(self.path)
 
 
 @dataclass

@@ -37,7 +37,6 @@ on the same answers.
 from __future__ import annotations
 
 import argparse
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,7 +83,7 @@ class Problem:
 
         if self.image is None:
             raise DataError(f"ScienceQA problem {self.qid}: no image")
-        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
+        return open_rgb(self.image)
 
     @property
     def grade_band(self) -> str | None:

@@ -38,7 +38,6 @@ case-insensitive).
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +89,7 @@ class SeedQuestion:
 
         if self.image is None:
             raise DataError(f"SEED-Bench question {self.qid}: no image")
-        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
+        return open_rgb(self.image)
 
 
 @dataclass

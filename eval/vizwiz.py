@@ -42,7 +42,6 @@ answers EvalAI-processed as LLaVA's converter writes them ("" where unanswered).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 from collections.abc import Mapping
@@ -91,7 +90,7 @@ class VizWizQuestion:
 
         if self.image is None:
             raise DataError(f"VizWiz question {self.qid} ({self.image_name}): no image")
-        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
+        return open_rgb(self.image)
 
 
 @dataclass

@@ -20,7 +20,6 @@ file stem, question lower-cased), as LLaVA's eval_textvqa.py does, and takes the
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -74,7 +73,7 @@ class VQAItem:
 
         if self.image is None:
             raise DataError(f"question {self.question_id}: no image")
-        return open_rgb(io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image)
+        return open_rgb(self.image)
 
 
 @dataclass

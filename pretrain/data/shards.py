@@ -228,12 +228,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")  # a 2-D uint8 array is mode L
 
 
-def open_rgb(source: str | Path | IO[bytes]) -> Image.Image:
-    """The image file (path or binary file object) as 8-bit RGB, fully decoded; PIL's errors propagate.
+def open_rgb(source: str | Path | bytes | IO[bytes]) -> Image.Image:
+    """The image (a path, encoded bytes such as a parquet cell, or a binary file object) as 8-bit RGB, fully
+    decoded; PIL's errors propagate.
 
-    Every reader of image files (shards, lists, labelled sets, LLaVA data, chat, VQA/MMBench) decodes here.
+    Every reader of image files (shards, lists, labelled sets, LLaVA data, chat, the VLM benchmarks) decodes here.
     """
-    with Image.open(source) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         return to_rgb(image)
 
 
