@@ -56,79 +56,8 @@ def _add_probe_args(p: argparse.ArgumentParser, default_recipe: str, example: st
     add_recipe_args(p, default_recipe, example)
 
 
-def _load_encoder(args: argparse.Namespace, device: str) -> Any:
-    from pretrain.encoder import load_encoder
-    from pretrain.runtime.distributed import pick_device
-    from pretrain.runtime.errors import UserError
-
-    if not args.model:
-        raise UserError("--model (the encoder artifact) is required unless both feature caches are given")
-    return load_encoder(args.model, pick_device(device))
-
-
-def _dataset(args: argparse.Namespace, split: str) -> Any:
-    """The `split` of --data, listed once per command."""
-    from pretrain.data.labelled import load_split
-    from pretrain.runtime.errors import UserError
-
-    if not args.data:
-        raise UserError(f"--data is required to compute the {split} features (or pass a feature cache)")
-    memo = args.__dict__.setdefault("_datasets", {})
-    if split not in memo:
-        memo[split] = load_split(args.data, split, args.train_split)
-    return memo[split]
-
-
-def _split_features(args: argparse.Namespace, split: str, cache_arg: str | None, fcfg: Any, encoder: Any) -> Any:
-    """A FeatureSet for `split`: the given cache, or computed into (and reused from) --cache/<split>."""
-    from pretrain.features import extract_features, read_feature_set
-
-    if cache_arg:
-        return read_feature_set(cache_arg)
-    cache = (args.cache or args.out / "features") / split
-    return extract_features(
-        encoder(),
-        _dataset(args, split),
-        cache,
-        [fcfg.pool],
-        fcfg.batch_size,
-        fcfg.num_workers,
-        None,
-        fcfg.precision,
-        fcfg.chunk_size,
-        decode=fcfg.decode,
-    )
-
-
-def _probe_inputs(args: argparse.Namespace, fcfg: Any, need_train: bool = True) -> tuple[Any, Any, Any]:
-    """(train features or None, val features, encoder getter); the encoder is loaded only when needed."""
-    from pretrain.runtime.errors import UserError
-
-    loaded: list[Any] = []
-
-    def encoder() -> Any:
-        if not loaded:
-            loaded.append(_load_encoder(args, fcfg.device))
-        return loaded[0]
-
-    if args.data:  # a missing or malformed dataset fails fast, before the encoder is loaded
-        _dataset(args, args.train_split)
-    train = _split_features(args, args.train_split, args.train_features, fcfg, encoder) if need_train else None
-    val = _split_features(args, args.val_split, args.val_features, fcfg, encoder)
-    if train is not None:
-        a, b = train.meta["encoder"], val.meta["encoder"]
-        if (a["config_hash"], a["weights_hash"]) != (b["config_hash"], b["weights_hash"]):
-            raise UserError("the train and val features come from different encoders")
-        if train.meta["dataset"]["signature"] == val.meta["dataset"]["signature"]:
-            t, v = args.train_split, args.val_split
-            raise UserError(
-                f"train and {v} are the same images ({val.meta['dataset']['source']}); give a folder with "
-                f"{t}/ and {v}/ (or {t}.jsonl and {v}.jsonl)"
-            )
-    return train, val, encoder
-
-
 def _cmd_features(args: argparse.Namespace) -> int:
+    from eval.probe import load_probe_encoder
     from pretrain.data.labelled import load_split
     from pretrain.features import FeatureConfig, extract_features
 
@@ -141,7 +70,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         decode=args.decode,
     )
     dataset = load_split(args.data, args.split, args.train_split)
-    encoder = _load_encoder(args, fcfg.device)
+    encoder = load_probe_encoder(args.model, fcfg.device)
     fs = extract_features(
         encoder,
         dataset,
@@ -168,24 +97,23 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_linear_probe(args: argparse.Namespace) -> int:
-    from eval.linear_probe import get_recipe, run_linear_probe
+    from eval.linear_probe import get_recipe
+    from eval.probe import ProbeSource, linear_probe
     from pretrain.runtime.config import resolve
 
     recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
-    train, val, encoder = _probe_inputs(args, recipe.features, need_train=not recipe.live)
-    train_dataset = _dataset(args, args.train_split) if recipe.live else None
-    run_linear_probe(recipe, train, val, args.out, encoder() if recipe.live else None, train_dataset)
+    linear_probe(ProbeSource.from_args(args), recipe)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
 
 def _cmd_fewshot(args: argparse.Namespace) -> int:
-    from eval.fewshot import get_recipe, run_fewshot
+    from eval.fewshot import get_recipe
+    from eval.probe import ProbeSource, fewshot
     from pretrain.runtime.config import resolve
 
     cfg = resolve(get_recipe(args.recipe), args.config, args.overrides)
-    train, val, _ = _probe_inputs(args, cfg.features)
-    run_fewshot(cfg, train, val, args.out)
+    fewshot(ProbeSource.from_args(args), cfg)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 

@@ -30,12 +30,10 @@ class ProbeSettings:
     overrides: list[str] = field(default_factory=list)
 
 
-def _probe_args(settings: ProbeSettings, model: str | Path, out_dir: Path) -> argparse.Namespace:
-    """The namespace `eval.cli`'s feature helpers read (the same code as `superclass eval linear-probe`)."""
-    return argparse.Namespace(
-        model=str(model), data=settings.data, train_split=settings.train_split, val_split=settings.val_split,
-        train_features=None, val_features=None, cache=None, out=out_dir,
-    )  # fmt: skip
+def _source(settings: ProbeSettings, model: str | Path, out_dir: Path) -> Any:
+    from eval.probe import ProbeSource
+
+    return ProbeSource(out_dir, str(model), settings.data, settings.train_split, settings.val_split)
 
 
 @register
@@ -47,15 +45,11 @@ class LinearProbeEvaluator(Evaluator):
     description = "linear probe on frozen features (MAE/MILAN LARS or OpenAI CLIP L-BFGS): top-1 / top-5"
 
     def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        from eval.cli import _dataset, _probe_inputs
-        from eval.linear_probe import get_recipe, run_linear_probe
+        from eval.linear_probe import get_recipe
+        from eval.probe import linear_probe
 
-        cfg, out = self.config, Path(out_dir)
-        recipe = resolve(get_recipe(cfg.recipe or "mae_in1k"), None, cfg.overrides)
-        args = _probe_args(cfg, model, out)
-        train, val, encoder = _probe_inputs(args, recipe.features, need_train=not recipe.live)
-        train_dataset = _dataset(args, cfg.train_split) if recipe.live else None
-        return run_linear_probe(recipe, train, val, out, encoder() if recipe.live else None, train_dataset, False)
+        recipe = resolve(get_recipe(self.config.recipe or "mae_in1k"), None, self.config.overrides)
+        return linear_probe(_source(self.config, model, Path(out_dir)), recipe, verbose=False)
 
 
 @register
@@ -67,13 +61,11 @@ class FewShotEvaluator(Evaluator):
     description = "big_vision's k-shot ridge regression on frozen features: top-1 mean ± std over seeds"
 
     def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        from eval.cli import _probe_inputs
-        from eval.fewshot import get_recipe, run_fewshot
+        from eval.fewshot import get_recipe
+        from eval.probe import fewshot
 
-        cfg, out = self.config, Path(out_dir)
-        recipe = resolve(get_recipe(cfg.recipe or "fewshot_lsr"), None, cfg.overrides)
-        train, val, _ = _probe_inputs(_probe_args(cfg, model, out), recipe.features)
-        return run_fewshot(recipe, train, val, out, verbose=False)  # top1: the mean at its main shot count
+        recipe = resolve(get_recipe(self.config.recipe or "fewshot_lsr"), None, self.config.overrides)
+        return fewshot(_source(self.config, model, Path(out_dir)), recipe, verbose=False)  # top1: at its main shots
 
 
 _GENERATION_FIELDS = [

@@ -11,10 +11,10 @@ By default the head trains on CACHED features: the encoder is frozen and there i
 image is seen through the eval transform every epoch). MAE trains with RandomResizedCrop + horizontal flip
 through the encoder at every step; `live=true` does exactly that, at the cost of a forward pass
 of the encoder per step. The normalisation constants are the encoder's own (OpenAI CLIP's), not ImageNet's.
-A live run saves `RUN_DIR/live_state.pt` after every epoch (head, LARS momentum, epoch, the loader's and the
-global RNG states; written atomically, read with `weights_only`); rerun the same command to resume at the last
-finished epoch, exactly. The state is tied to the recipe, the encoder's hashes and the train images: another
-run into the same RUN_DIR is refused until the file is deleted; it is removed once metrics.json is written.
+Both train on the shared Trainer (`eval.probe_training`) in RUN_DIR/train: its metrics.jsonl logs loss and lr
+per epoch, and a live run checkpoints after every epoch; rerun the same command to resume exactly. The
+checkpoints are tied to the recipe, the encoder's hashes and the train images: another run into the same
+RUN_DIR is refused until they are deleted; they are removed once metrics.json is written.
 
 CLIP protocol (`method=logreg`): multinomial logistic regression fit with full-batch L-BFGS on cached
 features, L2 scaled as scikit-learn's `C` (objective mean CE + ||W||^2 / (2 C N), bias unpenalised). C is
@@ -27,12 +27,9 @@ Both report top-1 / top-5 on the val split, write metrics.json + predictions.jso
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
-import os
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,74 +37,29 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms import InterpolationMode, v2
 
+from eval.probe_training import (
+    TRAIN_DIR,
+    FeatureBatches,
+    ProbeTask,
+    build_head,
+    few_threads_if_small,
+    fingerprint,
+    labelled_batches,
+    mae_train_transform,
+    release_train_dir,
+    train_head,
+)
 from pretrain.data.labelled import LabelledImages, stratified_holdout
 from pretrain.encoder import Encoder
-from pretrain.features import (
-    FeatureConfig,
-    FeatureSet,
-    collate_skipping,
-    encoder_identity,
-    pool_tokens,
-)
+from pretrain.features import FeatureConfig, FeatureSet, encoder_identity
 from pretrain.metrics import topk_accuracy
-from pretrain.runtime.atomic import write_file_atomically, write_text_atomically
 from pretrain.runtime.config import to_dict
 from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError
-from pretrain.runtime.jsonl import read_jsonl
-from pretrain.runtime.precision import autocast, resolve_precision
+from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
 from pretrain.runtime.results import chance_levels, format_table, prediction_rows, write_metrics, write_predictions
-
-
-class LARS(torch.optim.Optimizer):
-    """LARS as in MAE's `util/lars.py` (from MoCo v3): no weight decay and no trust scaling for params with ndim <= 1.
-
-    For a matrix p with gradient g: d = g + wd * p; d *= trust * ||p|| / ||d|| (when both norms are > 0);
-    mu = momentum * mu + d; p -= lr * mu.
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 0.0,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        trust_coefficient: float = 0.001,
-    ) -> None:
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient)
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for g in self.param_groups:
-            for p in g["params"]:
-                dp = p.grad
-                if dp is None:
-                    continue
-                if p.ndim > 1:  # not a norm weight or a bias
-                    dp = dp.add(p, alpha=g["weight_decay"])
-                    param_norm, update_norm = torch.norm(p), torch.norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(
-                        param_norm > 0.0,
-                        torch.where(update_norm > 0, g["trust_coefficient"] * param_norm / update_norm, one),
-                        one,
-                    )
-                    dp = dp.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
-        return loss
 
 
 @dataclass
@@ -186,13 +138,15 @@ def milan_in1k() -> LinearProbeRecipe:
 
 @recipe("lars_cpu")
 def lars_cpu() -> LinearProbeRecipe:
-    """A fast CPU version of the MAE protocol for small sets: batch 256, 30 epochs, the paper's peak lr 6.4.
+    """A fast CPU version of the MAE protocol for small sets: batch 64, 30 epochs, the paper's peak lr 6.4.
 
     LARS steps are relative to the weight norm, so the peak lr (not lr/batch) sets the pace; keeping 6.4
-    makes a few hundred steps enough. superclass eval linear-probe ... --recipe lars_cpu (seconds on a CPU).
+    makes a few hundred steps enough, and batch 64 gives them on a few hundred images (at batch 256, 400 images
+    got 30 steps and a head still near its initial loss). superclass eval linear-probe ... --recipe lars_cpu
+    (seconds on a CPU).
     """
     return LinearProbeRecipe(
-        lars=LarsConfig(epochs=30, warmup_epochs=3, batch_size=256, lr=6.4),
+        lars=LarsConfig(epochs=30, warmup_epochs=3, batch_size=64, lr=6.4),
         features=FeatureConfig(batch_size=64, num_workers=2),
     )
 
@@ -206,225 +160,71 @@ def clip_logreg() -> LinearProbeRecipe:
 # --------------------------------------------------------------------------------------------- LARS protocol
 
 
-@contextlib.contextmanager
-def _few_threads_if_small(x: torch.Tensor) -> Iterator[None]:
-    """Run tiny CPU problems on one thread: they are overhead-bound, and extra threads only add sync cost."""
-    small = x.device.type == "cpu" and x.numel() < 1_000_000
-    before = torch.get_num_threads()
-    if small:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if small:
-            torch.set_num_threads(before)
+def lars_optim(cfg: LarsConfig, num_train: int) -> tuple[int, int, OptimConfig]:
+    """(batch, steps per epoch, the Trainer's optimiser config) of MAE's protocol on `num_train` images.
 
-
-def mae_lr(epoch: float, peak: float, cfg: LarsConfig) -> float:
-    """MAE's `adjust_learning_rate` at a fractional epoch: linear warmup from 0, then half-cycle cosine."""
-    if epoch < cfg.warmup_epochs:
-        return peak * epoch / cfg.warmup_epochs
-    span = max(1e-12, cfg.epochs - cfg.warmup_epochs)
-    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
-
-
-def build_head(dim: int, num_classes: int, cfg: LarsConfig) -> nn.Sequential:
-    """BatchNorm1d(affine=False) + Linear, initialised as MAE's linprobe."""
-    linear = nn.Linear(dim, num_classes)
-    nn.init.trunc_normal_(linear.weight, std=cfg.init_std)
-    nn.init.zeros_(linear.bias)
-    return nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=cfg.bn_eps), linear)
-
-
-def _lars_setup(dim: int, n: int, num_classes: int, cfg: LarsConfig, seed: int, device: torch.device) -> tuple:
-    if n < 2:
-        raise UserError(f"linear probe: {n} train feature(s); need at least 2")
-    batch = min(cfg.batch_size, n)
-    peak = cfg.lr or cfg.blr * batch / 256
-    torch.manual_seed(seed)
-    head = build_head(dim, num_classes, cfg).to(device)
-    opt = LARS(
-        head.parameters(),
-        lr=0.0,
+    lr = blr x batch / 256 unless `lr` is set; warmup over `warmup_epochs`, then half-cycle cosine to `min_lr`.
+    """
+    if num_train < 2:
+        raise UserError(f"linear probe: {num_train} train image(s); need at least 2")
+    batch = min(cfg.batch_size, num_train)
+    steps_per_epoch = num_train // batch  # drop_last, as MAE's train loader
+    optim = OptimConfig(
+        name="lars",
+        lr=cfg.lr or cfg.blr * batch / 256,
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
         trust_coefficient=cfg.trust_coefficient,
+        warmup_steps=cfg.warmup_epochs * steps_per_epoch,
+        schedule="cosine",
+        min_lr=cfg.min_lr,
     )
-    return head, opt, batch, peak
+    return batch, steps_per_epoch, optim
 
 
-def _lars_step(head: nn.Module, opt: LARS, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
-    for g in opt.param_groups:
-        g["lr"] = lr
-    loss = F.cross_entropy(head(x), y)
-    if not torch.isfinite(loss):
-        raise UserError(f"linear probe: non-finite loss {loss.item()} (lower the lr)")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
+def _head_task(recipe: LinearProbeRecipe, dim: int, num_classes: int, encoder: Encoder | None = None) -> ProbeTask:
+    torch.manual_seed(recipe.seed)
+    head = build_head(dim, num_classes, recipe.lars.bn_eps, recipe.lars.init_std)
+    return ProbeTask(head, encoder, recipe.features.pool)
 
 
 def train_lars_probe(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    num_classes: int,
-    cfg: LarsConfig,
-    seed: int = 0,
-    log: Callable[[dict[str, Any]], None] | None = None,
+    recipe: LinearProbeRecipe, train: FeatureSet, device: torch.device, train_dir: Path
 ) -> nn.Sequential:
-    """The MAE head trained on cached features `x` [N, D] (on their device); returns it in eval mode."""
-    head, opt, batch, peak = _lars_setup(x.shape[1], len(x), num_classes, cfg, seed, x.device)
-    steps = len(x) // batch  # drop_last, as MAE's train loader
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    head.train()
-    with _few_threads_if_small(x):
-        _lars_epochs(head, opt, x, y, batch, peak, steps, gen, cfg, log)
-    return head.eval()
-
-
-def _lars_epochs(
-    head: nn.Module,
-    opt: LARS,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch: int,
-    peak: float,
-    steps: int,
-    gen: torch.Generator,
-    cfg: LarsConfig,
-    log: Callable[[dict[str, Any]], None] | None,
-) -> None:
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(x), generator=gen).to(x.device)
-        total = 0.0
-        for it in range(steps):
-            idx = order[it * batch : (it + 1) * batch]
-            total += _lars_step(head, opt, x[idx], y[idx], mae_lr(epoch + it / steps, peak, cfg))
-        if log is not None:
-            log({"epoch": epoch + 1, "loss": total / steps, "lr": mae_lr(epoch + 1, peak, cfg)})
-
-
-def mae_train_transform(encoder: Encoder, cfg: LarsConfig) -> v2.Compose:
-    """MAE's linprobe train transform at the encoder's crop size and normalisation."""
-    pre = encoder.config["preprocessing"]
-    return v2.Compose(
-        [
-            v2.RGB(),
-            v2.RandomResizedCrop(
-                int(pre["crop"]),
-                scale=tuple(cfg.live_crop_scale),
-                interpolation=InterpolationMode.BICUBIC,
-                antialias=True,
-            ),
-            v2.RandomHorizontalFlip(),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(pre["mean"]), std=list(pre["std"])),
-        ]
-    )
-
-
-LIVE_STATE = "live_state.pt"  # the per-epoch resume state of a live run, in its RUN_DIR
-
-
-def live_fingerprint(recipe: LinearProbeRecipe, encoder: Encoder, dataset: LabelledImages) -> str:
-    """A digest of what a live run's epochs depend on: the recipe, the encoder's hashes and the train images."""
-    identity = encoder_identity(encoder)
-    what = {
-        "recipe": to_dict(recipe),
-        "encoder": [identity["config_hash"], identity["weights_hash"]],
-        "train": dataset.signature(),
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def read_live_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The saved state of an interrupted live run at `path` (None when there is none); another run's is refused."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable state (torn, foreign) gets the same one-line advice
-        raise UserError(f"{path}: unreadable resume state ({type(exc).__name__}); delete it to start over") from None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        raise UserError(
-            f"{path}: state of an interrupted live=true run with another recipe, encoder or train data; "
-            "delete it (or use another --out) to start over"
-        )
-    return state
-
-
-def _save_live_state(path: Path, fingerprint: str, epoch: int, head: nn.Module, opt: LARS, gen: torch.Generator):
-    state = {
-        "fingerprint": fingerprint,
-        "epoch": epoch,
-        "head": head.state_dict(),
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),  # augmentation draws when the loader runs in-process
-    }
-    write_file_atomically(path, lambda tmp: torch.save(state, tmp))
+    """The MAE head trained on the Trainer over cached train features (on `device`); returns it in eval mode."""
+    x, y = train.get(recipe.features.pool).to(device), train.labels.to(device)
+    batch, steps_per_epoch, optim = lars_optim(recipe.lars, len(x))
+    task = _head_task(recipe, x.shape[1], train.num_classes)
+    batches = FeatureBatches(x, y, batch, recipe.seed)
+    run = {"steps": recipe.lars.epochs * steps_per_epoch, "global_batch_size": batch, "precision": "fp32"}
+    run.update(save_every=0, seed=recipe.seed)
+    what = {"recipe": to_dict(recipe), "train": train.meta.get("dataset", {}), "encoder": train.meta.get("encoder", {})}
+    digest = fingerprint({**what, "num_train": len(x)})
+    with few_threads_if_small(x):
+        head, _ = train_head(task, batches, steps_per_epoch, run, optim, device, train_dir, digest)
+    return head
 
 
 def train_lars_probe_live(
-    encoder: Encoder,
-    dataset: LabelledImages,
-    pool: str,
-    cfg: LarsConfig,
-    seed: int = 0,
-    num_workers: int = 4,
-    precision: str = "auto",
-    log: Callable[[dict[str, Any]], None] | None = None,
-    state_path: Path | None = None,
-    fingerprint: str = "",
-) -> tuple[nn.Sequential, int]:
-    """The MAE head trained through the frozen encoder on augmented images; (head, images skipped per epoch).
+    recipe: LinearProbeRecipe, encoder: Encoder, dataset: LabelledImages, train_dir: Path
+) -> tuple[nn.Sequential, dict[str, int]]:
+    """The MAE head trained on the Trainer through the frozen encoder on augmented images; (head, images skipped).
 
-    With `state_path`, the state after every epoch is saved there and a matching saved state is resumed from:
-    every epoch's randomness (order, worker seeds, in-process augmentation) comes from saved generators, and
-    workers are not kept across epochs (a persistent worker's RNG would carry over), so a resume is exact.
+    A checkpoint after every epoch; the augmentation draws are a function of (seed, stream position), so a resume
+    is exact with any number of workers.
     """
     device = next(encoder.parameters()).device
-    precision = resolve_precision(precision, device)
-    head, opt, batch, peak = _lars_setup(encoder.num_features, len(dataset), len(dataset.classes), cfg, seed, device)
-    gen = torch.Generator().manual_seed(seed)
-    first = 0
-    saved = read_live_state(state_path, fingerprint) if state_path is not None else None
-    if saved is not None:
-        head.load_state_dict(saved["head"])
-        opt.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        first = int(saved["epoch"])
-    loader = torch.utils.data.DataLoader(
-        dataset.with_transform(mae_train_transform(encoder, cfg)),
-        batch_size=batch,
-        shuffle=True,
-        drop_last=True,
-        generator=gen,
-        num_workers=min(num_workers, os.cpu_count() or 1),
-        collate_fn=collate_skipping,
-        pin_memory=device.type == "cuda",
-    )
-    steps, skipped = len(loader), 0
-    head.train()
-    for epoch in range(first, cfg.epochs):
-        total, skipped = 0.0, 0
-        for it, b in enumerate(loader):
-            skipped += len(b["skipped"])
-            if b["images"] is None:
-                continue
-            with torch.no_grad(), autocast(precision, device):
-                tokens = encoder.forward_features(b["images"].to(device, non_blocking=True))
-                feats = pool_tokens(encoder, tokens, [pool])[pool].float()
-            lr = mae_lr(epoch + it / steps, peak, cfg)
-            total += _lars_step(head, opt, feats, b["labels"].to(device), lr)
-        if state_path is not None:
-            _save_live_state(state_path, fingerprint, epoch + 1, head, opt, gen)
-        if log is not None:
-            log({"epoch": epoch + 1, "loss": total / max(1, steps), "lr": mae_lr(epoch + 1, peak, cfg)})
-    return head.eval(), skipped
+    feat, cfg = recipe.features, recipe.lars
+    batch, steps_per_epoch, optim = lars_optim(cfg, len(dataset))
+    task = _head_task(recipe, encoder.num_features, len(dataset.classes), encoder)
+    transform = mae_train_transform(encoder, cfg.live_crop_scale)
+    batches = labelled_batches(dataset, transform, batch, recipe.seed, feat.num_workers, device.type == "cuda")
+    run = {"steps": cfg.epochs * steps_per_epoch, "global_batch_size": batch, "precision": feat.precision}
+    run.update(save_every=steps_per_epoch, seed=recipe.seed)
+    identity = encoder_identity(encoder)
+    what = {"recipe": to_dict(recipe), "encoder": [identity["config_hash"], identity["weights_hash"]]}
+    digest = fingerprint({**what, "train": dataset.signature()})
+    return train_head(task, batches, steps_per_epoch, run, optim, device, train_dir, digest)
 
 
 # ------------------------------------------------------------------------------------------- L-BFGS protocol
@@ -465,7 +265,7 @@ def fit_logreg(
         loss.backward()
         return loss
 
-    with _few_threads_if_small(x):
+    with few_threads_if_small(x):
         opt.step(closure)
     return model.eval()
 
@@ -532,6 +332,44 @@ def train_logreg_probe(
 # -------------------------------------------------------------------------------------------------- runner
 
 
+@contextlib.contextmanager
+def _train_dir(out_dir: str | Path | None) -> Iterator[Path]:
+    """Where the head trains: `out_dir/train` (resumable), or a temporary folder when nothing is written."""
+    if out_dir is not None:
+        yield Path(out_dir) / TRAIN_DIR
+        return
+    with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+        yield Path(tmp)
+
+
+def _fit(
+    recipe: LinearProbeRecipe,
+    train: FeatureSet | None,
+    val: FeatureSet,
+    encoder: Encoder | None,
+    train_dataset: LabelledImages | None,
+    train_dir: Path,
+) -> tuple[nn.Module, torch.dtype, torch.Tensor, dict[str, Any]]:
+    """(fitted probe, the dtype it reads, the train labels, extra metrics) for the recipe's method and mode."""
+    device = pick_device(recipe.features.device)
+    if recipe.live:
+        if encoder is None or train_dataset is None:
+            raise UserError("linear probe live mode needs the encoder and the train images")
+        if list(train_dataset.classes) != val.classes:
+            raise UserError("linear probe: the train and val class lists differ")
+        head, skipped = train_lars_probe_live(recipe, encoder, train_dataset, train_dir)
+        return head, torch.float32, torch.tensor(train_dataset.labels), {"train_skipped": skipped}
+    if train is None:
+        raise UserError("linear probe: no train features")
+    if train.classes != val.classes:
+        raise UserError("linear probe: the train and val feature caches have different class lists")
+    if recipe.method == "lars":
+        return train_lars_probe(recipe, train, device, train_dir), torch.float32, train.labels, {}
+    x, y = train.get(recipe.features.pool).to(device), train.labels.to(device)
+    model, extra = train_logreg_probe(x, y, val.num_classes, recipe.logreg, recipe.seed)
+    return model, getattr(torch, recipe.logreg.dtype), train.labels, extra
+
+
 def run_linear_probe(
     recipe: LinearProbeRecipe,
     train: FeatureSet | None,
@@ -543,36 +381,14 @@ def run_linear_probe(
 ) -> dict[str, Any]:
     """Train the probe of `recipe` and score it on `val`; writes metrics.json + predictions.jsonl into `out_dir`.
 
-    Cached mode needs `train` features; live mode needs `encoder` and `train_dataset` instead.
+    Cached mode needs `train` features; live mode needs `encoder` and `train_dataset` instead. The LARS head
+    trains on the shared Trainer in `out_dir/train` (its metrics.jsonl: loss and lr per epoch).
     """
-    pool = recipe.features.pool
+    pool, num_classes = recipe.features.pool, val.num_classes
     device = pick_device(recipe.features.device)
-    num_classes = val.num_classes
     start = time.perf_counter()
-    extra: dict[str, Any] = {}
-    model: nn.Module
-    if recipe.live:
-        if encoder is None or train_dataset is None:
-            raise UserError("linear probe live mode needs the encoder and the train images")
-        if list(train_dataset.classes) != val.classes:
-            raise UserError("linear probe: the train and val class lists differ")
-        model, skipped = _run_live(recipe, encoder, train_dataset, out_dir)
-        train_labels = torch.tensor(train_dataset.labels)
-        extra = {"train_skipped_per_epoch": skipped}
-        dtype = torch.float32
-    else:
-        if train is None:
-            raise UserError("linear probe: no train features")
-        if train.classes != val.classes:
-            raise UserError("linear probe: the train and val feature caches have different class lists")
-        x, y = train.get(pool).to(device), train.labels.to(device)
-        train_labels = train.labels
-        if recipe.method == "lars":
-            log = _train_log(out_dir, 0)
-            model, dtype = train_lars_probe(x, y, num_classes, recipe.lars, recipe.seed, log), torch.float32
-        else:
-            model, extra = train_logreg_probe(x, y, num_classes, recipe.logreg, recipe.seed)
-            dtype = getattr(torch, recipe.logreg.dtype)
+    with _train_dir(out_dir) as train_dir:
+        model, dtype, train_labels, extra = _fit(recipe, train, val, encoder, train_dataset, train_dir)
     with torch.no_grad():
         logits = model.to(device)(val.get(pool).to(device, dtype)).float().cpu()
     acc = topk_accuracy(logits, val.labels)
@@ -595,56 +411,12 @@ def run_linear_probe(
     if out_dir is not None:
         write_metrics(out_dir, metrics)
         write_predictions(out_dir, prediction_rows(logits, val.labels, val.indices, val.classes))
-        (Path(out_dir) / LIVE_STATE).unlink(missing_ok=True)  # finished: a rerun starts a fresh run
+        release_train_dir(Path(out_dir) / TRAIN_DIR)  # finished: a rerun starts a fresh run
     if verbose:
-        print(
-            format_table(
-                ["probe", "pool", "train", "val", "top-1", "top-5", "chance (majority)"],
-                [
-                    [
-                        metrics["protocol"],
-                        pool,
-                        metrics["num_train"],
-                        len(val),
-                        acc["top1"],
-                        acc["top5"],
-                        metrics["chance"]["majority"],
-                    ]
-                ],
-            )
-        )
+        row = [metrics["protocol"], pool, metrics["num_train"], len(val), acc["top1"], acc["top5"]]
+        headers = ["probe", "pool", "train", "val", "top-1", "top-5", "chance (majority)"]
+        print(format_table(headers, [[*row, metrics["chance"]["majority"]]]))
     return metrics
-
-
-def _train_log(out_dir: str | Path | None, keep_epochs: int) -> Callable[[dict[str, Any]], None]:
-    """An appender to `out_dir/train_log.jsonl` keeping the rows of the first `keep_epochs` epochs (a resume's)."""
-    if out_dir is None:
-        return lambda record: None
-    path = Path(out_dir) / "train_log.jsonl"
-    rows = [r for r in read_jsonl(path)[0] if int(r.get("epoch", 0)) <= keep_epochs] if keep_epochs else []
-    write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def log(record: dict[str, Any]) -> None:
-        with path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    return log
-
-
-def _run_live(
-    recipe: LinearProbeRecipe, encoder: Encoder, dataset: LabelledImages, out_dir: str | Path | None
-) -> tuple[nn.Sequential, int]:
-    """The live LARS probe, resuming from `out_dir/live_state.pt` when an interrupted run of the same left one."""
-    state_path, fingerprint = None, ""
-    if out_dir is not None:
-        state_path, fingerprint = Path(out_dir) / LIVE_STATE, live_fingerprint(recipe, encoder, dataset)
-    saved = read_live_state(state_path, fingerprint) if state_path is not None else None
-    log = _train_log(out_dir, int(saved["epoch"]) if saved is not None else 0)
-    feat = recipe.features
-    return train_lars_probe_live(
-        encoder, dataset, feat.pool, recipe.lars, recipe.seed, feat.num_workers, feat.precision, log, state_path,
-        fingerprint,
-    )  # fmt: skip
 
 
 def _skips(fs: FeatureSet | None) -> dict[str, int]:

@@ -1,8 +1,15 @@
-"""`probe_encoder`: both frozen probes on a small labelled task in one call (what `superclass demo` reports)."""
+"""The frozen probes' inputs and entry points.
+
+- `ProbeSource`: where a probe's train and val features come from (an encoder over a labelled dataset, computed
+  into and reused from a cache, or finished feature caches); `linear_probe` / `fewshot` run a recipe on one.
+  `superclass eval linear-probe|fewshot` and the `linear_probe` / `fewshot` evaluators both call these.
+- `probe_encoder`: both frozen probes on a small labelled task in one call (what `superclass demo` reports).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +19,104 @@ from eval.fewshot import FewShotConfig, run_fewshot
 from eval.linear_probe import LinearProbeRecipe, LogRegConfig, run_linear_probe
 from pretrain.data.labelled import LabelledImages, from_images, load_split
 from pretrain.encoder import Encoder, load_encoder
-from pretrain.features import FeatureConfig, compute_features
-from pretrain.runtime.errors import DataError
+from pretrain.features import FeatureConfig, FeatureSet, compute_features, extract_features, read_feature_set
+from pretrain.runtime.distributed import pick_device
+from pretrain.runtime.errors import DataError, UserError
+
+
+def load_probe_encoder(model: str | Path | None, device: str) -> Encoder:
+    """The encoder artifact `model` on `device` (`auto`: CUDA when there is one)."""
+    if not model:
+        raise UserError("--model (the encoder artifact) is required unless both feature caches are given")
+    return load_encoder(model, pick_device(device))
+
+
+@dataclass
+class ProbeSource:
+    """A probe's data: `model` over the labelled dataset `data` (features cached under `cache`, default
+    `out/features/<split>`, and reused), or the finished caches `train_features` / `val_features`."""
+
+    out: Path
+    model: str | None = None
+    data: str | None = None
+    train_split: str = "train"  # the split the classes come from, and the one the probe trains on
+    val_split: str = "val"  # the split scored
+    train_features: str | None = None
+    val_features: str | None = None
+    cache: Path | None = None
+    _datasets: dict[str, LabelledImages] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_args(cls, args: Any) -> ProbeSource:
+        """From a command's parsed flags (`superclass eval linear-probe|fewshot`)."""
+        return cls(
+            Path(args.out), args.model, args.data, args.train_split, args.val_split,
+            args.train_features, args.val_features, args.cache,
+        )  # fmt: skip
+
+    def dataset(self, split: str) -> LabelledImages:
+        """The `split` of `data`, listed once."""
+        if not self.data:
+            raise UserError(f"--data is required to compute the {split} features (or pass a feature cache)")
+        if split not in self._datasets:
+            self._datasets[split] = load_split(self.data, split, self.train_split)
+        return self._datasets[split]
+
+    def split_features(self, split: str, given: str | None, fcfg: FeatureConfig, encoder: Callable) -> FeatureSet:
+        """The FeatureSet of `split`: the given cache, or computed into (and reused from) the cache folder."""
+        if given:
+            return read_feature_set(given)
+        cache = (self.cache or self.out / "features") / split
+        return extract_features(
+            encoder(), self.dataset(split), cache, [fcfg.pool], fcfg.batch_size, fcfg.num_workers, None,
+            fcfg.precision, fcfg.chunk_size, decode=fcfg.decode,
+        )  # fmt: skip
+
+    def inputs(self, fcfg: FeatureConfig, need_train: bool = True) -> tuple[FeatureSet | None, FeatureSet, Callable]:
+        """(train features or None, val features, encoder getter); the encoder is loaded only when needed."""
+        loaded: list[Encoder] = []
+
+        def encoder() -> Encoder:
+            if not loaded:
+                loaded.append(load_probe_encoder(self.model, fcfg.device))
+            return loaded[0]
+
+        if self.data:  # a missing or malformed dataset fails fast, before the encoder is loaded
+            self.dataset(self.train_split)
+        train = self.split_features(self.train_split, self.train_features, fcfg, encoder) if need_train else None
+        val = self.split_features(self.val_split, self.val_features, fcfg, encoder)
+        if train is not None:
+            _check_pair(train, val, self.train_split, self.val_split)
+        return train, val, encoder
+
+
+def _check_pair(train: FeatureSet, val: FeatureSet, train_split: str, val_split: str) -> None:
+    """Refuse train and val features from two encoders, or of the same images."""
+    a, b = train.meta["encoder"], val.meta["encoder"]
+    if (a["config_hash"], a["weights_hash"]) != (b["config_hash"], b["weights_hash"]):
+        raise UserError("the train and val features come from different encoders")
+    if train.meta["dataset"]["signature"] == val.meta["dataset"]["signature"]:
+        t, v = train_split, val_split
+        raise UserError(
+            f"train and {v} are the same images ({val.meta['dataset']['source']}); give a folder with "
+            f"{t}/ and {v}/ (or {t}.jsonl and {v}.jsonl)"
+        )
+
+
+def linear_probe(source: ProbeSource, recipe: LinearProbeRecipe, verbose: bool = True) -> dict[str, Any]:
+    """The linear probe of `recipe` on `source` (live mode reads the train images), written into `source.out`."""
+    train, val, encoder = source.inputs(recipe.features, need_train=not recipe.live)
+    if not recipe.live:
+        return run_linear_probe(recipe, train, val, source.out, verbose=verbose)
+    images = source.dataset(source.train_split)
+    return run_linear_probe(recipe, None, val, source.out, encoder(), images, verbose)
+
+
+def fewshot(source: ProbeSource, cfg: FewShotConfig, verbose: bool = True) -> dict[str, Any]:
+    """The few-shot probe of `cfg` on `source`, written into `source.out`."""
+    train, val, _ = source.inputs(cfg.features)
+    return run_fewshot(cfg, train, val, source.out, verbose=verbose)
+
 
 # (images, labels) or (images, labels, class_names), a folder / list path, or a dataset
 DataSpec = tuple | str | Path | LabelledImages

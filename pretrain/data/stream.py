@@ -212,6 +212,7 @@ class BatchStream(IterableDataset):
         num_logical_workers: int = 1,
         batches_consumed: int = 0,
         worker_states: list[dict[str, int] | None] | None = None,
+        target_key: str = "caption",
     ) -> None:
         super().__init__()
         if local_batch_size < 1:
@@ -223,6 +224,7 @@ class BatchStream(IterableDataset):
         self.num_logical_workers = max(1, num_logical_workers)
         self.batches_consumed = batches_consumed
         self.worker_states = worker_states or [None] * self.num_logical_workers
+        self.target_key = target_key  # the batch key of the items' second field: captions, or class labels
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -267,7 +269,7 @@ class BatchStream(IterableDataset):
             torch.default_generator.set_state(torch_state)
             random.setstate(py_state)
         # default_collate stacks straight into shared memory inside a worker (one copy fewer on the way out)
-        out: dict[str, Any] = {"image": default_collate(images), "caption": captions}
+        out: dict[str, Any] = {"image": default_collate(images), self.target_key: captions}
         if self.encode_text is not None:
             out["text"], out["text_len"] = self.encode_text(captions)
         out["_skipped"] = dict(counts)

@@ -5,7 +5,8 @@ distribution, optimisation, schedules, the non-finite guard, metrics, checkpoint
 Optional task hooks: `after_step()` (e.g. clamp a temperature), `lr_scales()` (per-prefix lr multipliers),
 `export_artifact(out_dir, state, samples_seen)` (rank 0, full state dict), `set_grad_checkpointing(bool)`,
 `fsdp_units()`, `compile_units()`; attribute `checkpoint_frozen = False` keeps frozen weights (a 7B LLM in
-LLaVA's stage 1) out of checkpoints: they never change, and the task rebuilds them from its sources on resume;
+LLaVA's stage 1) out of checkpoints (buffers stay in): they never change, and the task rebuilds them from its
+sources on resume;
 attribute `produces` ("encoder", "lit", "captioner", "llava") names the artifact the recipe's `run.evals` read
 (`pretrain.runtime.train_evals`: evaluations after the checkpoints, on rank 0).
 """
@@ -164,10 +165,12 @@ class Trainer:
         return get_model_state_dict(self.task, options=self._state_options())
 
     def _checkpointed(self, model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The part of the model state a checkpoint holds: all of it, or the trainable tensors only."""
+        """The part of the model state a checkpoint holds: all of it, or the trainable tensors and the buffers
+        (a norm's running statistics change in training even where it has no parameters)."""
         if getattr(self.task, "checkpoint_frozen", True):
             return model_state
         trainable = {name for name, p in self.task.named_parameters() if p.requires_grad}
+        trainable |= {name for name, _ in self.task.named_buffers()}
         return {k: v for k, v in model_state.items() if k in trainable}
 
     def save(self) -> Path | None:

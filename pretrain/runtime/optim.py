@@ -1,4 +1,4 @@
-"""AdamW with OpenCLIP's decay rule and a warmup + cosine schedule that is a pure function of the step."""
+"""AdamW (or LARS) with OpenCLIP's decay rule and a warmup + cosine schedule that is a pure function of the step."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pretrain.runtime.lars import LARS
+
 
 @dataclass
 class OptimConfig:
+    name: Literal["adamw", "lars"] = "adamw"  # lars: MAE's linear-probe optimiser (pretrain.runtime.lars)
     lr: float = 5e-4  # peak learning rate (after warmup)
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     eps: float = 1e-6  # AdamW epsilon
@@ -21,6 +24,8 @@ class OptimConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup (linear: to min_lr, as ClipCap)
     min_lr: float = 0.0  # floor of the cosine
     clip_grad_norm: float = 0.0  # global grad-norm clipping; 0 disables
+    momentum: float = 0.9  # lars only
+    trust_coefficient: float = 0.001  # lars only: the layer-wise trust ratio's scale
 
 
 _NO_DECAY_PARTS = ("bn", "ln", "norm", "bias", "logit_scale", "cls_token", "class_embedding")
@@ -62,8 +67,12 @@ def build_optimizer(
     if not groups:
         raise ValueError("the model has no trainable parameters")
     names = [g.pop("names") for g in groups]
-    fused = all(p.is_cuda for g in groups for p in g["params"])
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
+    opt: torch.optim.Optimizer
+    if cfg.name == "lars":  # no decay or trust scaling on 1-D params, whatever the group says
+        opt = LARS(groups, lr=cfg.lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
+    else:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
     for group, group_names in zip(opt.param_groups, names):
         group["param_names"] = group_names
     return opt

@@ -3,6 +3,7 @@ probes at ~100% on separable features and at chance on random labels."""
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -10,17 +11,18 @@ import torch.nn.functional as F
 from eval_fixtures import random_labels, separable
 
 from eval.linear_probe import (
-    LARS,
     LarsConfig,
     LogRegConfig,
     build_head,
     fit_logreg,
     get_recipe,
-    mae_lr,
+    lars_optim,
     run_linear_probe,
     sweep_c,
 )
 from pretrain.runtime.errors import ConfigError
+from pretrain.runtime.lars import LARS
+from pretrain.runtime.optim import lr_at
 
 
 def test_lars_matches_hand_computation():
@@ -55,16 +57,25 @@ def test_lars_zero_weight_falls_back_to_sgd():
     torch.testing.assert_close(w.detach(), torch.full((2, 2), -0.1))
 
 
+def mae_lr(epoch: float, peak: float, cfg: LarsConfig) -> float:
+    """MAE's `adjust_learning_rate` (util/lr_sched.py) at a fractional epoch."""
+    if epoch < cfg.warmup_epochs:
+        return peak * epoch / cfg.warmup_epochs
+    progress = (epoch - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)
+    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def test_mae_schedule_and_head():
     cfg = LarsConfig()
     assert (cfg.epochs, cfg.warmup_epochs, cfg.batch_size, cfg.blr, cfg.weight_decay) == (90, 10, 16384, 0.1, 0.0)
-    assert mae_lr(0, 6.4, cfg) == 0.0
-    assert mae_lr(5, 6.4, cfg) == pytest.approx(3.2)
-    assert mae_lr(10, 6.4, cfg) == pytest.approx(6.4)
-    assert mae_lr(50, 6.4, cfg) == pytest.approx(3.2)
-    assert mae_lr(90, 6.4, cfg) == pytest.approx(0.0, abs=1e-12)
+    batch, per_epoch, optim = lars_optim(cfg, 1_281_167)  # ImageNet-1k train
+    assert (batch, per_epoch, optim.name, optim.lr) == (16384, 78, "lars", pytest.approx(6.4))
+    total = cfg.epochs * per_epoch
+    for step in range(0, total, 7):  # MAE's per-iteration schedule; the warmup runs one step ahead (peak x (k+1)/W)
+        shifted = step + 1 if step < cfg.warmup_epochs * per_epoch else step
+        assert lr_at(step, total, optim) == pytest.approx(mae_lr(shifted / per_epoch, 6.4, cfg), abs=1e-9)
     torch.manual_seed(0)
-    head = build_head(768, 1000, cfg)
+    head = build_head(768, 1000, cfg.bn_eps, cfg.init_std)
     bn, linear = head
     assert not bn.affine and bn.eps == 1e-6
     assert linear.weight.std().item() == pytest.approx(0.01, rel=0.05)
@@ -124,5 +135,7 @@ def test_probes_separate_and_stay_at_chance(tmp_path, name):
     assert metrics["top1"] == good["top1"] and metrics["num_val"] == 200
     rows = (tmp_path / "good" / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == 200 and {"index", "label", "pred", "top5"} <= set(json.loads(rows[0]))
-    if name == "lars_cpu":
-        assert len((tmp_path / "good" / "train_log.jsonl").read_text().splitlines()) == recipe.lars.epochs
+    if name == "lars_cpu":  # trained on the shared Trainer: one metrics row per epoch, its checkpoints cleared
+        rows = [json.loads(line) for line in (tmp_path / "good" / "train" / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == recipe.lars.epochs and rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+        assert not (tmp_path / "good" / "train" / "checkpoints").exists()

@@ -1,5 +1,5 @@
-"""`linear-probe live=true` resumes per epoch: an interrupted run finishes with the same head as an uninterrupted
-one, and a state left by another run is refused."""
+"""`linear-probe live=true` trains on the shared Trainer and resumes per epoch: an interrupted run finishes with the
+same head as an uninterrupted one, and checkpoints left by another run are refused."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from eval_fixtures import tiny_encoder, write_folder
 
 import eval.linear_probe as lp
+from eval.probe_training import ProbeTask
 from pretrain.data.labelled import load_split
 from pretrain.encoder import load_encoder
 from pretrain.features import compute_features
@@ -38,29 +39,44 @@ def _run(setup, out, recipe=None):
     return lp.run_linear_probe(recipe or default, None, val, out, encoder, train, verbose=False)
 
 
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    return [(row["step"], row["loss"]) for row in rows]
+
+
 def test_interrupted_live_run_resumes_exactly(setup, tmp_path, monkeypatch):
     whole = _run(setup, tmp_path / "whole")
     calls = {"n": 0}
-    real_step = lp._lars_step
+    real_forward = ProbeTask.forward
 
-    def dies_in_epoch_three(*args):
+    def dies_in_epoch_three(self, batch):
         calls["n"] += 1
         if calls["n"] == 2 * 2 + 1:  # 2 steps per epoch (12 images, batch 6): the first step of epoch 3
             raise KeyboardInterrupt
-        return real_step(*args)
+        return real_forward(self, batch)
 
-    monkeypatch.setattr(lp, "_lars_step", dies_in_epoch_three)
+    monkeypatch.setattr(ProbeTask, "forward", dies_in_epoch_three)
     with pytest.raises(KeyboardInterrupt):
         _run(setup, tmp_path / "resumed")
-    assert (tmp_path / "resumed" / lp.LIVE_STATE).is_file()
-    monkeypatch.setattr(lp, "_lars_step", real_step)
+    assert (tmp_path / "resumed" / "train" / "checkpoints").is_dir()
+    monkeypatch.setattr(ProbeTask, "forward", real_forward)
 
-    with pytest.raises(UserError, match="delete it"):  # another run into the same directory
+    with pytest.raises(UserError, match="delete the folder"):  # another run into the same directory
         _run(setup, tmp_path / "resumed", dataclasses.replace(setup[3], seed=1))
     resumed = _run(setup, tmp_path / "resumed")
     assert resumed["top1"] == whole["top1"]
-    for name in ("predictions.jsonl", "train_log.jsonl"):  # same per-epoch losses, each epoch logged once
-        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "whole" / name).read_text()
-    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "resumed" / "train_log.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4]
-    assert not (tmp_path / "resumed" / lp.LIVE_STATE).exists()  # finished: a rerun starts over
+    assert (tmp_path / "resumed" / "predictions.jsonl").read_text() == (
+        tmp_path / "whole" / "predictions.jsonl"
+    ).read_text()
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "whole")  # same per-epoch losses, each logged once
+    assert [step for step, _ in _losses(tmp_path / "whole")] == [2, 4, 6, 8]
+    assert not (tmp_path / "resumed" / "train" / "checkpoints").exists()  # finished: a rerun starts over
+
+
+def test_unreadable_train_images_are_skipped_and_counted(setup, tmp_path):
+    encoder, train, val, recipe = setup
+    broken = dataclasses.replace(train, items=[*train.items[:-2], str(tmp_path / "gone.jpg"), train.items[-1]])
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    broken.items[-1] = str(tmp_path / "bad.jpg")
+    metrics = lp.run_linear_probe(recipe, None, val, tmp_path / "out", encoder, broken, verbose=False)
+    assert metrics["train_skipped"]["missing_image"] >= 1 and metrics["train_skipped"]["bad_image"] >= 1
