@@ -15,7 +15,6 @@ r-th slice of each, so the ranks see disjoint pairs that together make the globa
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from pretrain.data.karpathy import karpathy_split
 from pretrain.data.labelled import LabelledImages
-from pretrain.data.synthetic import caption_for, make_sample
+from pretrain.data.synthetic import make_sample, synthetic_references
 from pretrain.encoder import Encoder
 from pretrain.features import TOKEN_POOL, cached_feature_set
 from pretrain.runtime.errors import DataError
@@ -95,13 +94,6 @@ def karpathy_images(path: str | Path, image_root: str | Path | None, split: str)
     images = LabelledImages(paths, [0] * len(paths), ["image"], source=str(path), split=split)
     keys = [str(im.image_id) for im in ks.images]
     return SplitImages(images, keys, dict(zip(keys, (im.captions for im in ks.images))), len(ks.missing))
-
-
-def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
-    """The sample's caption plus `count - 1` other wordings of the same scene."""
-    sample = make_sample(index, seed, size)
-    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
-                               for k in range(1, count)]  # fmt: skip
 
 
 def synthetic_images(n: int, seed: int, size: int, references: int) -> SplitImages:

@@ -10,6 +10,7 @@ from captioning.model import CaptionModelConfig
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
+from pretrain.runtime.train_evals import EvalEntry
 
 
 @dataclass
@@ -84,6 +85,7 @@ def clipcap_tiny() -> CaptionRecipe:
     """Tiny ClipCap on synthetic captions, CPU, <1 min: an MLP mapper + a tiny GPT-2 trained from scratch.
 
     model.lm="" builds a tiny GPT-2-shaped LM and BPE tokenizer from the training captions (in run.out_dir/lm).
+    At the end it captions the held-out synthetic val images and scores them (CIDEr; `run.evals=[]`: off).
     superclass captioning train --recipe clipcap_tiny encoder=runs/superclass_tiny/encoder
     """
     return CaptionRecipe(
@@ -93,5 +95,12 @@ def clipcap_tiny() -> CaptionRecipe:
         ),  # fmt: skip
         decode=DecodeConfig(beam=3, max_tokens=30, stop=".", batch_size=64),
         optim=OptimConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=20, clip_grad_norm=1.0),
-        run=RunConfig(out_dir="runs/clipcap_tiny", steps=300, global_batch_size=32, log_every=20, save_every=0),
+        run=RunConfig(
+            out_dir="runs/clipcap_tiny",
+            steps=300,
+            global_batch_size=32,
+            log_every=20,
+            save_every=0,
+            evals=[EvalEntry("caption", settings={"recipe": "clipcap_tiny", "split": "val"})],
+        ),
     )

@@ -21,6 +21,7 @@ import torch
 from captioning.data import (
     CaptionFeatures,
     CaptionPairs,
+    SplitImages,
     encode_split,
     karpathy_images,
     synthetic_images,
@@ -29,7 +30,7 @@ from captioning.data import (
 )
 from captioning.decode import DecodeConfig, caption_features
 from captioning.model import ClipCapModel, load_lm, load_tokenizer
-from captioning.recipes import CaptionRecipe, get_recipe
+from captioning.recipes import CaptionDataConfig, CaptionRecipe, get_recipe
 from captioning.task import ARTIFACT_DIR, CaptionTask, captioner_encoder, captioner_hash, load_captioner
 from pretrain.encoder import Encoder, load_encoder
 from pretrain.features import encoder_identity
@@ -51,12 +52,18 @@ def split_features(
             raise ConfigError("data.karpathy is empty: point it at dataset_coco.json (and data.image_root at COCO)")
         images = karpathy_images(data.karpathy, data.image_root, split)
     else:
-        seed = data.synthetic_seed + (0 if split == "train" else 1)
-        n = data.synthetic_samples if split == "train" else max(50, data.synthetic_samples // 10)
-        images = synthetic_images(n, seed, data.synthetic_image_size, 1 if split == "train" else 5)
+        images = synthetic_split(data, split)
     cache_root = Path(data.cache_dir or Path(recipe.run.out_dir) / "features")
     return encode_split(encoder, images, cache_root, recipe.model.tokens, device, data.feature_batch_size,
                         data.feature_workers, is_main)  # fmt: skip
+
+
+def synthetic_split(data: CaptionDataConfig, split: str) -> SplitImages:
+    """A synthetic recipe's split: `synthetic_samples` training images with one caption each; val/test are
+    max(50, samples / 10) images of the next dataset seed with 5 references each."""
+    seed = data.synthetic_seed + (0 if split == "train" else 1)
+    n = data.synthetic_samples if split == "train" else max(50, data.synthetic_samples // 10)
+    return synthetic_images(n, seed, data.synthetic_image_size, 1 if split == "train" else 5)
 
 
 def train(recipe: CaptionRecipe) -> Path:
@@ -177,6 +184,7 @@ def caption_demo(encoder_dir: str | Path, out_dir: str | Path, steps: int = 300)
     recipe.run.out_dir = str(Path(out_dir))
     recipe.run.steps = steps
     recipe.run.device = "cpu"
+    recipe.run.evals = []  # scored below, beside the constant-caption baseline
     captioner = train(recipe)
     model, tokenizer, _ = load_captioner(captioner)
     recipe.model.tokens = model.cfg.tokens

@@ -4,7 +4,9 @@
   files; cached under `out/features`), then the named linear-probe or few-shot recipe, its keys overridable;
 - one evaluator per registered VLM benchmark (`eval.vlm_registry`: vqav2, gqa, pope, ...) reads a LLaVA
   directory; its settings are the benchmark's own flags (as keys: `questions`, `image_root`, ...) plus how to
-  generate (`batch_size`, `max_new_tokens`, `device`, `precision`, `template`, `limit`).
+  generate (`batch_size`, `max_new_tokens`, `device`, `precision`, `template`, `limit`); `synthetic: N` scores
+  N held-out synthetic images written in the benchmark's own format instead (vqav2, textvqa, mmbench, pope,
+  scienceqa; the tiny LLaVA recipe's default evaluation).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.runtime.config import resolve
+from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import Evaluator, register
 
 
@@ -76,6 +79,7 @@ _GENERATION_FIELDS = [
     ("backend", str, "hf"),
     ("template", str, "vicuna_v1"),
     ("limit", int, 0),  # 0: every question; N: the fixed stratified subset of N
+    ("synthetic", int, 0),  # N > 0: N held-out synthetic images in the benchmark's format instead of its files
 ]
 
 
@@ -103,6 +107,8 @@ def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
 
         values = dataclasses.asdict(self.config)
         gen = {n: values.pop(n) for n, _, _ in _GENERATION_FIELDS}
+        if gen["synthetic"]:
+            values.update(_synthetic_files(spec.name, Path(out_dir) / "data", gen["synthetic"]))
         flags = {k: (Path(v) if v else None) if k in paths else v for k, v in values.items()}
         args = argparse.Namespace(**flags, bench=spec.name, limit=gen["limit"] or None)
         bench = spec.build(args, True)
@@ -115,6 +121,16 @@ def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
     attrs = {"name": spec.name, "consumes": "llava", "Config": settings, "headline": spec.headline}
     attrs.update(description=spec.help, run=run)
     return type(f"{spec.name.capitalize()}Evaluator", (Evaluator,), attrs)
+
+
+def _synthetic_files(name: str, root: Path, num_images: int) -> dict[str, str]:
+    """Write benchmark `name`'s held-out synthetic set under `root`: its path settings (`synthetic=N`)."""
+    from eval.vlm_synthetic import SYNTHETIC_SEEDS, write_synthetic_benchmark
+
+    if name not in SYNTHETIC_SEEDS:
+        known = ", ".join(SYNTHETIC_SEEDS)
+        raise ConfigError(f"{name}.synthetic: {name} has no synthetic set (those with one: {known})")
+    return {k: str(v) for k, v in write_synthetic_benchmark(name, root, num_images).items()}
 
 
 def _register_benchmarks() -> None:

@@ -36,7 +36,7 @@ from PIL import Image
 
 from eval.vqa_data import QuestionId, norm_id
 from pretrain.runtime.atomic import write_text_atomically
-from pretrain.runtime.distributed import init_distributed
+from pretrain.runtime.distributed import group_active, init_distributed, rank_world
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.jsonl import read_jsonl, repair_tail
 from vlm.generate import (
@@ -414,10 +414,9 @@ def _distributed() -> tuple[int, int, bool]:
     Ranks finish their shares at different times and wait in a barrier: the runtime's timeout applies (2 h by
     default; SUPERCLASS_DIST_TIMEOUT_MIN raises it for very long runs).
     """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-        return 0, 1, False
+    rank, world = rank_world()
+    if world <= 1 or group_active():
+        return rank, world, False
     info = init_distributed("auto")
     return info.rank, info.world_size, True
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -313,11 +312,9 @@ def score_predictions(bench: VLMBenchmark, predictions: str | Path, out_dir: str
 
 
 def _is_main_rank() -> bool:
-    import torch.distributed as dist
+    from pretrain.runtime.distributed import rank_world
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return rank_world()[0] == 0
 
 
 def run_benchmark(

@@ -17,12 +17,7 @@ from typing import Any
 from eval.pope import PopeBenchmark, load_pope
 from eval.scienceqa import OPTIONS, ScienceQABenchmark, load_scienceqa
 from eval.vlm_bench import mmbench_benchmark, run_benchmark, vqav2_benchmark
-from eval.vlm_synthetic import (
-    write_synthetic_mmbench,
-    write_synthetic_pope,
-    write_synthetic_scienceqa,
-    write_synthetic_vqav2,
-)
+from eval.vlm_synthetic import write_synthetic_benchmark
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
@@ -81,24 +76,24 @@ def circular_chance(bench: Any) -> float:
 
 
 def score_synthetic_vlm(
-    model_dir: str | Path, out_dir: str | Path, train_json: str | Path, num_images: int = 60, seed: int = 101,
-    image_size: int = 40, batch_size: int = 32,
+    model_dir: str | Path, out_dir: str | Path, train_json: str | Path, num_images: int = 60, image_size: int = 40,
+    batch_size: int = 32,
 ) -> dict[str, Any]:  # fmt: skip
     """VQAv2, circular MMBench and ScienceQA accuracy of the model and of the text-only baseline, POPE accuracy of
-    the model and of always-"yes" (percent)."""
+    the model and of always-"yes" (percent), on the held-out sets of `eval.vlm_synthetic.write_synthetic_benchmark`."""
     from eval.generation import GenerationConfig
 
     out = Path(out_dir)
-    vqa_files = write_synthetic_vqav2(out / "vqav2", num_images, seed, image_size)
-    tsv = write_synthetic_mmbench(out / "mmbench" / "mmbench_dev.tsv", num_images, seed + 1, image_size, circular=True)
+    vqa_files = write_synthetic_benchmark("vqav2", out / "vqav2", num_images, image_size)
+    tsv = write_synthetic_benchmark("mmbench", out / "mmbench", num_images, image_size)["tsv"]
     vqa = vqav2_benchmark(vqa_files["questions"], vqa_files["annotations"], vqa_files["image_root"])
     mmb = mmbench_benchmark(tsv)
     cfg = GenerationConfig(batch_size=batch_size, max_new_tokens=8, device="cpu", progress=False)
     vqa_metrics = run_benchmark(vqa, model_dir, out / "vqav2" / "results", cfg) or {}
     mmb_metrics = run_benchmark(mmb, model_dir, out / "mmbench" / "results", cfg) or {}
-    pope_files = write_synthetic_pope(out / "pope", num_images, seed + 2, image_size)
+    pope_files = write_synthetic_benchmark("pope", out / "pope", num_images, image_size)
     pope = PopeBenchmark(load_pope(pope_files["annotation_dir"], None, pope_files["image_root"]))
-    sqa_files = write_synthetic_scienceqa(out / "scienceqa", num_images, seed + 3, image_size)
+    sqa_files = write_synthetic_benchmark("scienceqa", out / "scienceqa", num_images, image_size)
     sqa = ScienceQABenchmark(load_scienceqa(sqa_files["problems"], None, sqa_files["image_root"]))
     pope_metrics = run_benchmark(pope, model_dir, out / "pope" / "results", cfg) or {}
     sqa_metrics = run_benchmark(sqa, model_dir, out / "scienceqa" / "results", cfg) or {}

@@ -257,3 +257,21 @@ def write_synthetic_scienceqa(root: str | Path, num_images: int, seed: int, imag
         }  # fmt: skip
     _write_json(root / "pid_splits.json", {"train": [], "val": [], "test": list(problems)})
     return {"problems": _write_json(root / "problems.json", problems), "image_root": root / "images" / "test"}
+
+
+# benchmark -> the dataset seed of its held-out synthetic set (the demo's: the tiny LLaVA trains on seeds 0 and 2)
+SYNTHETIC_SEEDS = {"vqav2": 101, "mmbench": 102, "pope": 103, "scienceqa": 104, "textvqa": 105}
+
+
+def write_synthetic_benchmark(name: str, root: str | Path, num_images: int, image_size: int = 40) -> dict[str, Path]:
+    """The held-out synthetic set of benchmark `name` under `root`, as {its flag's dest: path} (e.g. questions)."""
+    root, seed = Path(root), SYNTHETIC_SEEDS[name]
+    if name == "vqav2":
+        return write_synthetic_vqav2(root, num_images, seed, image_size)
+    if name == "textvqa":
+        return write_synthetic_textvqa(root, num_images, seed, image_size)
+    if name == "mmbench":
+        return {"tsv": write_synthetic_mmbench(root / "mmbench_dev.tsv", num_images, seed, image_size, circular=True)}
+    if name == "pope":
+        return write_synthetic_pope(root, num_images, seed, image_size)
+    return write_synthetic_scienceqa(root, num_images, seed, image_size)

@@ -16,6 +16,7 @@ from pretrain.labels import LabelConfig
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
+from pretrain.runtime.train_evals import EvalEntry
 
 
 @dataclass
@@ -69,6 +70,9 @@ def lit_paper() -> LiTRecipe:
 def lit_tiny() -> LiTRecipe:
     """Tiny LiT on synthetic captions against a tiny encoder, CPU, well under a minute: the loss falls.
 
+    At each checkpoint it scores zero-shot colour classification and image-text retrieval on held-out synthetic
+    images (`run.evals=[]`: off).
+
     superclass lit train --recipe lit_tiny encoder=runs/tiny_sc/encoder run.out_dir=runs/lit_tiny
     """
     return LiTRecipe(
@@ -82,5 +86,15 @@ def lit_tiny() -> LiTRecipe:
             transform=TransformConfig(image_size=32, crop_scale=(0.8, 1.0)),
         ),
         optim=OptimConfig(lr=2e-3, warmup_steps=20, weight_decay=0.05),
-        run=RunConfig(out_dir="runs/lit_tiny", steps=300, global_batch_size=64, log_every=10, save_every=100),
+        run=RunConfig(
+            out_dir="runs/lit_tiny",
+            steps=300,
+            global_batch_size=64,
+            log_every=10,
+            save_every=100,
+            evals=[
+                EvalEntry("zeroshot", settings={"data": "synthetic:colour", "split": "test"}),
+                EvalEntry("retrieval", settings={"karpathy": "synthetic:100"}),
+            ],
+        ),
     )

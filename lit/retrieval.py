@@ -18,30 +18,59 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from pretrain.data.karpathy import karpathy_split
+from pretrain.data.labelled import SYNTHETIC_IMAGE_SIZE, SYNTHETIC_PREFIX, SYNTHETIC_SPLIT_SEEDS
+from pretrain.data.synthetic import make_sample, synthetic_references
 from pretrain.runtime.errors import DataError
 from pretrain.runtime.results import write_metrics
 
 
 @dataclass
 class RetrievalSet:
-    """Images (paths) with their captions; `text_image[j]` is the image index of caption j."""
+    """Images (paths, or PIL images for a synthetic set) with their captions; `text_image[j]` is caption j's image."""
 
-    images: list[str]
+    images: list[str | Image.Image]
     captions: list[str]
     text_image: list[int]
 
 
 def load_karpathy(path: str | Path, image_root: str | Path, split: str = "test") -> RetrievalSet:
-    """The `split` of a Karpathy JSON, with image paths under `image_root` (existence is checked when encoding)."""
-    images, captions, text_image = [], [], []
+    """The `split` of a Karpathy JSON, with image paths under `image_root` (existence is checked when encoding).
+
+    `path` "synthetic:N" (N default 100) gives N held-out synthetic images with 5 wordings each instead
+    (the draws of `pretrain.data.labelled.SYNTHETIC_SPLIT_SEEDS`): the tiny LiT recipe's default evaluation.
+    """
+    if str(path).startswith(SYNTHETIC_PREFIX):
+        return synthetic_retrieval_set(str(path), split)
+    images: list[str | Image.Image] = []
+    captions, text_image = [], []
     for entry in karpathy_split(path, split):
         images.append(str(entry.path(image_root)))
         captions += entry.captions
         text_image += [len(images) - 1] * len(entry.captions)
     if not images:
         raise DataError(f"{path}: no images in split '{split}'")
+    return RetrievalSet(images, captions, text_image)
+
+
+def synthetic_retrieval_set(spec: str, split: str, references: int = 5) -> RetrievalSet:
+    """`synthetic:N`: N synthetic images of the held-out draw for `split`, each with `references` wordings."""
+    count = spec[len(SYNTHETIC_PREFIX) :] or "100"
+    if not count.isdigit() or int(count) < 1:
+        raise DataError(f"karpathy {spec!r}: expected synthetic:N with N a positive number of images")
+    if split not in SYNTHETIC_SPLIT_SEEDS:
+        known = ", ".join(SYNTHETIC_SPLIT_SEEDS)
+        raise DataError(f"karpathy {spec!r}: no split '{split}' (synthetic sets have {known})")
+    seed, n = SYNTHETIC_SPLIT_SEEDS[split], int(count)
+    images: list[str | Image.Image] = []
+    captions, text_image = [], []
+    for i in range(n):
+        images.append(make_sample(i, seed, SYNTHETIC_IMAGE_SIZE).image)
+        refs = synthetic_references(i, seed, SYNTHETIC_IMAGE_SIZE, references)
+        captions += refs
+        text_image += [i] * len(refs)
     return RetrievalSet(images, captions, text_image)
 
 

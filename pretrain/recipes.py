@@ -15,6 +15,7 @@ from pretrain.labels import IDFConfig, LabelConfig, LossConfig
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
+from pretrain.runtime.train_evals import EvalEntry
 
 
 @dataclass
@@ -62,9 +63,21 @@ def _paper(method: str, preset: str, samples: int, batch: int = 16384, **run_kw:
     )
 
 
+def tiny_probe_evals(attribute: str = "colour") -> list[EvalEntry]:
+    """10-shot and linear probe (lars_cpu) on a held-out synthetic attribute task at every checkpoint (~1 s each)."""
+    data, workers = f"synthetic:{attribute}", "features.num_workers=0"  # in memory: workers cost more than they save
+    return [
+        EvalEntry("fewshot", settings={"data": data, "overrides": [workers]}),
+        EvalEntry("linear_probe", settings={"data": data, "recipe": "lars_cpu", "overrides": [workers]}),
+    ]
+
+
 @recipe("superclass_tiny")
 def superclass_tiny() -> PretrainRecipe:
     """Tiny SuperClass ViT on synthetic captions, CPU, ~1 min on 2 cores: loss falls well below its start.
+
+    At each checkpoint it probes itself on a held-out synthetic colour task (10-shot and linear probe, rows
+    `{"eval": ...}` in metrics.jsonl); `run.evals=[]` turns that off.
 
     superclass pretrain train --recipe superclass_tiny run.out_dir=runs/tiny_sc
     """
@@ -80,7 +93,14 @@ def superclass_tiny() -> PretrainRecipe:
             transform=TransformConfig(image_size=32, crop_scale=(0.8, 1.0)),
         ),
         optim=OptimConfig(lr=5e-3, warmup_steps=20, weight_decay=0.05),
-        run=RunConfig(out_dir="runs/superclass_tiny", steps=300, global_batch_size=64, log_every=10, save_every=100),
+        run=RunConfig(
+            out_dir="runs/superclass_tiny",
+            steps=300,
+            global_batch_size=64,
+            log_every=10,
+            save_every=100,
+            evals=tiny_probe_evals(),
+        ),
     )
 
 

@@ -6,7 +6,6 @@ import dataclasses
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from pretrain.data.stream import build_loader
@@ -18,7 +17,7 @@ from pretrain.models.clip import CLIPModel
 from pretrain.models.presets import ArchConfig, get_preset, get_text_preset
 from pretrain.recipes import PretrainRecipe
 from pretrain.runtime.config import to_dict, to_yaml
-from pretrain.runtime.distributed import DistInfo, cleanup, init_distributed, seed_everything
+from pretrain.runtime.distributed import DistInfo, cleanup, group_active, init_distributed, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.tasks import ARTIFACT_DIR, CLIPTask, SuperClassTask
@@ -82,7 +81,7 @@ def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: D
 def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
-    owns_group = not (dist.is_available() and dist.is_initialized())
+    owns_group = not group_active()
     dist_info = init_distributed(recipe.run.device)
     try:
         if recipe.run.num_threads > 0:

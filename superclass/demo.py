@@ -104,10 +104,11 @@ def clip_retrieval_at_1(task: nn.Module, recipe: PretrainRecipe, n: int) -> floa
 def probe(artifact: Path, cfg: DemoConfig) -> dict:
     """Linear probe and 10-shot on a held-out attribute task (eval.probe)."""
     from eval.probe import probe_encoder
-    from pretrain.data.labelled import synthetic_attribute_dataset
+    from pretrain.data.labelled import SYNTHETIC_SPLIT_SEEDS, synthetic_attribute_dataset
 
-    train = synthetic_attribute_dataset(cfg.attribute, cfg.probe_train, seed=HELD_OUT_SEED + 1, image_size=40)
-    val = synthetic_attribute_dataset(cfg.attribute, cfg.probe_val, seed=HELD_OUT_SEED, image_size=40)
+    seeds = SYNTHETIC_SPLIT_SEEDS  # scored on the held-out "test" draw (seed 1), as the sweeps' test split
+    train = synthetic_attribute_dataset(cfg.attribute, cfg.probe_train, seed=seeds["train"], image_size=40)
+    val = synthetic_attribute_dataset(cfg.attribute, cfg.probe_val, seed=seeds["test"], image_size=40)
     return probe_encoder(artifact, train, val, shots=10, seeds=3)
 
 

@@ -71,7 +71,7 @@ def plot_loss_curves(runs: dict[str, Path], out_png: Path, title: str = "trainin
     """One panel per run (losses of different objectives are not on one scale), loss against step."""
     fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
     for ax, (name, run_dir) in zip(axes[0], runs.items()):
-        records = [r for r in read_metrics(Path(run_dir)) if "loss" in r]  # not the evaluation rows
+        records = read_metrics(Path(run_dir), evals=False)
         ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:blue")
         ax.set_title(name)
         ax.set_xlabel("step")

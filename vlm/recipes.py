@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
+from pretrain.runtime.train_evals import EvalEntry
 from vlm.build import VLMModelConfig
 from vlm.lora import LoraSettings
 
@@ -148,6 +149,8 @@ def llava_tiny_stage1() -> VLMRecipe:
 def llava_tiny_stage2() -> VLMRecipe:
     """Tiny stage 2 on CPU (~1.5 min for 600 steps): projector + the tiny LLM on synthetic VQA and lettered choices.
 
+    At the end it answers a held-out synthetic VQAv2 set (30 images, 120 questions; `run.evals=[]`: off).
+
     superclass vlm train --recipe llava_tiny_stage2 init=runs/llava_tiny_stage1/llava
     """
     return VLMRecipe(
@@ -156,6 +159,12 @@ def llava_tiny_stage2() -> VLMRecipe:
         data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=2000, synthetic_seed=2),
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
-            out_dir="runs/llava_tiny_stage2", steps=200, global_batch_size=32, device="cpu", log_every=20, save_every=0
+            out_dir="runs/llava_tiny_stage2",
+            steps=200,
+            global_batch_size=32,
+            device="cpu",
+            log_every=20,
+            save_every=0,
+            evals=[EvalEntry("vqav2", settings={"synthetic": 30, "device": "cpu", "max_new_tokens": 8})],
         ),  # fmt: skip
     )

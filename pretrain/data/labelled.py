@@ -7,6 +7,9 @@ Layouts (`load_split(data, split)` picks one by looking at `data`):
     lists     DATA/train.jsonl|csv|tsv and DATA/val.jsonl|csv|tsv, or one list file; columns `image` (a path
               relative to the list's folder, or absolute) and `label` (a class name, or an int class index).
               Classes: sorted names (or 0..max) of the train list.
+    synthetic `synthetic:<attribute>[:N]` (e.g. `synthetic:colour:300`): N in-memory images per split (default
+              300) of the synthetic captions' scenes labelled by one attribute; the splits are held-out draws
+              (`SYNTHETIC_SPLIT_SEEDS`; pretraining draws seed 0), so a tiny recipe can probe itself offline.
 Oxford-IIIT Pets (https://www.robots.ox.ac.uk/~vgg/data/pets/, `images.tar.gz` + `annotations.tar.gz`; TFDS
 `oxford_iiit_pet` uses trainval 3,680 / test 3,669) and Stanford Cars (196 classes, train 8,144 / test 8,041;
 the original site is gone, the Kaggle/HF mirrors keep the devkit) work through the folder layout:
@@ -46,6 +49,9 @@ ATTRIBUTES: dict[str, tuple[Any, ...]] = {
     "position": POSITIONS,
     "size": SIZES,
 }
+SYNTHETIC_PREFIX = "synthetic:"
+SYNTHETIC_SPLIT_SEEDS = {"train": 2, "val": 3, "test": 1}  # dataset seeds; the tiny recipes pretrain on seed 0
+SYNTHETIC_IMAGE_SIZE = 40  # the tiny recipes' synthetic_image_size
 
 
 @dataclass
@@ -254,6 +260,8 @@ def load_split(data: str | Path, split: str = "train", train_split: str = "train
 
     The class list always comes from `train_split`, so labels agree between the splits of one dataset.
     """
+    if str(data).startswith(SYNTHETIC_PREFIX):
+        return synthetic_split(str(data), split)
     data = Path(data).expanduser()
     if data.is_file():
         return image_list(data, split=split)
@@ -303,6 +311,30 @@ def synthetic_attribute_dataset(
         images.append(sample.image)
         labels.append(vocab.index(sample.attributes[attribute]))
     return images, labels, [str(v) for v in vocab]
+
+
+def parse_synthetic(spec: str) -> tuple[str, int]:
+    """(attribute, images per split) of a `synthetic:<attribute>[:N]` data spec (one-line DataError if malformed)."""
+    parts = spec[len(SYNTHETIC_PREFIX) :].split(":")
+    expected = f"expected synthetic:<attribute>[:N] with attribute one of {', '.join(ATTRIBUTES)}"
+    if len(parts) > 2 or parts[0] not in ATTRIBUTES:
+        raise DataError(f"data {spec!r}: {expected}")
+    if len(parts) == 1:
+        return parts[0], 300
+    if not parts[1].isdigit() or int(parts[1]) < 1:
+        raise DataError(f"data {spec!r}: N must be a positive integer ({expected})")
+    return parts[0], int(parts[1])
+
+
+def synthetic_split(spec: str, split: str) -> LabelledImages:
+    """The `split` (train, val or test) of a `synthetic:<attribute>[:N]` task, as images in memory."""
+    attribute, n = parse_synthetic(spec)
+    if split not in SYNTHETIC_SPLIT_SEEDS:
+        raise DataError(f"data {spec!r}: no split '{split}' (synthetic tasks have {', '.join(SYNTHETIC_SPLIT_SEEDS)})")
+    images, labels, classes = synthetic_attribute_dataset(
+        attribute, n, seed=SYNTHETIC_SPLIT_SEEDS[split], image_size=SYNTHETIC_IMAGE_SIZE
+    )
+    return LabelledImages(list(images), labels, classes, source=spec, split=split)
 
 
 def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -245,6 +245,13 @@ def make_sample(index: int, seed: int = 0, image_size: int = 64) -> SyntheticSam
     return SyntheticSample(image=image, caption=caption, attributes=attributes)
 
 
+def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
+    """The sample's caption plus `count - 1` other wordings of the same scene (references for captioning/retrieval)."""
+    sample = make_sample(index, seed, size)
+    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
+                               for k in range(1, count)]  # fmt: skip
+
+
 class SyntheticCaptions(torch.utils.data.Dataset):
     """Map-style view of `make_sample` over indices [0, num_samples)."""
 

@@ -26,6 +26,7 @@ from torch import nn
 from pretrain.labels.khot import count_labels, label_ids
 from pretrain.labels.tokenizers import CaptionTokenizer
 from pretrain.runtime.atomic import write_file_atomically
+from pretrain.runtime.distributed import group_active
 from pretrain.runtime.errors import ConfigError
 
 
@@ -162,7 +163,7 @@ class IDFWeights(nn.Module):
         stats = torch.empty(v + 1, dtype=torch.float64, device=self.doc_freq.device)
         stats[:v] = count_labels(ids.to(stats.device), valid.to(stats.device), v)
         stats[v:].fill_(ids.shape[0])  # local batch size, summed with the counts in one collective (fill_: no sync)
-        if dist.is_available() and dist.is_initialized():
+        if group_active():
             dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
         global_batch = stats[v]
         self.doc_freq.add_(stats[:v] / global_batch)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,6 +17,7 @@ from pretrain.runtime.errors import ConfigError
 
 TIMEOUT_ENV = "SUPERCLASS_DIST_TIMEOUT_MIN"
 DEFAULT_TIMEOUT_MIN = 120.0
+_LOCAL_ONLY = False  # inside `local_only()`: this process acts alone, whatever process group exists
 
 
 @dataclass(frozen=True)
@@ -54,14 +57,41 @@ def dist_timeout() -> timedelta:
     return timedelta(minutes=minutes)
 
 
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Within it this process is rank 0 of 1, whatever process group exists: an evaluation that rank 0 runs during
+    training while the other ranks wait (`run.evals`) must not enter collectives they never reach."""
+    global _LOCAL_ONLY
+    previous, _LOCAL_ONLY = _LOCAL_ONLY, True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY = previous
+
+
+def group_active() -> bool:
+    """Whether collectives should use the process group (one exists and we are not inside `local_only()`)."""
+    return not _LOCAL_ONLY and dist.is_available() and dist.is_initialized()
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size): the process group's, else torchrun's environment, else (0, 1); (0, 1) in `local_only()`."""
+    if _LOCAL_ONLY:
+        return 0, 1
+    if group_active():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPU, gloo on CPU); else run alone."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size = rank_world()
+    local_rank = 0 if _LOCAL_ONLY else int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    if _LOCAL_ONLY:
+        return DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=dist_timeout())
     if dist.is_initialized():
@@ -70,7 +100,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return group_active() and dist.get_world_size() > 1
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
@@ -152,5 +182,5 @@ def set_rng_state(state: dict) -> None:
 
 def cleanup() -> None:
     """Leave the process group (if any), so the process exits without NCCL/gloo teardown warnings."""
-    if dist.is_available() and dist.is_initialized():
+    if group_active():
         dist.destroy_process_group()

@@ -79,6 +79,10 @@ class MetricsLogger:
         self.writer.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The logged records of a run, in order (a line torn by a kill is skipped)."""
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")[0]
+def read_metrics(run_dir: Path, evals: bool | None = None) -> list[dict[str, Any]]:
+    """The logged records of a run, in order (a line torn by a kill is skipped).
+
+    `evals` False: only the training rows; True: only the `run.evals` rows (those with an "eval" key); None: all.
+    """
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")[0]
+    return rows if evals is None else [r for r in rows if ("eval" in r) == evals]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -26,6 +26,8 @@ class OptimConfig:
     clip_grad_norm: float = 0.0  # global grad-norm clipping; 0 disables
     momentum: float = 0.9  # lars only
     trust_coefficient: float = 0.001  # lars only: the layer-wise trust ratio's scale
+    # parameter-name prefix -> multiplier of the peak lr, over the task's own (e.g. {head: 10}: SuperClass's head)
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 _NO_DECAY_PARTS = ("bn", "ln", "norm", "bias", "logit_scale", "cls_token", "class_embedding")
@@ -63,7 +65,9 @@ def param_groups(model: nn.Module, cfg: OptimConfig, lr_scales: dict[str, float]
 def build_optimizer(
     model: nn.Module, cfg: OptimConfig, lr_scales: dict[str, float] | None = None
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg, lr_scales)
+    """The optimiser over `model`'s trainable parameters; `cfg.lr_scales` come first (a user's prefix wins)."""
+    task_scales = {k: v for k, v in (lr_scales or {}).items() if k not in cfg.lr_scales}
+    groups = param_groups(model, cfg, {**cfg.lr_scales, **task_scales})
     if not groups:
         raise ValueError("the model has no trainable parameters")
     names = [g.pop("names") for g in groups]

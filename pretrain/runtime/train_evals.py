@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.runtime.atomic import write_text_atomically
+from pretrain.runtime.distributed import local_only
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.jsonl import read_jsonl
 
@@ -96,7 +97,8 @@ class TrainingEvals:
             if (step, entry.name) in done:
                 continue
             start = time.perf_counter()
-            metrics = evaluator.run(artifact, self.run_dir / "evals" / entry.name / f"step_{step}")
+            with local_only():  # rank 0 alone: the evaluator's trainers and caches must not wait for the others
+                metrics = evaluator.run(artifact, self.run_dir / "evals" / entry.name / f"step_{step}")
             seconds = time.perf_counter() - start
             self.seconds += seconds
             total = max(time.perf_counter() - self.started, 1e-9)

@@ -190,7 +190,7 @@ def plot_losses(summary: dict[str, Any], out: Path, path: Path) -> Path:
     for i, (ax, (arm, row)) in enumerate(zip(axes[0], top.items())):
         for j, seed in enumerate(row["seeds"]):
             run_dir = out / "runs" / arm / row["run_folder"] / f"seed_{seed}"
-            points = [(m["step"], m["loss"]) for m in read_metrics(run_dir) if "loss" in m and "step" in m]
+            points = [(m["step"], m["loss"]) for m in read_metrics(run_dir, evals=False) if "loss" in m]
             if points:
                 steps, losses = zip(*points)
                 ax.plot(steps, losses, f"C{i}{'-:-.'[j % 3]}", alpha=0.8, label=f"seed {seed}")

@@ -106,7 +106,7 @@ def probe_run(spec: SweepSpec, run: PlannedRun, artifact: Path, data: str) -> di
 
 
 def _final_loss(run_dir: Path) -> float | None:
-    losses = [row["loss"] for row in read_metrics(run_dir) if "loss" in row]
+    losses = [row["loss"] for row in read_metrics(run_dir, evals=False) if "loss" in row]
     return float(losses[-1]) if losses else None
 
 
@@ -160,16 +160,18 @@ def run_all(
 def write_synthetic_folder(root: Path, spec: SweepSpec) -> Path:
     """The synthetic labelled task as root/{train,val,test}/<class>/<i>.png, written once (a marker file last).
 
-    The encoders train on synthetic dataset seed 0; the probe splits come from seeds 1 (test), 2 (train) and
-    3 (val), so no probe image was seen in pretraining and the three splits are disjoint draws.
+    The encoders train on synthetic dataset seed 0; the probe splits are the held-out draws of
+    `pretrain.data.labelled.SYNTHETIC_SPLIT_SEEDS`, so no probe image was seen in pretraining and the three
+    splits are disjoint draws (the same images a `synthetic:<attribute>` data spec gives).
     """
-    from pretrain.data.labelled import synthetic_attribute_dataset
+    from pretrain.data.labelled import SYNTHETIC_SPLIT_SEEDS, synthetic_attribute_dataset
 
     cfg = spec.synthetic
     marker = root / "complete.json"
     if marker.exists() and json.loads(marker.read_text()) == vars(cfg):
         return root
-    for split, n, seed in (("train", cfg.train, 2), ("val", cfg.val, 3), ("test", cfg.test, 1)):
+    for split, n in (("train", cfg.train), ("val", cfg.val), ("test", cfg.test)):
+        seed = SYNTHETIC_SPLIT_SEEDS[split]
         images, labels, classes = synthetic_attribute_dataset(cfg.attribute, n, seed=seed, image_size=cfg.image_size)
         for name in classes:  # every class folder, so all splits share the train split's class list
             (root / split / name).mkdir(parents=True, exist_ok=True)

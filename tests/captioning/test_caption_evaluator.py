@@ -25,3 +25,15 @@ def test_caption_evaluator_generates_and_scores(tmp_path):
     captions = json.loads((tmp_path / "eval" / "captions.json").read_text())
     assert sorted(r["image_id"] for r in captions) == [1007, 1008, 1009]
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["CIDEr"] == metrics["CIDEr"]
+
+
+def test_caption_evaluator_scores_the_recipes_synthetic_data_without_a_karpathy_file(tmp_path):
+    enc = tiny_encoder(tmp_path / "enc")
+    run, recipe = tmp_path / "run", ["data.synthetic_samples=60", "run.evals=[]"]
+    assert main(["train", "--recipe", "clipcap_tiny", f"encoder={enc}", f"run.out_dir={run}", "run.steps=2",
+                 "run.global_batch_size=4", *recipe]) == 0  # fmt: skip
+    settings = {"recipe": "clipcap_tiny", "split": "val", "overrides": ["data.synthetic_samples=60"]}
+    metrics = build_evaluator("caption", settings).run(run / "captioner", tmp_path / "eval")
+    assert metrics["num_images"] == 50 and metrics["CIDEr"] >= 0  # max(50, 60 // 10) held-out images
+    assert (tmp_path / "eval" / "features").is_dir()  # its feature cache stays with its outputs, not in cwd
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["CIDEr"] == metrics["CIDEr"]

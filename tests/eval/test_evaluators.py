@@ -78,3 +78,15 @@ def test_a_vlm_benchmark_runs_as_an_evaluator_and_from_eval_run(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert "eval run.pope.limit" in err and len(err.splitlines()) == 1
     assert main(["evaluators"]) == 0 and "linear_probe" in capsys.readouterr().out
+
+
+def test_a_vlm_benchmark_evaluator_writes_and_scores_a_synthetic_set(tmp_path):
+    model = build_tiny_llava(tmp_path / "llava")
+    vqav2 = build_evaluator("vqav2", {"synthetic": 2, "device": "cpu", "max_new_tokens": 4})
+    metrics = vqav2.run(model, tmp_path / "vqa")
+    assert metrics["num_questions"] == 8 and vqav2.headline_value(metrics) == metrics["accuracy"]
+    assert (tmp_path / "vqa" / "data" / "v2_mscoco_val2014_annotations.json").is_file()
+    mmbench = build_evaluator("mmbench", {"synthetic": 2, "device": "cpu"}).run(model, tmp_path / "mmb")
+    assert mmbench["num_questions"] == 2
+    with pytest.raises(ConfigError, match="gqa has no synthetic set"):
+        build_evaluator("gqa", {"synthetic": 2}).run(model, tmp_path / "gqa")

@@ -12,6 +12,7 @@ from lit.cli import main
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import load_encoder
 from pretrain.features import encoder_identity
+from pretrain.runtime.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def trained(tmp_path_factory):
 
 def test_short_run_lowers_loss_and_writes_lit_dir(trained):
     _, run = trained
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]  # not the run.evals rows
     assert len(losses) == 6
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2
     config = json.loads((run / "lit" / "config.json").read_text())
@@ -169,3 +171,19 @@ def test_zeroshot_and_retrieval_through_the_evaluator_interface(trained, tmp_pat
     retrieval = build_evaluator("retrieval", {"karpathy": str(tmp_path / "k.json"), "images": str(tmp_path)})
     metrics = retrieval.run(run / "lit", tmp_path / "ret")
     assert metrics["num_images"] == 3 and retrieval.headline_value(metrics) == metrics["image_retrieval_recall@1"]
+    synthetic = build_evaluator("retrieval", {"karpathy": "synthetic:4"}).run(run / "lit", tmp_path / "syn")
+    assert synthetic["num_images"] == 4 and synthetic["num_texts"] == 20  # 5 wordings per held-out image
+    synthetic_zs = build_evaluator("zeroshot", {"data": "synthetic:colour:6", "split": "test"})
+    assert synthetic_zs.run(run / "lit", tmp_path / "syn_zs")["num_images"] == 6
+
+
+def test_a_synthetic_retrieval_set_is_held_out_and_checked():
+    from lit.retrieval import load_karpathy
+
+    data = load_karpathy("synthetic:3", "", "test")
+    assert len(data.images) == 3 and data.text_image == [0] * 5 + [1] * 5 + [2] * 5
+    assert data.captions[0] == make_sample(0, seed=1, image_size=40).caption  # the test draw, seed 1
+    assert load_karpathy("synthetic:3", "", "val").captions[0] != data.captions[0]
+    for spec, split, message in [("synthetic:x", "test", "positive number"), ("synthetic:3", "restval", "no split")]:
+        with pytest.raises(DataError, match=message):
+            load_karpathy(spec, "", split)

@@ -4,7 +4,13 @@ import pytest
 import torch
 from eval_fixtures import colour_image, tiny_encoder, write_folder, write_list
 
-from pretrain.data.labelled import image_folder, load_split, stratified_holdout, synthetic_attribute_dataset
+from pretrain.data.labelled import (
+    SYNTHETIC_SPLIT_SEEDS,
+    image_folder,
+    load_split,
+    stratified_holdout,
+    synthetic_attribute_dataset,
+)
 from pretrain.data.synthetic import COLOURS, SHAPES
 from pretrain.features import compute_features, extract_features
 from pretrain.runtime.errors import DataError
@@ -91,6 +97,24 @@ def test_synthetic_attribute_dataset():
     assert shape_classes == list(SHAPES) and len(set(shape_labels)) > 1
     with pytest.raises(DataError, match="unknown synthetic attribute"):
         synthetic_attribute_dataset("texture", 3)
+
+
+def test_a_synthetic_data_spec_gives_held_out_splits_in_memory():
+    train, val = load_split("synthetic:colour:12", "train"), load_split("synthetic:colour:12", "val")
+    assert len(train) == len(val) == 12 and train.classes == val.classes == list(COLOURS)
+    _, labels, _ = synthetic_attribute_dataset("colour", 12, seed=SYNTHETIC_SPLIT_SEEDS["train"], image_size=40)
+    assert train.labels == labels and train.signature() != val.signature()  # different draws per split
+    assert len(load_split("synthetic:shape", "test")) == 300 and load_split("synthetic:shape", "test").classes == list(
+        SHAPES
+    )
+    for spec, split, message in [
+        ("synthetic:texture", "train", "expected synthetic:<attribute>"),
+        ("synthetic:colour:0", "train", "N must be a positive integer"),
+        ("synthetic:colour:x:y", "train", "expected synthetic:<attribute>"),
+        ("synthetic:colour", "holdout", "no split 'holdout'"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            load_split(spec, split)
 
 
 def test_stratified_holdout_splits_every_class():

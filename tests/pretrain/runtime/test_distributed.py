@@ -31,3 +31,17 @@ def test_process_group_gets_the_timeout(monkeypatch):
     info = distributed.init_distributed("cpu")
     assert seen == {"backend": "gloo", "timeout": timedelta(hours=2)}
     assert (info.rank, info.world_size) == (1, 2)
+
+
+def test_local_only_makes_a_torchrun_process_act_alone(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.rank_world() == (1, 2)
+    joined = []
+    monkeypatch.setattr(dist, "init_process_group", lambda **kw: joined.append(kw))
+    with distributed.local_only():
+        info = distributed.init_distributed("cpu")
+        assert (info.rank, info.world_size, info.is_main) == (0, 1, True) and distributed.rank_world() == (0, 1)
+        assert not distributed.is_distributed() and not distributed.group_active()
+    assert joined == [] and distributed.rank_world() == (1, 2)  # restored on exit; no group was joined

@@ -39,3 +39,14 @@ def test_no_decay_on_norms_biases_and_1d():
     decays = sorted(g["weight_decay"] for g in opt.param_groups)
     assert decays == [0.0, 0.2]
     assert sum(len(g["params"]) for g in opt.param_groups) == 4
+
+
+def test_recipe_lr_scales_multiply_by_prefix_and_win_over_the_tasks():
+    model = nn.ModuleDict({"backbone": nn.Linear(4, 4), "head": nn.Linear(4, 8), "proj": nn.Linear(4, 4)})
+    cfg = OptimConfig(lr_scales={"head": 10.0, "proj": 2.0})
+    opt = build_optimizer(model, cfg, lr_scales={"proj": 0.1, "backbone": 0.5})  # the task's own
+    scale = {n: g["lr_scale"] for g in opt.param_groups for n in g["param_names"]}
+    assert scale["head.weight"] == 10.0 and scale["proj.weight"] == 2.0 and scale["backbone.weight"] == 0.5
+    from pretrain.runtime.config import from_dict
+
+    assert from_dict(OptimConfig, {"lr_scales": {"head": 10}}).lr_scales == {"head": 10.0}

@@ -36,7 +36,7 @@ def _run(out: Path, *overrides: str) -> Path:
 
 
 def _eval_rows(run: Path) -> list[tuple[int, str]]:
-    return [(r["step"], r["eval"]) for r in read_metrics(run) if "eval" in r]
+    return [(r["step"], r["eval"]) for r in read_metrics(run, evals=True)]
 
 
 def test_evals_run_at_due_checkpoints_and_at_the_end(folder, tmp_path):
@@ -48,6 +48,34 @@ def test_evals_run_at_due_checkpoints_and_at_the_end(folder, tmp_path):
     assert row["metrics"]["top1"] == row["top1"]
     saved = json.loads((tmp_path / "evals" / "fewshot" / "step_4" / "metrics.json").read_text())
     assert saved["top1"] == row["top1"]
+
+
+@pytest.mark.parametrize(
+    "module, produces, tiny",
+    [
+        ("pretrain.recipes", "encoder", ["superclass_tiny", "clip_tiny"]),
+        ("lit.recipes", "lit", ["lit_tiny"]),
+        ("captioning.recipes", "captioner", ["clipcap_tiny"]),
+        ("vlm.recipes", "llava", ["llava_tiny_stage2"]),
+    ],
+)
+def test_every_recipes_evals_read_what_its_trainer_exports(module, produces, tiny, tmp_path):
+    import importlib
+
+    from pretrain.runtime.train_evals import TrainingEvals
+
+    book = importlib.import_module(module).RECIPES
+    for name in book:
+        evals = book.get(name).run.evals
+        assert bool(evals) == (name in tiny), name  # the tiny recipes evaluate themselves; paper ones cannot know data
+        TrainingEvals(evals, tmp_path, produces, is_main=True)  # builds, checks settings and consumes == produces
+
+
+def test_the_tiny_pretraining_default_probes_itself_on_synthetic_data(tmp_path):
+    _run(tmp_path, "run.steps=2", "run.save_every=0")  # FAST keeps the recipe's run.evals
+    assert _eval_rows(tmp_path) == [(2, "fewshot"), (2, "linear_probe")]
+    row = read_metrics(tmp_path, evals=True)[1]
+    assert row["metrics"]["num_classes"] == 6 and row["metrics"]["num_val"] == 300  # synthetic:colour, 300 per split
 
 
 def test_eval_settings_are_checked_before_training(folder, tmp_path):
