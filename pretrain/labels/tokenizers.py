@@ -26,6 +26,7 @@ from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import ConfigError
 
 PAD_WORD = "<pad>"
+SYNTHETIC_VOCAB = "synthetic"  # labels.tokenizer_path for tokenizer "word": the synthetic captions' own words
 _BPE_CACHE_LIMIT = 500_000  # distinct words cached per worker before the BPE cache is reset
 UNK_WORD = "<unk>"
 
@@ -40,7 +41,8 @@ class LabelConfig:
 
     # which tokenizer: OpenCLIP's CLIP BPE (the paper), a Hugging Face tokenizer, or a word-level vocabulary
     tokenizer: Literal["clip_bpe", "hf", "word"] = "clip_bpe"
-    # hf: a local directory or hub name (AutoTokenizer, never remote code); word: a vocabulary file; clip_bpe: unused
+    # hf: a local directory or hub name (AutoTokenizer, never remote code); word: a vocabulary file, or "synthetic"
+    # (the words of the synthetic captions: a small head for the tiny recipes); clip_bpe: unused
     tokenizer_path: str = ""
     # token positions per caption, specials included (CLIP: 77); longer captions are truncated
     context_length: int = 77
@@ -261,6 +263,13 @@ def load_word_vocab(path: str | Path) -> list[str]:
     return words
 
 
+def synthetic_word_vocab(samples: int = 4096) -> list[str]:
+    """Every word of the tiny recipes' synthetic captions (`pretrain.data.synthetic`, dataset seed 0): ~60 labels."""
+    from pretrain.data.synthetic import make_sample
+
+    return build_word_vocab(make_sample(i, seed=0, image_size=8).caption for i in range(samples))
+
+
 def build_tokenizer(cfg: LabelConfig) -> CaptionTokenizer:
     """The tokenizer `cfg` names."""
     if cfg.tokenizer == "clip_bpe":
@@ -269,7 +278,7 @@ def build_tokenizer(cfg: LabelConfig) -> CaptionTokenizer:
         return HFTokenizer(cfg.tokenizer_path, cfg.context_length, cfg.stopwords)
     if cfg.tokenizer == "word":
         if not cfg.tokenizer_path:
-            raise ConfigError("labels.tokenizer_path: required for tokenizer 'word' (a vocabulary file)")
-        words = load_word_vocab(cfg.tokenizer_path)
+            raise ConfigError("labels.tokenizer_path: required for tokenizer 'word' (a vocabulary file or 'synthetic')")
+        words = synthetic_word_vocab() if cfg.tokenizer_path == SYNTHETIC_VOCAB else load_word_vocab(cfg.tokenizer_path)
         return WordTokenizer(words, cfg.context_length, cfg.stopwords, name=f"word:{cfg.tokenizer_path}")
     raise ConfigError(f"labels.tokenizer: expected one of clip_bpe, hf, word, got {cfg.tokenizer!r}")

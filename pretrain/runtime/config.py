@@ -137,16 +137,18 @@ def merge(cfg: T, data: dict[str, Any]) -> T:
     """`cfg` with the (possibly partial, nested) values of `data` laid over it."""
     base = to_dict(cfg)
 
-    def lay(dst: dict[str, Any], src: dict[str, Any], prefix: str) -> None:
+    def lay(dst: dict[str, Any], src: dict[str, Any], prefix: str, cls: type) -> None:
+        hints = typing.get_type_hints(cls)
         for key, value in src.items():
             if key not in dst:
                 raise ConfigError(f"unknown config key '{prefix}{key}' (known keys: {', '.join(sorted(dst))})")
-            if isinstance(dst[key], dict) and isinstance(value, dict):
-                lay(dst[key], value, f"{prefix}{key}.")
-            else:
+            sub = hints.get(key)
+            if dataclasses.is_dataclass(sub) and isinstance(dst[key], dict) and isinstance(value, dict):
+                lay(dst[key], value, f"{prefix}{key}.", sub)  # type: ignore[arg-type]
+            else:  # a plain value, list or free-form mapping (e.g. optim.lr_scales) is replaced whole
                 dst[key] = value
 
-    lay(base, data, "")
+    lay(base, data, "", type(cfg))
     return from_dict(type(cfg), base)
 
 

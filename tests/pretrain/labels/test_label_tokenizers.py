@@ -167,3 +167,13 @@ def test_bpe_cache_is_bounded(monkeypatch, clip_tok):
     monkeypatch.setattr(tokenizers, "_BPE_CACHE_LIMIT", 3)
     assert torch.equal(clip_tok(CAPTIONS)[0], before) and torch.equal(clip_tok(CAPTIONS)[0], before)
     assert len(clip_tok._backend.cache) < 20
+
+
+def test_word_labels_from_the_synthetic_captions_vocabulary():
+    from pretrain.data.synthetic import make_sample
+    from pretrain.labels.tokenizers import LabelConfig, build_tokenizer
+
+    tok = build_tokenizer(LabelConfig(tokenizer="word", tokenizer_path="synthetic"))
+    assert 50 < tok.vocab_size < 100  # a small head instead of CLIP BPE's 49,408
+    ids, _ = tok([make_sample(i, seed=5, image_size=8).caption for i in range(50)])
+    assert (ids != tok.unk_id).all()  # held-out captions use only words the vocabulary has

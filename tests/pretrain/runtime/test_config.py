@@ -22,6 +22,17 @@ class Outer:
     inner: Inner = field(default_factory=Inner)
 
 
+@dataclass
+class WithMapping:
+    scales: dict[str, float] = field(default_factory=lambda: {"head": 10.0})
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_a_free_form_mapping_is_replaced_whole_while_nested_configs_merge():
+    out = resolve(WithMapping(), None, ["scales={proj: 2}", "inner.lr=1e-2"])
+    assert out.scales == {"proj": 2} and out.inner == Inner(lr=1e-2)  # not {"head": 10, "proj": 2}, not an error
+
+
 def test_yaml_round_trip_and_overrides(tmp_path):
     cfg = Outer()
     path = tmp_path / "c.yaml"
