@@ -38,7 +38,11 @@ def aggregate(results: list[dict[str, Any]], val_split: str, test_split: str) ->
             for key, split in (("val", val_split), ("test", test_split)):
                 probes[name][key] = list(mean_std([float(r["scores"][name][split]) for r in runs]))
         seeds = sorted(int(r["seed"]) for r in runs)
-        rows.append({"arm": arm, "setting": setting, "samples": samples, "seeds": seeds, "probes": probes})
+        names = sorted({n for r in runs for n in r.get("recipe_evals", {})})
+        evals = {n: list(mean_std([float(r["recipe_evals"][n]) for r in runs if n in r.get("recipe_evals", {})]))
+                 for n in names}  # fmt: skip
+        rows.append({"arm": arm, "setting": setting, "samples": samples, "seeds": seeds, "probes": probes,
+                     "recipe_evals": evals})  # fmt: skip
     return rows
 
 
@@ -90,6 +94,10 @@ def markdown(spec: SweepSpec, summary: dict[str, Any], name: str = "") -> str:
         f"**{spec.val_split}** split's {spec.selector()} score (mean over seeds), never on {spec.test_split}; "
         f"the reported number is that setting's **{spec.test_split}** score, mean ± std (population) over seeds.",
         "",
+        "How to read it: a difference between two arms means something only when it is larger than the spread (±)"
+        " of both; the spread is over seeds, i.e. initialisation and data order at the same setting. Every arm had"
+        " the same grid (tuning budget), the same probes and the same held-out images.",
+        "",
         "## Selected",
         "",
         "| arm | samples seen | setting | seeds | " + " | ".join(f"{p} ({spec.test_split})" for p in probes) + " |",
@@ -118,6 +126,7 @@ def markdown(spec: SweepSpec, summary: dict[str, Any], name: str = "") -> str:
             + " | ".join(cells)
             + f" | {mark} |"
         )
+    lines += _recipe_evals_table(summary["rows"])
     if spec.paper.rows:
         lines += ["", f"## The paper beside ours: {spec.paper.title}", ""]
         lines.append(_paper_table(spec, selected, probes))
@@ -126,6 +135,19 @@ def markdown(spec: SweepSpec, summary: dict[str, Any], name: str = "") -> str:
             "The paper's columns are ImageNet-1k numbers at its scale; ours are the probes above on your data.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _recipe_evals_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The recipes' own `run.evals` at each run's last step, mean ± std over seeds (empty when none ran)."""
+    names = sorted({n for r in rows for n in r.get("recipe_evals", {})})
+    if not names:
+        return []
+    lines = ["", "## The recipes' own evaluations (run.evals, last step)", ""]
+    lines += ["| arm | samples seen | setting | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for r in rows:
+        cells = [_pm(r["recipe_evals"][n]) if n in r.get("recipe_evals", {}) else "–" for n in names]
+        lines.append(f"| {r['arm']} | {r['samples']:,} | {r['setting']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _paper_table(spec: SweepSpec, selected: list[dict[str, Any]], probes: list[str]) -> str:

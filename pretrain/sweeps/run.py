@@ -105,6 +105,20 @@ def probe_run(spec: SweepSpec, run: PlannedRun, artifact: Path, data: str) -> di
     return scores
 
 
+def recipe_eval_scores(run_dir: Path) -> dict[str, float]:
+    """{evaluator: headline} of the run's own `run.evals` rows at its last evaluated step (rows from metrics.jsonl)."""
+    rows = read_metrics(run_dir, evals=True)
+    if not rows:
+        return {}
+    last = max(int(r["step"]) for r in rows)
+    scores = {}
+    for row in rows:
+        headline = [v for k, v in row.items() if k not in ("step", "eval", "metrics", "seconds", "eval_share")]
+        if int(row["step"]) == last and headline and isinstance(headline[0], (int, float)):
+            scores[str(row["eval"])] = float(headline[0])
+    return scores
+
+
 def _final_loss(run_dir: Path) -> float | None:
     losses = [row["loss"] for row in read_metrics(run_dir, evals=False) if "loss" in row]
     return float(losses[-1]) if losses else None
@@ -129,6 +143,7 @@ def run_one(
         "recipe": run.recipe_name,
         "overrides": run.overrides,
         "scores": scores,
+        "recipe_evals": recipe_eval_scores(run.run_dir),  # the recipe's run.evals at the last step (test draws)
         "final_loss": _final_loss(run.run_dir),
         "seconds": {"train": train_seconds, "probe": time.perf_counter() - start - train_seconds},
     }
@@ -137,8 +152,14 @@ def run_one(
 
 
 def load_results(runs: list[PlannedRun]) -> list[dict[str, Any]]:
-    """The result.json of every finished run of the plan."""
-    return [json.loads(r.result_path.read_text()) for r in runs if r.result_path.exists()]
+    """The result.json of every finished run of the plan (one written before `recipe_evals` existed gets them)."""
+    results = []
+    for r in runs:
+        if r.result_path.exists():
+            result = json.loads(r.result_path.read_text())
+            result.setdefault("recipe_evals", recipe_eval_scores(r.run_dir))
+            results.append(result)
+    return results
 
 
 def run_all(

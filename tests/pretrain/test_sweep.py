@@ -51,6 +51,13 @@ def test_aggregate_is_mean_and_population_std_over_seeds() -> None:
     assert rows["lr=2"]["probes"]["linear_probe"]["val"] == [50.0, 0.0]  # one seed: std 0
 
 
+def test_the_recipes_own_evals_are_averaged_over_seeds() -> None:
+    results = [{**_result("sc", "lr=1", s, 70, 60), "recipe_evals": {"fewshot": v}} for s, v in [(0, 30), (1, 40)]]
+    results.append(_result("sc", "lr=1", 2, 70, 60))  # a run without evals rows does not count as 0
+    row = aggregate(results, "val", "test")[0]
+    assert row["recipe_evals"]["fewshot"] == [35.0, 5.0]
+
+
 def test_selection_reads_validation_only() -> None:
     # lr=a wins on val (mean 80 vs 70) but loses on test (50 vs 90): the choice must be lr=a
     results = [
@@ -135,6 +142,7 @@ def _tiny_spec() -> SweepSpec:
             "run.save_every=0",
             "optim.warmup_steps=1",
             "data.synthetic_samples=64",
+            'run.evals=[{name: fewshot, settings: {data: "synthetic:colour:30", overrides: ["shots=[2]"]}}]',
         ],  # fmt: skip
         probes=[
             Probe("linear_probe", {"recipe": "lars_cpu", "overrides": ["lars.epochs=3", "features.num_workers=0"]}),
@@ -165,6 +173,8 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path: Path) -> None:
     result = json.loads((run_dir / "result.json").read_text())
     assert result["samples"] == 3 * 16 and set(result["scores"]["fewshot"]) == {"val", "test"}
     assert "| superclass |" in (tmp_path / "sweep.md").read_text()
+    assert set(result["recipe_evals"]) == {"fewshot"}  # the recipe's own run.evals, at the last step
+    assert "## The recipes' own evaluations" in (tmp_path / "sweep.md").read_text()
 
     # a second call trains nothing and leaves every result untouched
     results = sorted(tmp_path.glob("runs/**/result.json"))
