@@ -172,10 +172,11 @@ def demo_fair() -> SweepSpec:
 def demo_gap() -> SweepSpec:
     """Why SuperClass trails CLIP in the demo: one candidate cause changed per arm, at demo_fair's best lr, 3 seeds.
 
-    superclass pretrain sweep demo_gap --out runs/sweep_gap   (21 runs on 2 cores; steps_x4 costs 4 runs' time)
+    superclass pretrain sweep demo_gap --out runs/sweep_gap   (27 runs on 2 cores; a steps_x4 run costs 4 runs' time)
     Arms: the recipe as is; IDF off (the interchangeable wording no image predicts stops outweighing the
     attribute words); a 70-way word-level head instead of the 49,408-way BPE one; the head's lr x10; token
-    pooling (CLIP's) instead of the mean of patches; 4x the steps; and clip_tiny as the reference.
+    pooling (CLIP's) instead of the mean of patches; 4x the steps; clip_tiny as the reference, and clip_tiny
+    with SuperClass's mean pooling (does the pooling cost CLIP as much?) and with 4x the steps (equal samples seen).
     """
     demo = demo_fair()
     variants = {
@@ -188,7 +189,12 @@ def demo_gap() -> SweepSpec:
     }
     arms = [Arm(name, "superclass_tiny", overrides) for name, overrides in variants.items()]
     return SweepSpec(
-        arms=[*arms, Arm("clip", "clip_tiny")],
+        arms=[
+            *arms,
+            Arm("clip", "clip_tiny"),
+            Arm("clip_avg_pool", "clip_tiny", ["model.pool=avg"]),
+            Arm("clip_steps_x4", "clip_tiny", variants["steps_x4"]),
+        ],
         grid=[Axis("optim.lr", [2e-3])],  # demo_fair's validation pick for both methods
         seeds=[0, 1, 2],
         overrides=demo.overrides,
