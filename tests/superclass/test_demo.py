@@ -2,6 +2,7 @@
 
 import math
 
+from pretrain.runtime.metrics import read_metrics
 from superclass.cli import main as superclass_main
 from superclass.demo import DemoConfig, clear_previous_demo, run_demo
 
@@ -37,6 +38,11 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
     # SuperClass learns caption tokens quickly: even 40 steps beat the word-frequency prior
     sc_tokens = next(r for r in report.rows if r.model == "superclass" and r.stage == "pretrain")
     assert sc_tokens.beats_chance, sc_tokens
+    probe = {r.model: r.value for r in report.rows if r.metric.startswith("linear probe")}
+    gap = f"SuperClass minus CLIP: {probe['superclass'] - probe['clip']:+.1f} points"
+    assert "## SuperClass vs CLIP here" in (tmp_path / "report.md").read_text() and gap in report.to_markdown()
+    # the tiny recipes' own run.evals ran during pretraining (rows in metrics.jsonl), as a user's first run shows
+    assert {r["eval"] for r in read_metrics(tmp_path / "superclass", evals=True)} == {"fewshot", "linear_probe"}
     # a rerun into the same --out starts over: the demo's own outputs go (runs refuse a used dir), nothing else
     (tmp_path / "notes.txt").write_text("mine")
     clear_previous_demo(tmp_path)
