@@ -107,15 +107,18 @@ def probe_run(spec: SweepSpec, run: PlannedRun, artifact: Path, data: str) -> di
 
 def recipe_eval_scores(run_dir: Path) -> dict[str, float]:
     """{evaluator: headline} of the run's own `run.evals` rows at its last evaluated step (rows from metrics.jsonl)."""
+    from pretrain.runtime.evaluators import evaluators
+
     rows = read_metrics(run_dir, evals=True)
     if not rows:
         return {}
-    last = max(int(r["step"]) for r in rows)
+    last, known = max(int(r["step"]) for r in rows), evaluators()
     scores = {}
     for row in rows:
-        headline = [v for k, v in row.items() if k not in ("step", "eval", "metrics", "seconds", "eval_share")]
-        if int(row["step"]) == last and headline and isinstance(headline[0], (int, float)):
-            scores[str(row["eval"])] = float(headline[0])
+        name = str(row["eval"])
+        value = row.get(known[name].headline) if name in known else None  # the row holds its evaluator's headline
+        if int(row["step"]) == last and isinstance(value, (int, float)):
+            scores[name] = float(value)
     return scores
 
 
