@@ -234,21 +234,25 @@ def caption_for(attributes: dict[str, Any], rng: random.Random) -> str:
     return text
 
 
-def make_sample(index: int, seed: int = 0, image_size: int = 64) -> SyntheticSample:
-    """The sample number `index` of the synthetic dataset `seed`: a deterministic image, caption and ground truth."""
+def describe(index: int, seed: int = 0, image_size: int = 64) -> tuple[dict[str, Any], str]:
+    """Sample `index` of dataset `seed` without its pixels: (ground truth, caption), as `make_sample` draws them."""
     rng = random.Random(_rng_seed(seed, index, "scene"))
     attributes = _scene(rng)
     _layout(attributes["objects"], image_size, rng)
-    np_rng = np.random.default_rng(_rng_seed(seed, index, "pixels"))
-    image = _render(attributes, image_size, np_rng)
-    caption = caption_for(attributes, rng)
+    return attributes, caption_for(attributes, rng)
+
+
+def make_sample(index: int, seed: int = 0, image_size: int = 64) -> SyntheticSample:
+    """The sample number `index` of the synthetic dataset `seed`: a deterministic image, caption and ground truth."""
+    attributes, caption = describe(index, seed, image_size)
+    image = _render(attributes, image_size, np.random.default_rng(_rng_seed(seed, index, "pixels")))
     return SyntheticSample(image=image, caption=caption, attributes=attributes)
 
 
 def synthetic_references(index: int, seed: int, size: int, count: int) -> list[str]:
     """The sample's caption plus `count - 1` other wordings of the same scene (references for captioning/retrieval)."""
-    sample = make_sample(index, seed, size)
-    return [sample.caption] + [caption_for(sample.attributes, random.Random(seed * 7919 + index * 31 + k))
+    attributes, caption = describe(index, seed, size)
+    return [caption] + [caption_for(attributes, random.Random(seed * 7919 + index * 31 + k))
                                for k in range(1, count)]  # fmt: skip
 
 

@@ -265,9 +265,9 @@ def load_word_vocab(path: str | Path) -> list[str]:
 
 def synthetic_word_vocab(samples: int = 4096) -> list[str]:
     """Every word of the tiny recipes' synthetic captions (`pretrain.data.synthetic`, dataset seed 0): ~60 labels."""
-    from pretrain.data.synthetic import make_sample
+    from pretrain.data.synthetic import describe
 
-    return build_word_vocab(make_sample(i, seed=0, image_size=8).caption for i in range(samples))
+    return build_word_vocab(describe(i, seed=0)[1] for i in range(samples))
 
 
 def build_tokenizer(cfg: LabelConfig) -> CaptionTokenizer:
