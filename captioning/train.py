@@ -36,7 +36,7 @@ from pretrain.encoder import Encoder, load_encoder
 from pretrain.features import encoder_identity
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.config import to_yaml
-from pretrain.runtime.distributed import init_distributed, seed_everything
+from pretrain.runtime.distributed import process_group, seed_everything
 from pretrain.runtime.errors import ConfigError, UserError
 from pretrain.runtime.jsonl import read_jsonl, repair_tail
 from pretrain.runtime.loop import Trainer, local_batch_size
@@ -70,34 +70,34 @@ def train(recipe: CaptionRecipe) -> Path:
     """Run a recipe to the end (resuming if asked); returns the captioner artifact's path."""
     if not recipe.encoder:
         raise ConfigError("encoder is empty: pass encoder=DIR (an encoder artifact from `superclass pretrain train`)")
-    dist_info = init_distributed(recipe.run.device)
-    if recipe.run.num_threads > 0:
-        torch.set_num_threads(recipe.run.num_threads)
-    encoder = load_encoder(recipe.encoder)
-    cache = split_features(recipe, "train", encoder, dist_info.device, dist_info.is_main)
-    pairs = [(i, c) for i, key in enumerate(cache.keys) for c in cache.captions[key]]
-    if recipe.model.lm == "":
-        from captioning.tiny_lm import build_tiny_lm
+    with process_group(recipe.run.device) as dist_info:
+        if recipe.run.num_threads > 0:
+            torch.set_num_threads(recipe.run.num_threads)
+        encoder = load_encoder(recipe.encoder)
+        cache = split_features(recipe, "train", encoder, dist_info.device, dist_info.is_main)
+        pairs = [(i, c) for i, key in enumerate(cache.keys) for c in cache.captions[key]]
+        if recipe.model.lm == "":
+            from captioning.tiny_lm import build_tiny_lm
 
-        lm_dir = Path(recipe.run.out_dir) / "lm"
-        if not (lm_dir / "config.json").is_file():
-            build_tiny_lm([c for _, c in pairs], lm_dir, seed=recipe.run.seed)
-        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, lm=str(lm_dir)))
-    tokenizer = load_tokenizer(recipe.model.lm)
-    ids = tokenize_captions(tokenizer, [c for _, c in pairs], recipe.data.max_caption_tokens)
-    run = recipe.run
-    if run.steps <= 0 and run.total_samples <= 0:
-        run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(ids))
-        recipe = dataclasses.replace(recipe, run=run)
-    seed_everything(run.seed)
-    model = ClipCapModel(recipe.model, int(encoder.num_features), load_lm(recipe.model.lm))
-    enc_path = str(Path(recipe.encoder).expanduser().absolute())
-    task = CaptionTask(model, tokenizer, int(encoder.num_features), enc_path, encoder_identity(encoder))
-    batch = local_batch_size(run, dist_info.world_size)
-    loader = CaptionPairs(cache.features, [i for i, _ in pairs], ids, batch, run.seed, dist_info.rank,
-                          dist_info.world_size)  # fmt: skip
-    trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
-    trainer.fit()
+            lm_dir = Path(recipe.run.out_dir) / "lm"
+            if not (lm_dir / "config.json").is_file():
+                build_tiny_lm([c for _, c in pairs], lm_dir, seed=recipe.run.seed)
+            recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, lm=str(lm_dir)))
+        tokenizer = load_tokenizer(recipe.model.lm)
+        ids = tokenize_captions(tokenizer, [c for _, c in pairs], recipe.data.max_caption_tokens)
+        run = recipe.run
+        if run.steps <= 0 and run.total_samples <= 0:
+            run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(ids))
+            recipe = dataclasses.replace(recipe, run=run)
+        seed_everything(run.seed)
+        model = ClipCapModel(recipe.model, int(encoder.num_features), load_lm(recipe.model.lm))
+        enc_path = str(Path(recipe.encoder).expanduser().absolute())
+        task = CaptionTask(model, tokenizer, int(encoder.num_features), enc_path, encoder_identity(encoder))
+        batch = local_batch_size(run, dist_info.world_size)
+        loader = CaptionPairs(cache.features, [i for i, _ in pairs], ids, batch, run.seed, dist_info.rank,
+                              dist_info.world_size)  # fmt: skip
+        trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+        trainer.fit()
     return Path(run.out_dir) / ARTIFACT_DIR
 
 

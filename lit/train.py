@@ -15,7 +15,7 @@ from pretrain.data.stream import BatchLoader
 from pretrain.encoder import build_preprocess
 from pretrain.labels import build_tokenizer
 from pretrain.runtime.config import to_dict, to_yaml
-from pretrain.runtime.distributed import DistInfo, init_distributed, seed_everything
+from pretrain.runtime.distributed import DistInfo, process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.runtime.precision import resolve_precision
@@ -86,7 +86,8 @@ def precompute_features(recipe: LiTRecipe) -> CachedFeatures:
     """Build the recipe's feature cache without training (`superclass lit features`)."""
     recipe = dataclasses.replace(recipe, cache_features=True)
     check_recipe(recipe)
-    return prepare_cache(recipe, init_distributed(recipe.run.device))
+    with process_group(recipe.run.device) as dist_info:
+        return prepare_cache(recipe, dist_info)
 
 
 def build_train_loader(
@@ -108,14 +109,15 @@ def build_train_loader(
 def train(recipe: LiTRecipe) -> Path:
     """Run a LiT recipe to the end (resuming if asked) and return the LiT model directory."""
     check_recipe(recipe)
-    dist_info = init_distributed(recipe.run.device)
-    if recipe.run.num_threads > 0:
-        torch.set_num_threads(recipe.run.num_threads)
-    cache = prepare_cache(recipe, dist_info) if recipe.cache_features else None  # before seeding: same init either way
-    seed_everything(recipe.run.seed)  # identical initial weights on every rank
-    task = build_task(recipe, dist_info)
-    seed_everything(recipe.run.seed + dist_info.rank)
-    loader = build_train_loader(recipe, task, dist_info, cache)
-    trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
-    trainer.fit()
+    with process_group(recipe.run.device) as dist_info:
+        if recipe.run.num_threads > 0:
+            torch.set_num_threads(recipe.run.num_threads)
+        # the cache comes before seeding: the same initial weights with or without it
+        cache = prepare_cache(recipe, dist_info) if recipe.cache_features else None
+        seed_everything(recipe.run.seed)  # identical initial weights on every rank
+        task = build_task(recipe, dist_info)
+        seed_everything(recipe.run.seed + dist_info.rank)
+        loader = build_train_loader(recipe, task, dist_info, cache)
+        trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+        trainer.fit()
     return Path(recipe.run.out_dir) / LIT_DIR

@@ -17,7 +17,7 @@ from pretrain.models.clip import CLIPModel
 from pretrain.models.presets import ArchConfig, get_preset, get_text_preset
 from pretrain.recipes import PretrainRecipe
 from pretrain.runtime.config import to_dict, to_yaml
-from pretrain.runtime.distributed import DistInfo, cleanup, group_active, init_distributed, seed_everything
+from pretrain.runtime.distributed import DistInfo, process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.tasks import ARTIFACT_DIR, CLIPTask, SuperClassTask
@@ -81,9 +81,7 @@ def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: D
 def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
-    owns_group = not group_active()
-    dist_info = init_distributed(recipe.run.device)
-    try:
+    with process_group(recipe.run.device) as dist_info:
         if recipe.run.num_threads > 0:
             torch.set_num_threads(recipe.run.num_threads)
         tokenizer = build_tokenizer(recipe.labels)
@@ -104,9 +102,6 @@ def train(recipe: PretrainRecipe) -> Path:
         )
         trainer = Trainer(task, loader, recipe.run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
         trainer.fit()
-    finally:
-        if owns_group:  # a process group a caller set up stays theirs
-            cleanup()
     return Path(recipe.run.out_dir) / ARTIFACT_DIR
 
 

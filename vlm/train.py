@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pretrain.runtime.config import to_yaml
-from pretrain.runtime.distributed import barrier, init_distributed, seed_everything
+from pretrain.runtime.distributed import barrier, process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from vlm.build import build_llava, check_config, check_encoder_config, load_llava, num_image_tokens, process_images
@@ -110,39 +110,39 @@ def train(recipe: VLMRecipe) -> Path:
     if recipe.lora.enabled and recipe.stage != 2:
         raise ConfigError("lora.enabled is a stage-2 option (stage 1 trains only the projector)")
     check_inputs(recipe)
-    dist_info = init_distributed(recipe.run.device)
-    if recipe.run.num_threads > 0:
-        torch.set_num_threads(recipe.run.num_threads)
-    json_path, image_folder = data_source(recipe, dist_info.is_main)
-    seed_everything(recipe.run.seed)
-    model, processor, recipe = build_model(recipe, json_path, dist_info.is_main)
-    pad = recipe.model.image_aspect_ratio == "pad"
-    processor.image_processor.do_pad = pad  # what the export's processor does at eval (stage 1 crops, 2 pads)
-    model.config.image_aspect_ratio = recipe.model.image_aspect_ratio
-    if isinstance(getattr(model.config, "superclass_vlm", None), dict):  # the build record follows (stage 1 crops)
-        model.config.superclass_vlm["image_aspect_ratio"] = recipe.model.image_aspect_ratio
-    samples = LlavaSamples.from_json(
-        json_path, image_folder, tokenizer=processor.tokenizer, template=recipe.template,
-        num_image_tokens=num_image_tokens(model.config), max_length=recipe.data.max_length,
-        image_transform=lambda image: process_images(processor, [image], pad=pad)[0],
-    )  # fmt: skip
-    run = recipe.run
-    if run.steps <= 0 and run.total_samples <= 0:
-        run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(samples))
-        recipe = dataclasses.replace(recipe, run=run)
-    scale = recipe.projector_lr / recipe.optim.lr if recipe.projector_lr > 0 else 1.0
-    info = {"recipe_stage": recipe.stage, "template": recipe.template, "data": str(json_path)}
-    task = LlavaTask(model, processor, recipe.stage, recipe.lora, recipe.train_vision, scale, info)
-    loader = LlavaBatches(
-        samples, local_batch_size(run, dist_info.world_size), seed=run.seed, rank=dist_info.rank,
-        world_size=dist_info.world_size, group_by_modality_length=recipe.data.group_by_modality_length,
-        pad_token_id=processor.tokenizer.pad_token_id,
-    )  # fmt: skip
-    trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
-    trainer.fit()
-    counts = trainer.skipped_all_ranks()  # a collective: every rank takes part
-    if dist_info.is_main:
-        total = len(samples) + sum(samples.skipped_upfront.values())  # every row of the file
-        print(f"[vlm] {format_skipped(counts, total)}")
-        (Path(run.out_dir) / "skipped.json").write_text(json.dumps(counts, indent=2) + "\n")
+    with process_group(recipe.run.device) as dist_info:
+        if recipe.run.num_threads > 0:
+            torch.set_num_threads(recipe.run.num_threads)
+        json_path, image_folder = data_source(recipe, dist_info.is_main)
+        seed_everything(recipe.run.seed)
+        model, processor, recipe = build_model(recipe, json_path, dist_info.is_main)
+        pad = recipe.model.image_aspect_ratio == "pad"
+        processor.image_processor.do_pad = pad  # what the export's processor does at eval (stage 1 crops, 2 pads)
+        model.config.image_aspect_ratio = recipe.model.image_aspect_ratio
+        if isinstance(getattr(model.config, "superclass_vlm", None), dict):  # the build record follows (stage 1 crops)
+            model.config.superclass_vlm["image_aspect_ratio"] = recipe.model.image_aspect_ratio
+        samples = LlavaSamples.from_json(
+            json_path, image_folder, tokenizer=processor.tokenizer, template=recipe.template,
+            num_image_tokens=num_image_tokens(model.config), max_length=recipe.data.max_length,
+            image_transform=lambda image: process_images(processor, [image], pad=pad)[0],
+        )  # fmt: skip
+        run = recipe.run
+        if run.steps <= 0 and run.total_samples <= 0:
+            run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(samples))
+            recipe = dataclasses.replace(recipe, run=run)
+        scale = recipe.projector_lr / recipe.optim.lr if recipe.projector_lr > 0 else 1.0
+        info = {"recipe_stage": recipe.stage, "template": recipe.template, "data": str(json_path)}
+        task = LlavaTask(model, processor, recipe.stage, recipe.lora, recipe.train_vision, scale, info)
+        loader = LlavaBatches(
+            samples, local_batch_size(run, dist_info.world_size), seed=run.seed, rank=dist_info.rank,
+            world_size=dist_info.world_size, group_by_modality_length=recipe.data.group_by_modality_length,
+            pad_token_id=processor.tokenizer.pad_token_id,
+        )  # fmt: skip
+        trainer = Trainer(task, loader, run, recipe.optim, dist_info, config_yaml=to_yaml(recipe))
+        trainer.fit()
+        counts = trainer.skipped_all_ranks()  # a collective: every rank takes part
+        if dist_info.is_main:
+            total = len(samples) + sum(samples.skipped_upfront.values())  # every row of the file
+            print(f"[vlm] {format_skipped(counts, total)}")
+            (Path(run.out_dir) / "skipped.json").write_text(json.dumps(counts, indent=2) + "\n")
     return Path(run.out_dir) / EXPORT_DIR

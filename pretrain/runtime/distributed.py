@@ -99,6 +99,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[DistInfo]:
+    """`init_distributed` for one job: a group this call joined is left on the way out, error or not, because
+    gloo's threads can abort the interpreter's exit otherwise (pytorch#190489); a caller's own group stays theirs."""
+    owns = not group_active()
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        if owns:
+            cleanup()
+
+
 def is_distributed() -> bool:
     return group_active() and dist.get_world_size() > 1
 

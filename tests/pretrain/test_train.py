@@ -192,7 +192,7 @@ def test_sigterm_saves_and_the_cli_exits_143_with_one_line(tmp_path):
 def test_clip_checkpoint_with_a_0dim_logit_scale_resumes_and_loads(tmp_path, monkeypatch):
     """Checkpoints from before logit_scale became [1] (FSDP2 rejects 0-dim parameters) stay usable."""
     cleanups = []
-    monkeypatch.setattr("pretrain.train.cleanup", lambda: cleanups.append(True))
+    monkeypatch.setattr("pretrain.runtime.distributed.cleanup", lambda: cleanups.append(True))
     _run("clip_tiny", tmp_path, "run.steps=2", "run.global_batch_size=8")
     assert cleanups == [True], "train() leaves the process group it joined"
     step = list_checkpoints(tmp_path)[-1]

@@ -45,3 +45,32 @@ def test_local_only_makes_a_torchrun_process_act_alone(monkeypatch):
         assert (info.rank, info.world_size, info.is_main) == (0, 1, True) and distributed.rank_world() == (0, 1)
         assert not distributed.is_distributed() and not distributed.group_active()
     assert joined == [] and distributed.rank_world() == (1, 2)  # restored on exit; no group was joined
+
+
+_REAL_INIT = dist.init_process_group
+
+
+def _one_rank_group(**_: object) -> None:
+    """A real gloo group of one process, standing in for torchrun's."""
+    _REAL_INIT("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
+
+
+def test_process_group_leaves_the_group_it_joined_even_on_error(monkeypatch):
+    """A job's group is destroyed on the way out: gloo threads left at interpreter exit can SIGABRT the process."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "init_process_group", _one_rank_group)
+    with pytest.raises(RuntimeError, match="boom"):
+        with distributed.process_group("cpu") as info:
+            assert dist.is_initialized() and info.world_size == 1
+            raise RuntimeError("boom")
+    assert not dist.is_initialized()
+
+
+def test_process_group_keeps_a_callers_group():
+    _one_rank_group()
+    try:
+        with distributed.process_group("cpu") as info:
+            assert (info.rank, info.world_size) == (0, 1)
+        assert dist.is_initialized()  # the caller set it up: theirs to leave
+    finally:
+        dist.destroy_process_group()
