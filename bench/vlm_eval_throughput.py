@@ -27,7 +27,7 @@ import torch
 from llava_shapes import TOWERS, random_llava
 from PIL import Image
 
-from eval.generation import GenerationConfig, Request, generate_answers, generate_one_by_one
+from eval.vlm.generation import GenerationConfig, Request, generate_answers, generate_one_by_one
 from vlm.templates import SHORT_ANSWER_PROMPT, VICUNA_SYSTEM, generation_prompt
 from vlm.tiny_lm import build_tiny_tokenizer
 

@@ -1,6 +1,8 @@
 """`superclass eval <command>` / `python -m eval <command>`: frozen-feature probes and VLM benchmarks.
 
-usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textvqa,mmbench} ...
+usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,run,evaluators,suite,<benchmark>} ...
+
+Probes live in `eval/probes/`, VLM benchmarks in `eval/vlm/` (one file each under `eval/vlm/benchmarks/`).
 
   superclass eval features --model ENC --data ROOT --split train --out CACHE [--pool cls ...] [--decode gpu]
   superclass eval linear-probe --model ENC --data ROOT --out RUN [--recipe mae_in1k|clip_logreg|...] [live=true]
@@ -10,7 +12,8 @@ usage: superclass eval {features,linear-probe,fewshot,recipe,recipes,vqav2,textv
   superclass eval recipe NAME   (a linear-probe or fewshot recipe as YAML, for --config)
 Probes compute missing features into --cache (default RUN/features/<split>) and reuse them next time.
 
-VLM benchmarks on an HF LLaVA directory (`run` generates into OUT/predictions.jsonl, resumable, then scores;
+VLM benchmarks (vqav2, gqa, vizwiz, scienceqa, pope, mmmu, textvqa, mmbench, mme, seedbench) on an HF LLaVA
+directory (`run` generates into OUT/predictions.jsonl, resumable, then scores;
 `score` scores our predictions, LLaVA's answer JSONL or lmms-eval's --log_samples output); each writes
 OUT/metrics.json:
   superclass eval vqav2 run --model DIR --questions Q.json [--annotations A.json] --image-root COCO --out OUT
@@ -35,9 +38,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.probes import fewshot as fewshot_recipes
+from eval.probes import linear_probe as linear_probe_recipes
+from eval.probes.probe import ProbeSource, fewshot, linear_probe, load_probe_encoder
+from eval.vlm.cli import add_vlm_commands, show
+from pretrain.data.labelled import load_split
+from pretrain.features import FeatureConfig, extract_features
 from pretrain.runtime.cli import add_recipe_args, hide_aliases, run_subcommand
-
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]  # what answering with a LLaVA directory supports
+from pretrain.runtime.config import parse_override, resolve, to_yaml
+from pretrain.runtime.errors import ConfigError
+from pretrain.runtime.evaluators import build_evaluator, describe_evaluators
+from pretrain.runtime.results import format_table
 
 
 def _add_feature_args(p: argparse.ArgumentParser) -> None:
@@ -57,10 +68,6 @@ def _add_probe_args(p: argparse.ArgumentParser, default_recipe: str, example: st
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from eval.probe import load_probe_encoder
-    from pretrain.data.labelled import load_split
-    from pretrain.features import FeatureConfig, extract_features
-
     fcfg = FeatureConfig(
         batch_size=args.batch_size,
         num_workers=args.workers,
@@ -97,36 +104,24 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_linear_probe(args: argparse.Namespace) -> int:
-    from eval.linear_probe import get_recipe
-    from eval.probe import ProbeSource, linear_probe
-    from pretrain.runtime.config import resolve
-
-    recipe = resolve(get_recipe(args.recipe), args.config, args.overrides)
+    recipe = resolve(linear_probe_recipes.get_recipe(args.recipe), args.config, args.overrides)
     linear_probe(ProbeSource.from_args(args), recipe)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
 
 def _cmd_fewshot(args: argparse.Namespace) -> int:
-    from eval.fewshot import get_recipe
-    from eval.probe import ProbeSource, fewshot
-    from pretrain.runtime.config import resolve
-
-    cfg = resolve(get_recipe(args.recipe), args.config, args.overrides)
+    cfg = resolve(fewshot_recipes.get_recipe(args.recipe), args.config, args.overrides)
     fewshot(ProbeSource.from_args(args), cfg)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
 
 def _all_recipes() -> dict[str, Any]:
-    from eval import fewshot, linear_probe
-
-    return {**linear_probe.RECIPES, **fewshot.RECIPES}
+    return {**linear_probe_recipes.RECIPES, **fewshot_recipes.RECIPES}
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from pretrain.runtime.config import resolve, to_yaml
-    from pretrain.runtime.errors import ConfigError
 
     recipes = _all_recipes()
     if args.name not in recipes:
@@ -138,149 +133,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
-    from eval import fewshot, linear_probe
-
-    for command, recipes in (("linear-probe", linear_probe.RECIPES), ("fewshot", fewshot.RECIPES)):
+    for command, recipes in (("linear-probe", linear_probe_recipes.RECIPES), ("fewshot", fewshot_recipes.RECIPES)):
         for name, fn in recipes.items():
             print(f"{name:<18} {command:<13} {(fn.__doc__ or '').strip().splitlines()[0]}")
     return 0
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """A subcommand parser whose mistakes (bad flag value, missing flag) are one `error:` line, exit 2, as run_cli."""
-
-    def error(self, message: str) -> Any:
-        from pretrain.runtime.errors import UserError
-
-        raise UserError(f"{self.prog}: {message}")
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
-    from eval.vlm_registry import benchmarks
-
-    return benchmarks()[args.bench].build(args, run)
-
-
-def _show(value: Any) -> Any:
-    return "-" if value is None else value
-
-
-def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
-    """The headline row and every per-category breakdown (`per_*` keys) as Markdown tables."""
-    from pretrain.runtime.results import format_table
-
-    header = ["benchmark", "split", "prompt", "accuracy", "questions", "missing"]
-    row = [metrics["benchmark"], metrics.get("split", "-"), metrics.get("prompt", "-"), _show(metrics.get("accuracy"))]
-    row += [metrics.get("num_questions", "-"), metrics.get("missing_predictions", "-")]
-    if metrics["benchmark"] == "mmbench":
-        header += ["unparsed", "single-pass", "circular"]
-        row += [metrics.get("unparsed", "-"), _show(metrics.get("accuracy_single_pass")), metrics["circular"]]
-    elif "normalization" in metrics:
-        header.append("normalization")
-        row.append(metrics["normalization"])
-    print(format_table(header, [row]))
-    for key, breakdown in metrics.items():
-        if key.startswith("per_") and isinstance(breakdown, dict) and breakdown:
-            label = key.removeprefix("per_").replace("_", " ")
-            rows = [[k, _show(v if not isinstance(v, dict) else v.get("accuracy"))] for k, v in breakdown.items()]
-            print(format_table([label, "accuracy"], rows))
-    for name, path in metrics.get("files", {}).items():
-        print(f"{name}: {path}")
-
-
-def generation_config(args: argparse.Namespace, bench: Any) -> Any:
-    """The `GenerationConfig` of `add_generation_args` flags (the benchmark's own max_new_tokens by default)."""
-    from eval.generation import GenerationConfig
-
-    return GenerationConfig(
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
-        device=args.device,
-        dtype=args.precision,
-        backend=args.backend,
-        progress=not args.no_progress,
-    )
-
-
-def _cmd_vlm_run(args: argparse.Namespace) -> int:
-    from eval.vlm_bench import check_template, run_benchmark
-
-    check_template(args.template)  # before the data is read
-    bench = _vlm_benchmark(args, run=True)
-    metrics = run_benchmark(bench, args.model, args.out, generation_config(args, bench), args.template)
-    if metrics is not None:
-        _print_vlm_metrics(metrics)
-        print(f"metrics: {args.out / 'metrics.json'}")
-    return 0
-
-
-def _cmd_vlm_score(args: argparse.Namespace) -> int:
-    from eval.vlm_bench import score_predictions
-
-    metrics = score_predictions(_vlm_benchmark(args, run=False), args.predictions, args.out)
-    _print_vlm_metrics(metrics)
-    print(f"metrics: {args.out / 'metrics.json'}")
-    return 0
-
-
-def _add_vlm_commands(sub: Any) -> None:
-    """`<benchmark> run|score` for every registered VLM benchmark, and `suite`."""
-    from eval.vlm_registry import benchmarks
-
-    for bench, spec in benchmarks().items():
-        parent = sub.add_parser(bench, help=spec.help)
-        actions = parent.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
-        run = actions.add_parser("run", help="answer every question with a LLaVA model dir, then score (resumable)")
-        spec.add_args(run)
-        add_generation_args(run, spec.max_new_tokens_help)
-        score = actions.add_parser("score", help="score answers of ours, of the LLaVA repo or of lmms-eval")
-        spec.add_args(score)
-        score.add_argument(
-            "--predictions",
-            required=True,
-            type=Path,
-            help='our {"question_id", "answer"} rows (JSONL or JSON list), LLaVA\'s answer JSONL, or lmms-eval\'s '
-            "--log_samples output (*_samples_<task>.jsonl); the format is detected",
-        )
-        for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
-            p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
-            p.add_argument(
-                "--limit", type=_positive_int, default=None,
-                help="a fixed subset of N questions: the same every run (seeded), stratified by category",
-            )  # fmt: skip
-            p.set_defaults(fn=fn, bench=bench)
-    from eval.vlm_suite import add_suite_command
-
-    add_suite_command(sub, _OneLineParser)
-
-
-def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) -> None:
-    """The flags of answering with a LLaVA directory (a benchmark's `run` and `suite`)."""
-    run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
-    run.add_argument("--batch-size", type=_positive_int, default=32)
-    run.add_argument("--max-new-tokens", type=_positive_int, help=max_new_tokens_help)
-    run.add_argument("--device", default="auto")
-    hide_aliases(
-        run.add_argument(
-            "--precision", "--dtype", default="auto", choices=PRECISIONS, help="auto: bf16 on CUDA, fp32 on CPU"
-        )
-    )
-    run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
-    run.add_argument(
-        "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
-    )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list the named recipes")
     p.set_defaults(fn=_cmd_recipes)
-    _add_vlm_commands(sub)
+    add_vlm_commands(sub)
     _add_evaluator_commands(sub)
     return parser
 
@@ -344,22 +200,18 @@ def _add_evaluator_commands(sub: Any) -> None:
 
 
 def _cmd_run_evaluator(args: argparse.Namespace) -> int:
-    from pretrain.runtime.config import parse_override
-    from pretrain.runtime.evaluators import build_evaluator
 
     settings: dict[str, Any] = {}
     for item in args.overrides:
         settings.update(parse_override(item))
     evaluator = build_evaluator(args.name, settings, where="eval run")
     metrics = evaluator.run(args.model, args.out)
-    print(f"{evaluator.name}: {evaluator.headline} = {_show(evaluator.headline_value(metrics))}")
+    print(f"{evaluator.name}: {evaluator.headline} = {show(evaluator.headline_value(metrics))}")
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
 
 def _cmd_evaluators(args: argparse.Namespace) -> int:
-    from pretrain.runtime.evaluators import describe_evaluators
-    from pretrain.runtime.results import format_table
 
     rows = [[d["name"], d["consumes"], d["headline"], d["description"]] for d in describe_evaluators()]
     print(format_table(["evaluator", "reads", "headline", "what"], rows))

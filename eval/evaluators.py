@@ -2,7 +2,7 @@
 
 - `linear_probe` and `fewshot` read an encoder artifact: features of a labelled dataset (class folders or list
   files; cached under `out/features`), then the named linear-probe or few-shot recipe, its keys overridable;
-- one evaluator per registered VLM benchmark (`eval.vlm_registry`: vqav2, gqa, pope, ...) reads a LLaVA
+- one evaluator per registered VLM benchmark (`eval.vlm.registry`: vqav2, gqa, pope, ...) reads a LLaVA
   directory; its settings are the benchmark's own flags (as keys: `questions`, `image_root`, ...) plus how to
   generate (`batch_size`, `max_new_tokens`, `device`, `precision`, `template`, `limit`); `synthetic: N` scores
   N held-out synthetic images written in the benchmark's own format instead (vqav2, textvqa, mmbench, pope,
@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import eval.vlm.benchmarks  # noqa: F401  (registers the built-in benchmarks)
+from eval.probes import fewshot as fewshot_recipes
+from eval.probes import linear_probe as linear_probe_recipes
+from eval.probes.probe import ProbeSource, fewshot, linear_probe
+from eval.vlm.base import check_template, run_benchmark
+from eval.vlm.generation import GenerationConfig
+from eval.vlm.registry import benchmarks
+from eval.vlm.synthetic import SYNTHETIC_SEEDS, write_synthetic_benchmark
 from pretrain.runtime.config import resolve
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import Evaluator, register
@@ -34,8 +42,6 @@ class ProbeSettings:
 
 
 def _source(settings: ProbeSettings, model: str | Path, out_dir: Path) -> Any:
-    from eval.probe import ProbeSource
-
     return ProbeSource(out_dir, str(model), settings.data, settings.train_split, settings.val_split)
 
 
@@ -48,10 +54,8 @@ class LinearProbeEvaluator(Evaluator):
     description = "linear probe on frozen features (MAE/MILAN LARS or OpenAI CLIP L-BFGS): top-1 / top-5"
 
     def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        from eval.linear_probe import get_recipe
-        from eval.probe import linear_probe
 
-        recipe = resolve(get_recipe(self.config.recipe or "mae_in1k"), None, self.config.overrides)
+        recipe = resolve(linear_probe_recipes.get_recipe(self.config.recipe or "mae_in1k"), None, self.config.overrides)
         return linear_probe(_source(self.config, model, Path(out_dir)), recipe, verbose=False)
 
 
@@ -64,10 +68,8 @@ class FewShotEvaluator(Evaluator):
     description = "big_vision's k-shot ridge regression on frozen features: top-1 mean ± std over seeds"
 
     def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        from eval.fewshot import get_recipe
-        from eval.probe import fewshot
 
-        recipe = resolve(get_recipe(self.config.recipe or "fewshot_lsr"), None, self.config.overrides)
+        recipe = resolve(fewshot_recipes.get_recipe(self.config.recipe or "fewshot_lsr"), None, self.config.overrides)
         return fewshot(_source(self.config, model, Path(out_dir)), recipe, verbose=False)  # top1: at its main shots
 
 
@@ -102,8 +104,6 @@ def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
     settings = dataclasses.make_dataclass(f"{spec.name.capitalize()}Settings", fields)
 
     def run(self: Evaluator, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
-        from eval.generation import GenerationConfig
-        from eval.vlm_bench import check_template, run_benchmark
 
         values = dataclasses.asdict(self.config)
         gen = {n: values.pop(n) for n, _, _ in _GENERATION_FIELDS}
@@ -125,8 +125,6 @@ def _benchmark_evaluator(spec: Any) -> type[Evaluator]:
 
 def _synthetic_files(name: str, root: Path, num_images: int) -> dict[str, str]:
     """Write benchmark `name`'s held-out synthetic set under `root`: its path settings (`synthetic=N`)."""
-    from eval.vlm_synthetic import SYNTHETIC_SEEDS, write_synthetic_benchmark
-
     if name not in SYNTHETIC_SEEDS:
         known = ", ".join(SYNTHETIC_SEEDS)
         raise ConfigError(f"{name}.synthetic: {name} has no synthetic set (those with one: {known})")
@@ -134,8 +132,6 @@ def _synthetic_files(name: str, root: Path, num_images: int) -> dict[str, str]:
 
 
 def _register_benchmarks() -> None:
-    from eval.vlm_registry import benchmarks
-
     for spec in benchmarks().values():
         register(_benchmark_evaluator(spec))
 

@@ -13,7 +13,10 @@ COMMANDS = {
     "lit": ("lit.cli", "LiT: a text tower on a locked encoder; zero-shot classification and retrieval"),
     "captioning": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),
     "vlm": ("vlm.cli", "LLaVA-1.5 with any encoder: build, train, export, chat"),
-    "eval": ("eval.cli", "frozen-feature probes (linear, few-shot) and VLM benchmarks (VQAv2, TextVQA, MMBench)"),
+    "eval": (
+        "eval.cli",
+        "frozen-feature probes (linear, few-shot) and VLM benchmarks (VQAv2, GQA, POPE, MMBench, ...; suites)",
+    ),
 }
 
 ALIASES = {"caption": "captioning"}  # old command words that still work (not listed)

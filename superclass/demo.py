@@ -102,8 +102,8 @@ def clip_retrieval_at_1(task: nn.Module, recipe: PretrainRecipe, n: int) -> floa
 
 
 def probe(artifact: Path, cfg: DemoConfig) -> dict:
-    """Linear probe and 10-shot on a held-out attribute task (eval.probe)."""
-    from eval.probe import probe_encoder
+    """Linear probe and 10-shot on a held-out attribute task (eval.probes.probe)."""
+    from eval.probes.probe import probe_encoder
     from pretrain.data.labelled import SYNTHETIC_SPLIT_SEEDS, synthetic_attribute_dataset
 
     seeds = SYNTHETIC_SPLIT_SEEDS  # scored on the held-out "test" draw (seed 1), as the sweeps' test split
@@ -129,7 +129,7 @@ def downstream(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> 
 
 def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
     """LLaVA-1.5 on one encoder: VQAv2, circular MMBench, POPE and ScienceQA accuracy, each against its baseline."""
-    from eval.vlm_demo import score_synthetic_vlm
+    from eval.vlm.demo import score_synthetic_vlm
     from vlm.demo import llava_demo
 
     print(f"[demo] LLaVA stages 1 and 2 on the {method} encoder ...", flush=True)

@@ -4,7 +4,7 @@
 (batch 1, no padding) and returns the new ids before the first stop token; `greedy_answer` decodes them. The stop
 tokens are EOS plus `</s>` when it is one token (Vicuna's turn end), so every answer stops where LLaVA's would.
 The decoding helpers here (stop tokens, the generation config, trimming, decoding, moving inputs to the model) are
-the ones `eval.generation` uses for its left-padded batches, which the eval tests check equal to `greedy_ids`
+the ones `eval.vlm.generation` uses for its left-padded batches, which the eval tests check equal to `greedy_ids`
 token for token. `prompt_inputs` builds the model inputs of both: token ids as LLaVA's `tokenizer_image_token`
 makes them (`vlm.templates.image_token_ids`), which a processor's whole-string tokenization does not for
 `legacy: false` SentencePiece tokenizers, then the `<image>` id repeated once per image token and the processor's

@@ -1,7 +1,8 @@
 """Build a LLaVA run (model, LLaVA JSON batches, task) and train one stage on the shared loop.
 
 `train(recipe)` returns the exported HF LLaVA directory (`<run>/llava`): stage 1's is the `init` of stage 2,
-stage 2's is what `superclass eval vqav2|textvqa|mmbench` and `superclass vlm chat` load.
+stage 2's is what every VLM benchmark (`superclass eval <benchmark> run`, `superclass eval suite`) and `superclass vlm
+chat` load.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A sweep's results: seeds aggregated (mean ± std), one setting per arm picked on validation, tables and plots.
 
 Selection reads only the validation split of the sweep's `select` probe (mean over seeds); the test split is
-read only to report the selected setting. The std is the population std over seeds (as eval.fewshot reports).
+read only to report the selected setting. The std is the population std over seeds (as eval.probes.fewshot reports).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eval.generation import Request
+from eval.vlm.generation import Request
 from vlm.templates import VICUNA_SYSTEM, generation_prompt
 from vlm.tiny_lm import build_tiny_tokenizer
 

@@ -7,7 +7,7 @@ import yaml
 from eval_fixtures import tiny_encoder, write_folder
 
 from eval.cli import main
-from eval.probe import probe_encoder
+from eval.probes.probe import probe_encoder
 from pretrain.data.labelled import synthetic_attribute_dataset
 
 
@@ -107,7 +107,7 @@ def test_probe_encoder_on_a_synthetic_attribute(setup):
     enc, _ = setup
     train = synthetic_attribute_dataset("colour", 120, seed=11, image_size=32)
     val = synthetic_attribute_dataset("colour", 60, seed=12, image_size=32)
-    from eval.linear_probe import LogRegConfig
+    from eval.probes.linear_probe import LogRegConfig
 
     result = probe_encoder(enc, train, val, seeds=2, logreg=LogRegConfig(max_iter=100, refine_steps=1))
     assert result["num_classes"] == 6 and result["chance"] == pytest.approx(100 / 6)

@@ -11,8 +11,8 @@ from eval_fixtures import tiny_encoder, write_folder
 from llava_fixtures import build_tiny_llava
 
 from eval.cli import main
-from eval.vlm_registry import benchmarks
-from eval.vlm_synthetic import write_synthetic_pope
+from eval.vlm.registry import benchmarks
+from eval.vlm.synthetic import write_synthetic_pope
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import INPUTS, build_evaluator, evaluators
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-import eval.linear_probe
+import eval.probes.linear_probe
 import lit.zeroshot
 import pretrain.runtime.results
 from pretrain.metrics import topk_accuracy
@@ -28,4 +28,4 @@ def test_k_is_capped_at_the_classes_and_empty_is_nan():
 def test_every_evaluator_uses_the_same_definition():
     assert lit.zeroshot.topk_accuracy is topk_accuracy
     assert pretrain.runtime.results.topk_accuracy is topk_accuracy
-    assert eval.linear_probe.topk_accuracy is topk_accuracy
+    assert eval.probes.linear_probe.topk_accuracy is topk_accuracy

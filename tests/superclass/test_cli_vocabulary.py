@@ -27,8 +27,8 @@ RECIPE_BOOKS = {  # (package, command) -> modules whose RECIPES the command's --
     ("captioning", "train"): ["captioning.recipes"],
     ("captioning", "generate"): ["captioning.recipes"],
     ("vlm", "train"): ["vlm.recipes"],
-    ("eval", "linear-probe"): ["eval.linear_probe"],
-    ("eval", "fewshot"): ["eval.fewshot"],
+    ("eval", "linear-probe"): ["eval.probes.linear_probe"],
+    ("eval", "fewshot"): ["eval.probes.fewshot"],
 }
 # old spellings: still parsed (hidden), never shown
 RETIRED = {"--dtype", "--llm-dtype", "--captioner", "--stage", "--layout", "--live"}

@@ -1,0 +1,1 @@
+"""VLM benchmarks on an HF LLaVA directory: the shared core (ids, files, answers, generation), base and suites."""

@@ -1,0 +1,119 @@
+"""The demo's VLM scoring: a LLaVA directory on synthetic VQAv2, MMBench, POPE and ScienceQA sets, with baselines.
+
+The sets are written in the official formats (`eval.vlm.synthetic`) and scored by the same loaders, runner and
+metrics as the real benchmarks. The text-only baseline answers from the question alone: the most common training
+answer to the same question text (a blind model's best guess), scored by the same code, so "beats the baseline"
+means the model used the image. POPE's baseline answers "yes" to everything (50% accuracy on its balanced splits).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from eval.vlm.base import run_benchmark
+from eval.vlm.benchmarks.mmbench import mmbench_benchmark
+from eval.vlm.benchmarks.pope import PopeBenchmark, load_pope
+from eval.vlm.benchmarks.scienceqa import OPTIONS, ScienceQABenchmark, load_scienceqa
+from eval.vlm.benchmarks.vqav2 import vqav2_benchmark
+from eval.vlm.generation import GenerationConfig
+from eval.vlm.synthetic import write_synthetic_benchmark
+from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
+
+_OPTION_LINE = re.compile(r"^[A-E]\. ")
+
+
+def _question_text(prompt: str) -> str:
+    """The bare question of a training prompt: no `<image>`, no instruction, no hint or option lines."""
+    lines = [ln for ln in prompt.replace(IMAGE_TOKEN, "").strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln not in (SHORT_ANSWER_PROMPT, LETTER_ANSWER_PROMPT) and not _OPTION_LINE.match(ln)]
+    return lines[-1].strip().lower() if lines else ""
+
+
+def blind_answers(train_json: str | Path) -> tuple[dict[str, str], str]:
+    """(question text -> most common answer, most common answer overall) from a LLaVA JSON's short-answer turns."""
+    by_question: dict[str, Counter] = {}
+    overall: Counter = Counter()
+    for row in json.loads(Path(train_json).read_text()):
+        turns = row.get("conversations", [])
+        for human, gpt in zip(turns[0::2], turns[1::2]):
+            if human["value"].rstrip().endswith(LETTER_ANSWER_PROMPT):
+                continue  # lettered answers say nothing about the option texts
+            by_question.setdefault(_question_text(human["value"]), Counter())[gpt["value"]] += 1
+            overall[gpt["value"]] += 1
+    return {q: c.most_common(1)[0][0] for q, c in by_question.items()}, overall.most_common(1)[0][0]
+
+
+def _blind_vqa(bench: Any, prior: dict[str, str], fallback: str) -> dict[Any, str]:
+    return {item.question_id: prior.get(item.question.strip().lower(), fallback) for item in bench.vset.items}
+
+
+def _blind_mmbench(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
+    """For each row, the letter of the option a blind model would pick (its prior answer), else A."""
+    answers = {}
+    for row in bench.mset.rows:
+        guess = prior.get(row.question.strip().lower())
+        answers[row.index] = row.letters[row.options.index(guess)] if guess in row.options else "A"
+    return answers
+
+
+def _blind_scienceqa(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
+    """For each problem, the letter of the option a blind model would pick (its prior answer), else A."""
+    answers = {}
+    for problem in bench.sset.problems:
+        guess = prior.get(problem.question.strip().lower())
+        answers[problem.qid] = OPTIONS[problem.choices.index(guess)] if guess in problem.choices else "A"
+    return answers
+
+
+def circular_chance(bench: Any) -> float:
+    """CircularEval accuracy (percent) of guessing a letter at random for every copy: mean over questions of
+    the product of 1/#options over the question's copies."""
+    groups: dict[int, float] = {}
+    for row in bench.mset.rows:
+        groups[row.base] = groups.get(row.base, 1.0) / len(row.options)
+    return 100 * sum(groups.values()) / max(1, len(groups))
+
+
+def score_synthetic_vlm(
+    model_dir: str | Path, out_dir: str | Path, train_json: str | Path, num_images: int = 60, image_size: int = 40,
+    batch_size: int = 32,
+) -> dict[str, Any]:  # fmt: skip
+    """VQAv2, circular MMBench and ScienceQA accuracy of the model and of the text-only baseline, POPE accuracy of
+    the model and of always-"yes" (percent), on the held-out sets of `eval.vlm.synthetic.write_synthetic_benchmark`."""
+    out = Path(out_dir)
+    vqa_files = write_synthetic_benchmark("vqav2", out / "vqav2", num_images, image_size)
+    tsv = write_synthetic_benchmark("mmbench", out / "mmbench", num_images, image_size)["tsv"]
+    vqa = vqav2_benchmark(vqa_files["questions"], vqa_files["annotations"], vqa_files["image_root"])
+    mmb = mmbench_benchmark(tsv)
+    cfg = GenerationConfig(batch_size=batch_size, max_new_tokens=8, device="cpu", progress=False)
+    vqa_metrics = run_benchmark(vqa, model_dir, out / "vqav2" / "results", cfg) or {}
+    mmb_metrics = run_benchmark(mmb, model_dir, out / "mmbench" / "results", cfg) or {}
+    pope_files = write_synthetic_benchmark("pope", out / "pope", num_images, image_size)
+    pope = PopeBenchmark(load_pope(pope_files["annotation_dir"], None, pope_files["image_root"]))
+    sqa_files = write_synthetic_benchmark("scienceqa", out / "scienceqa", num_images, image_size)
+    sqa = ScienceQABenchmark(load_scienceqa(sqa_files["problems"], None, sqa_files["image_root"]))
+    pope_metrics = run_benchmark(pope, model_dir, out / "pope" / "results", cfg) or {}
+    sqa_metrics = run_benchmark(sqa, model_dir, out / "scienceqa" / "results", cfg) or {}
+    prior, fallback = blind_answers(train_json)
+    blind_vqa = vqa.score(_blind_vqa(vqa, prior, fallback)) or {}
+    blind_mmb = mmb.score(_blind_mmbench(mmb, prior)) or {}
+    always_yes = pope.score({item.question_id: "yes" for item in pope.pset.items}) or {}
+    blind_sqa = sqa.score(_blind_scienceqa(sqa, prior)) or {}
+    return {
+        "pope_accuracy": pope_metrics.get("accuracy"),
+        "pope_f1_mean": pope_metrics.get("f1_mean"),
+        "pope_always_yes_accuracy": always_yes.get("accuracy"),
+        "scienceqa_accuracy": sqa_metrics.get("accuracy"),
+        "scienceqa_text_only_accuracy": blind_sqa.get("accuracy"),
+        "vqav2_accuracy": vqa_metrics.get("accuracy"),
+        "vqav2_text_only_accuracy": blind_vqa.get("accuracy"),
+        "mmbench_accuracy": mmb_metrics.get("accuracy"),
+        "mmbench_text_only_accuracy": blind_mmb.get("accuracy"),
+        "mmbench_random_chance": circular_chance(mmb),
+        "vqav2_questions": len(vqa.vset.items),
+        "mmbench_questions": mmb_metrics.get("num_questions"),
+    }
