@@ -1,0 +1,1 @@
+"""VLM benchmarks: one small file per benchmark on a shared base, their scoring, suites and CLI."""
