@@ -15,25 +15,28 @@ of generated text, so a rule must read the option from the model's text:
 A question with no prediction, or no letter read, is wrong. Accuracy is in percent, overall and per category when the
 questions carry one (AI2's categories.json, e.g. "lifeCycles"; the parquet has none).
 
-Files (AI2 ai2d-all.zip, from ai2-public-datasets.s3.amazonaws.com/diagrams/): `ai2d/questions/<image>.json`, one per
-diagram: `{"imageName": "0.png", "questions": {"<question text>": {"abcLabel": bool, "answerTexts": [4 options],
-"correctAnswer": <index>, "questionId": "0.png-0"}}}`; images `ai2d/images/<imageName>`; `ai2d/annotations/
-<imageName>.json` holds the text boxes and their `replacementText` letters; `ai2d/categories.json` maps imageName to a
-category. The test split is the diagrams whose id (imageName before the first ".") is listed in `ai2d_test_ids.csv`
-(one id a line; s3-us-east-2.amazonaws.com/prior-datasets/, as google-research/big_vision datasets/ai2d/ai2d.py uses
-it). For `abcLabel` questions the image shown has each text box painted over with its replacementText (big_vision's
-`_draw_text`); lmms-lab/ai2d ships such images (lmms-eval's `ai2d_no_mask` task is the unmasked variant). A question's
-id is its `questionId`; `from_official(file, category)` maps one question file.
+Files (AI2 ai2d-all.zip, from ai2-public-datasets.s3.amazonaws.com/diagrams/): `ai2d/questions/<imageName>.json`
+(e.g. `0.png.json`), one per diagram: `{"imageName": "0.png", "questions": {"<question text>": {"abcLabel": bool,
+"answerTexts": [4 options], "correctAnswer": <index>, "questionId": "0.png-0"}}}`; images `ai2d/images/<imageName>`;
+`ai2d/annotations/<imageName>.json` (same file name) holds the text boxes and their `replacementText` letters;
+`ai2d/categories.json` maps imageName to a category. The test split is the diagrams whose id (imageName before the first
+".") is listed in `ai2d_test_ids.csv` (one id a line; s3-us-east-2.amazonaws.com/prior-datasets/, as
+google-research/big_vision datasets/ai2d/ai2d.py uses it). For `abcLabel` questions the image shown has each text box
+painted over with its replacementText (big_vision's `_draw_text`); lmms-lab/ai2d ships such images (lmms-eval's
+`ai2d_no_mask` task is the unmasked variant). A question's id is its `questionId`; `from_official(file, category)`
+maps one question file.
 lmms-lab/ai2d parquet (split `test`, 3088 rows; built by lmms-eval's tasks/ai2d/upload_ai2d.py from those files,
 restricted to the question ids of Qwen-VL's ai2diagram test.jsonl): columns `question`, `options` (list of str),
 `answer` (the index as a string, "0".."3"), `image` (`{"bytes", "path"}`). The rows carry no questionId: a row's id is
-its row index, lmms-eval's `doc_id`, so parquet and official ids differ.
+its row index, lmms-eval's `doc_id`, so parquet and official ids differ (lmms-eval's README counts 3088 rows).
+Question dicts: `id`, `question`, `image` (imageName, or the parquet struct), `choices` (list of str), `answer` (the
+correct index), `category` (or None), and from AI2's files `abc_label`.
 
 Prompt (`build_prompt`): lmms-eval's default `mcq` layout, the setting LLaVA-NeXT reports AI2D with:
 `"{question}\\nA. {option}\\nB. {option}...\\nAnswer with the option's letter from the given choices directly."`.
 
-Published LLaVA-1.5-7B: none found with a citable source (the LLaVA-1.5 paper does not report AI2D); `PUBLISHED` is
-empty.
+Published LLaVA-1.5-7B: none found with a citable source: the LLaVA-1.5 paper does not report AI2D, and lmms-eval's
+LLaVA-1.5 results sit in a Google Sheet its README links (not readable here). So `PUBLISHED` is empty.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def ai2d_choice(prediction: str | None, num_choices: int, rule: str = "official"
         text = prediction.strip()
         alone, leading = _ALONE.fullmatch(text), _LEADING.match(text)
         letter = alone.group(1).upper() if alone else (leading.group(1) or leading.group(2)) if leading else None
-    index = LETTERS.find(letter) if letter else -1
+    index = LETTERS.find(letter) if letter and len(letter) == 1 else -1  # "ß".upper() is "SS"
     return index if 0 <= index < num_choices else None
 
 

@@ -27,12 +27,14 @@ order lmms-eval's tasks/chartqa/upload_chartqa.py wrote lmms-lab/ChartQA in, so 
 lmms-lab/ChartQA parquet (split `test`; lmms-eval now reads the same data as lmms-lab-encoder/ChartQA): columns
 `type` ("human_test" | "augmented_test"), `question`, `answer` (str), `image` (`{"bytes", "path"}`); a row's id is its
 row index, lmms-eval's `doc_id`.
+Question dicts: `id` (int), `question`, `image` (imgname, or the parquet struct), `answers` (one str; a JSON number
+label becomes its text), `category` ("human" | "augmented").
 
 Prompt (`LMMS_EVAL_POST_PROMPT`): lmms-eval's chartqa.yaml default, `"{question}\\nAnswer the question with a single
 word."`, the setting LLaVA-NeXT reports ChartQA with.
 
-Published LLaVA-1.5-7B: none found with a source this project can cite (the LLaVA-1.5 paper does not report ChartQA),
-so `PUBLISHED` is empty.
+Published LLaVA-1.5-7B: none found with a citable source: the LLaVA-1.5 paper does not report ChartQA, and lmms-eval's
+LLaVA-1.5 results sit in a Google Sheet its README links (not readable here). So `PUBLISHED` is empty.
 """
 
 from __future__ import annotations

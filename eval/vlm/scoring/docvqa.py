@@ -20,22 +20,25 @@ Breakdown: ANLS per question type (`question_types`, in the `_withQT` files and 
 types counts in each, as the RRC scorer's per-type loops add a question's score to each of its types.
 
 Files (RRC DocVQA Task 1: val.tar.gz from datasets.cvc.uab.es/rrc/DocVQA, or spdocvqa_qas.zip + spdocvqa_images):
-`val_v1.0.json` / `val_v1.0_withQT.json` = `{"dataset_name": "docvqa", "dataset_split": "val", "dataset_version":
-"1.0", "data": [row, ...]}` (5349 questions on 1286 pages), each row `{"questionId": 49153, "question",
-"question_types": ["handwritten", "form"] (withQT only), "image": "documents/pybv0228_81.png", "docId": 14465,
-"ucsf_document_id": "pybv0228", "ucsf_document_page_no": "81", "answers": ["..."], "data_split": "val"}`.
+`val_v1.0.json` / `val_v1.0_withQT.json` = `{"dataset_name", "dataset_split", "dataset_version", "data": [row, ...]}`
+(the RRC scorer requires `data` and `dataset_name`; 5349 questions on 1286 pages), each row `{"questionId": 49153,
+"question", "question_types": ["handwritten", "form"] (withQT only), "image": "documents/pybv0228_81.png",
+"docId": 14465, "ucsf_document_id": "pybv0228", "ucsf_document_page_no": "81", "answers": ["..."],
+"data_split": "val"}`.
 `from_official(doc["data"])` maps the rows. `image` is relative to the split folder (val/documents/...); the
 spdocvqa_images archive holds the same file names flat, so a reader should also try the basename. The id is the
 integer `questionId` (unique in the split; the RRC submission `[{"questionId", "answer"}]` keys on it).
 lmms-lab/DocVQA parquet (config `DocVQA`, split `validation`; now mirrored as lmms-lab-encoder/DocVQA): the same
 columns (`questionId`, `question`, `question_types`, `image` as `{"bytes", "path"}`, `docId`, `ucsf_document_id`,
 `ucsf_document_page_no`, `answers`, `data_split`), so both formats share ids.
+Question dicts: `id` (int questionId), `question`, `image` (the relative path, or the parquet struct), `answers`
+(list of str), `category` (the list of question types, empty when the file has none).
 
 Prompt (`LMMS_EVAL_POST_PROMPT`): lmms-eval's _default_template_docvqa_yaml default, `"{question}\\nAnswer the
 question using a single word or phrase."`, LLaVA's short-answer instruction.
 
-Published LLaVA-1.5-7B: none found with a citable source (the LLaVA-1.5 paper does not report DocVQA); `PUBLISHED`
-is empty.
+Published LLaVA-1.5-7B: none found with a citable source: the LLaVA-1.5 paper does not report DocVQA, and lmms-eval's
+LLaVA-1.5 results sit in a Google Sheet its README links (not readable here). So `PUBLISHED` is empty.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ repeats (857 distinct values), so a question's id is its position in the file (0
 echo840/OCRBench parquet (split `test`; what lmms-eval's ocrbench.yaml reads): columns `dataset` (dataset_name),
 `question`, `question_type` (type), `answer` (list of str), `image` (`{"bytes", "path"}`), written in OCRBench.json's
 order by lmms-eval's tasks/ocrbench/upload_ocrbench.py, so a row's index (lmms-eval's doc_id) is the same id.
+Question dicts: `id` (int position), `question`, `image` (image_path, or the parquet struct), `answers` (list of str;
+a bare string becomes one item, as the script treats it), `category` (the type), `dataset` (dataset_name, which
+picks the HME100k rule), and from OCRBench.json `source_id`.
 
 Prompts: `LMMS_EVAL_PROMPT` is lmms-eval's default, the question stripped with no instruction (LLaVA-NeXT's setting);
 `LLAVA15_POST_PROMPT` is what OCRBench/scripts/LLaVA1_5.py appends to the question.
