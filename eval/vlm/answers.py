@@ -57,13 +57,16 @@ class QuestionIndex:
     ids: list[QuestionId]
     doc_rows: list[QuestionId | None] | None = None
     by_image_question: dict[tuple[str, str], list[QuestionId]] | None = None
+    # set when lmms-eval's metric-field ids are not unique in its dataset (POPE's restart in each split): samples
+    # named that way are refused with this fix (the flag that makes doc_id exact) instead of scored against wrong ids
+    ambiguous_lmms_ids: str | None = None
 
 
 @dataclass(frozen=True)
 class _Answer:
     """One row of an answer file: the answer and how it names its question (an id, or lmms-eval's doc_id)."""
 
-    answer: str
+    answer: str | None  # None: the row's answer is null (a missing prediction, counted)
     qid: Any = None
     doc_id: int | None = None
     prompt: str | None = None  # LLaVA's question text (its TextVQA rows are matched by image id + question)
@@ -112,18 +115,31 @@ def _lmms_qid(entry: dict[str, Any]) -> Any:
     return None
 
 
+def _null(value: Any) -> bool:
+    """Whether a response is JSON null (or a list holding only null): a missing prediction, not a malformed row."""
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value is None
+
+
 def _parse(entry: Any, fmt: str) -> _Answer | None:
-    """A row of the file's format as an _Answer, or None when it is malformed."""
+    """A row of the file's format as an _Answer (its answer None when null), or None when it is malformed."""
     if not isinstance(entry, dict):
         return None
     if fmt == "lmms_eval":
-        text = _first_text(entry.get("filtered_resps", entry.get("resps")))
+        key = "filtered_resps" if "filtered_resps" in entry else "resps"
+        text = _first_text(entry.get(key))
         qid, doc_id = _lmms_qid(entry), entry.get("doc_id")
-        if text is None or (qid is None and not isinstance(doc_id, int)):
+        if (
+            key not in entry
+            or (text is None and not _null(entry[key]))
+            or (qid is None and not isinstance(doc_id, int))
+        ):
             return None
         return _Answer(text, qid, doc_id if isinstance(doc_id, int) else None)
-    text = entry.get("answer") if fmt == "superclass" else entry.get("text")
-    if not isinstance(text, str) or entry.get("question_id") is None:
+    key = "answer" if fmt == "superclass" else "text"
+    text = entry.get(key)
+    if key not in entry or not isinstance(text, (str, type(None))) or entry.get("question_id") is None:
         return None
     prompt = entry.get("prompt") if isinstance(entry.get("prompt"), str) else None
     error = entry.get("error") if fmt == "superclass" and "error" in entry else None
@@ -170,6 +186,8 @@ class _Resolver:
                 )
             qid = rows[answer.doc_id] if 0 <= answer.doc_id < len(rows) else None
             return qid if qid is not None else f"lmms-eval doc_id {answer.doc_id}"
+        if answer.doc_id is not None and self.index.ambiguous_lmms_ids:
+            raise DataError(f"{self.path}: lmms-eval samples: {self.index.ambiguous_lmms_ids}")
         if answer.prompt is not None and self.index.by_image_question is not None:
             question = llava_question(answer.prompt)
             key = (str(answer.qid).strip(), question or "")
@@ -182,8 +200,9 @@ class _Resolver:
 
 def read_answers(path: str | Path, index: QuestionIndex) -> tuple[dict[QuestionId, dict[str, Any]], dict[str, Any]]:
     """Rows `{"question_id", "answer"}` (plus `"error"`) by question id from an answer file in any of FORMATS, and
-    counts. The first row of a question wins, except that an image-error row gives way to an answer. A file whose
-    first row is in no known format is a one-line DataError naming it and what was expected.
+    the input-policy counts (`eval.vlm.policy`). The last row of a question wins, as the official scripts' dicts
+    keep it, except that an image-error row never replaces an answer; a null answer is a missing prediction. A file
+    whose first row is in no known format is a one-line DataError naming it and what was expected.
     """
     path = Path(path)
     if not path.is_file():
@@ -196,7 +215,8 @@ def read_answers(path: str | Path, index: QuestionIndex) -> tuple[dict[QuestionI
         raise DataError(f"{path}: not an answer file in a known format (first row: {keys}); {EXPECTED}")
     resolve = _Resolver(path, index)
     rows: dict[QuestionId, dict[str, Any]] = {}
-    stats = {"path": str(path), "format": fmt, "rows": len(entries) + bad, "malformed_rows": bad, "duplicates": 0}
+    stats = {"path": str(path), "format": fmt, "rows": len(entries) + bad, "malformed_rows": bad}
+    stats.update(duplicate_ids=0, null_answers=0, empty_answers=0)
     for entry in entries:
         answer = _parse(entry, fmt) if fmt is not None else None
         try:
@@ -206,9 +226,13 @@ def read_answers(path: str | Path, index: QuestionIndex) -> tuple[dict[QuestionI
         if qid is None:
             stats["malformed_rows"] += 1
             continue
+        if answer.answer is None:
+            stats["null_answers"] += 1
+            continue
+        stats["empty_answers"] += not answer.answer.strip()
         row = {"question_id": qid, "answer": answer.answer}
         if answer.error is not None:
             row["error"] = answer.error
-        stats["duplicates"] += not keep_row(rows, row)
+        stats["duplicate_ids"] += not keep_row(rows, row)
     stats["image_errors"] = sum("error" in row for row in rows.values())
     return rows, stats

@@ -1,41 +1,45 @@
-"""The benchmark base: one evaluator interface for every VLM benchmark, in big_vision's manner, and its runner.
+"""The benchmark base: every VLM benchmark is one small class on it, and an evaluator of the runtime's registry.
 
-A benchmark builds generation requests (question text in LLaVA-1.5's `vicuna_v1` prompt, one `<image>`, a lazy
-image loader) and scores a predictions mapping (question id -> answer text). `run_benchmark` hands the requests
-to `eval.vlm.generation.generate_answers` (resumable `predictions.jsonl`, refused when `predictions.meta.json` says it
-was made differently) and writes `metrics.json` (with image errors and generation counts) and the submission
-files; `score_predictions` does the second half from an answer file of ours, of the LLaVA repo or of lmms-eval
-(`eval.vlm.answers.read_answers` tells them apart). Both go through `finish`, which refuses predictions that
-cannot be right: none of them for a question of the set is a one-line DataError; some questions without one, or
-predictions for no question, are a warning with the counts.
+A benchmark supplies what is truly its own (big_vision's evaluators, lmms-eval's task utils):
+- `name`, `headline`, `published` numbers, `folder`/`files` (its layout under a suite's data root), `rules`;
+- a typed `Config` (a dataclass extending `BenchConfig`: its files, prompt layout, split; the CLI flags, `eval run
+  NAME key=value`, recipes' `run.evals` and suites all fill it);
+- `load(images)` -> a `QuestionSet`, `prompt(question)`, `metrics(answers)`, optionally `submission(...)` and
+  `suite_config(folder)`.
+The base supplies the rest: the fixed `--limit` subset, requests in the chat template, resumable generation
+(`eval.vlm.generation`), reading answer files of ours, LLaVA's and lmms-eval's (`eval.vlm.answers`), the input
+policy (`eval.vlm.policy`), scoring, `describe`, metrics.json and the Evaluator `run`.
 
-max_new_tokens: 16 by default, lmms-eval's VQAv2 setting. LLaVA allows 128 (VQAv2, TextVQA) and 1024
-(MMBench), lmms-eval 1024 for MMBench and the model's default (1024 for llava/llava_hf) for TextVQA; but a model
-asked for "a single word or phrase" or "the option's letter directly" stops long before 16 tokens, and a longer
-ramble would at best be parsed the same. Pass --max-new-tokens to match them exactly.
+max_new_tokens: 16 by default, lmms-eval's VQAv2 setting: a model asked for "a single word or phrase" or "the
+option's letter directly" stops long before; pass --max-new-tokens to match another tool's larger cap exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from eval.vlm.answers import QuestionIndex, read_answers
-from eval.vlm.generation import Request, generate_answers
+from eval.vlm.generation import GenerationConfig, Request, generate_answers
 from eval.vlm.ids import QuestionId, norm_id
+from eval.vlm.policy import apply_leniency, check_coverage, input_counts, warn
 from eval.vlm.predictions import answers_of
+from eval.vlm.subset import fixed_subset
+from eval.vlm.synthetic import write_synthetic_benchmark
 from pretrain.runtime.distributed import rank_world
-from pretrain.runtime.errors import DataError, UserError
+from pretrain.runtime.errors import ConfigError, UserError
+from pretrain.runtime.evaluators import Evaluator
 from pretrain.runtime.results import write_metrics
 from vlm.templates import generation_prompt
 
 DEFAULT_MAX_NEW_TOKENS = 16
 BENCHMARK_TEMPLATES = ("vicuna_v1",)
+RULES = ("official", "lmms_eval")
+GENERATION = {"generation": True}  # a run-only setting, read from the generation flags (`eval.vlm.flags`)
 
 
 def check_template(template: str) -> str:
@@ -50,6 +54,44 @@ def check_template(template: str) -> str:
     return template
 
 
+@dataclass
+class BenchConfig:
+    """Settings every benchmark has; a benchmark's `Config` adds its files and layouts (each field's `help` is its
+    flag's help)."""
+
+    limit: int | None = field(
+        default=None, metadata={"help": "a fixed subset of N questions: the same every run (seeded), stratified"}
+    )
+    rule: str = field(
+        default="official",
+        metadata={"help": "scoring rule: official (the benchmark's own script) or lmms_eval (to reproduce lmms-eval)"},
+    )
+    strip_answers: bool = field(
+        default=False, metadata={"help": "lenient: strip whitespace around answers first (the official scripts do not)"}
+    )
+    batch_size: int = field(default=32, metadata=GENERATION)
+    max_new_tokens: int | None = field(default=None, metadata=GENERATION)  # None: the benchmark's own
+    device: str = field(default="auto", metadata=GENERATION)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = field(default="auto", metadata=GENERATION)
+    backend: Literal["hf", "vllm"] = field(default="hf", metadata=GENERATION)
+    template: str = field(default="vicuna_v1", metadata=GENERATION)
+    synthetic: int = field(default=0, metadata={"cli": False})  # N > 0: N held-out synthetic images instead of files
+
+
+@dataclass
+class QuestionSet:
+    """A benchmark's questions (each with an `id`, an `image` or None, and what its metric reads), where they came
+    from, and what the loader skipped (`counts`: malformed_questions, duplicate_questions, unannotated, ...)."""
+
+    source: str
+    items: list[Any]
+    counts: dict[str, int]
+    split: str = "unknown"
+    format: str = "official"
+    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
+    info: dict[str, Any] = field(default_factory=dict)  # more of what describe() records (e.g. MMBench's circular)
+
+
 @dataclass(frozen=True)
 class PromptItem:
     """One question as a benchmark asks it: id, question text (no chat template yet) and a lazy image loader."""
@@ -59,124 +101,174 @@ class PromptItem:
     image: Callable[[], Any]
 
 
-class VLMBenchmark(ABC):
-    """The evaluator interface: questions to generate answers for, and scores and files from the answers."""
+class Benchmark(Evaluator):
+    """A VLM benchmark: a LLaVA directory in, answers (predictions.jsonl) and metrics.json out."""
 
-    name: str
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    consumes = "llava"
+    Config: ClassVar[type] = BenchConfig
+    published: ClassVar[dict[str, float]] = {}  # {"superclass_table11": .., "llava15_7b": ..}
+    folder: ClassVar[str] = ""  # its folder under a suite's --data-root
+    files: ClassVar[str] = ""  # where its files come from (README, `missing` rows of a suite)
+    rules: ClassVar[tuple[str, ...]] = ("official",)  # + "lmms_eval" where lmms-eval scores it differently
+    suites: ClassVar[tuple[str, ...]] = ()  # suites it joins beyond eval.vlm.suite's lists
+    max_new_tokens: ClassVar[int] = DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens_help: ClassVar[str] = "default: 16, ample for the short answer or letter asked for"
+    prompt_layout: ClassVar[str] = "llava"  # the `prompt` recorded when the Config has no `prompt` setting
+
+    def __init__(self, config: Any, images: bool = True) -> None:
+        super().__init__(config)
+        self.images = images  # run reads images; score does not
+        self._qset: QuestionSet | None = None
+        if config.limit is not None and config.limit < 1:
+            raise ConfigError(f"{self.name}: limit {config.limit}: expected a positive number of questions")
+        if config.rule not in self.rules:
+            raise ConfigError(f"{self.name}: rule {config.rule!r}: expected one of {list(self.rules)}")
+
+    @classmethod
+    def of(cls, images: bool = True, **settings: Any) -> Benchmark:
+        """The benchmark with its Config built from keyword settings (as `eval run NAME key=value` takes them)."""
+        return cls(cls.Config(**settings), images=images)
+
+    # ---------------------------------------------------------------- what a benchmark supplies
+    @abstractmethod
+    def load(self) -> QuestionSet:
+        """Every question of the configured files (images looked up when `self.images`), with skip counts."""
 
     @abstractmethod
-    def prompt_items(self) -> list[PromptItem]:
-        """The questions that can be run (those with an image), in file order."""
+    def prompt(self, item: Any) -> str:
+        """The question text of `item` as the benchmark asks it (the chat template is added by the base)."""
 
     @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """What metrics.json records about the set and the protocol (split, prompt layout, skipped rows)."""
+    def metrics(self, answers: Mapping[QuestionId, str]) -> dict[str, Any] | None:
+        """Metrics of `answers` over `self.questions` (a missing one is wrong), or None without gold (a test split)."""
 
-    @abstractmethod
-    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
-        """Metrics of `predictions`, or None when the set has no ground truth (a test split)."""
+    def submission(self, out_dir: Path, answers: Mapping[QuestionId, str]) -> dict[str, str]:
+        """Files to upload (name -> path) written into `out_dir`; none by default."""
+        return {}
 
-    @abstractmethod
-    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
-        """Submission files written into `out_dir` (name -> path); none when there is nothing to submit."""
-
-    @abstractmethod
-    def question_index(self) -> QuestionIndex:
-        """Every question id (and how other tools' answer files name the questions), for matching predictions."""
-
-    def requests(self, template: str = "vicuna_v1", max_new_tokens: int | None = None) -> list[Any]:
-        """`eval.vlm.generation.Request`s: each question in the model's chat template with one `<image>`."""
-        check_template(template)
-        limit = max_new_tokens or self.max_new_tokens
-        return [
-            Request(
-                id=p.id, prompt=generation_prompt(p.text, template, image=True), image=p.image, max_new_tokens=limit
-            )
-            for p in self.prompt_items()
-        ]
-
-
-def check_coverage(bench: VLMBenchmark, predictions: Mapping[QuestionId, str], source: str) -> dict[str, int]:
-    """Counts of questions and predictions matched; a DataError when none matches, a warning line when some miss."""
-    ids = set(bench.question_index().ids)
-    matched = sum(1 for qid in predictions if qid in ids)
-    counts = {"questions": len(ids), "predictions": len(predictions), "matched": matched}
-    counts.update(missing=len(ids) - matched, unknown=len(predictions) - matched)
-    if not predictions:
-        raise DataError(f"{source}: no predictions in it (expected answers to the {len(ids)} {bench.name} questions)")
-    if not matched:
-        examples = ", ".join(repr(q) for q in list(predictions)[:3])
-        known = ", ".join(repr(q) for q in list(bench.question_index().ids)[:3])
-        raise DataError(
-            f"{source}: none of its {len(predictions)} predictions is for one of the {len(ids)} {bench.name} "
-            f"questions (its ids: {examples}, ...; the questions': {known}, ...); is it for another benchmark or split?"
-        )
-    notes = []
-    if counts["missing"]:
-        notes.append(f"{counts['missing']} of {len(ids)} questions have no prediction (counted wrong)")
-    if counts["unknown"]:
-        notes.append(f"{counts['unknown']} of {len(predictions)} predictions are for no question of the set (ignored)")
-    if notes:
-        print(f"warning: {source}: {'; '.join(notes)}", file=sys.stderr)
-    return counts
-
-
-def finish(
-    bench: VLMBenchmark,
-    predictions: Mapping[QuestionId, str],
-    out_dir: str | Path,
-    extra: dict[str, Any],
-    source: str = "predictions",
-) -> dict[str, Any]:
-    """Check the predictions match the questions (`check_coverage`, naming `source`), score, write the submission
-    files and `metrics.json` (accuracy null on a test split); the metrics."""
-    coverage = check_coverage(bench, predictions, source)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {**bench.describe(), **extra, "coverage": coverage}
-    scores = bench.score(predictions)
-    metrics["scored"] = scores is not None
-    metrics.update(scores if scores is not None else {"accuracy": None, "num_predictions": len(predictions)})
-    metrics["files"] = bench.write_outputs(out_dir, predictions)
-    write_metrics(out_dir, metrics)
-    return metrics
-
-
-def score_predictions(bench: VLMBenchmark, predictions: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Score an answer file (ours, LLaVA's or lmms-eval's; `eval.vlm.answers`) into `out_dir`; image-error rows
-    count as missing."""
-    rows, stats = read_answers(predictions, bench.question_index())
-    return finish(bench, answers_of(rows), out_dir, {"predictions": stats}, source=str(predictions))
-
-
-def _is_main_rank() -> bool:
-    return rank_world()[0] == 0
-
-
-def run_benchmark(
-    bench: VLMBenchmark, model_dir: str | Path, out_dir: str | Path, cfg: Any, template: str = "vicuna_v1"
-) -> dict[str, Any] | None:
-    """Generate (resumably) into out_dir/predictions.jsonl, then score on rank 0; other ranks return None.
-
-    A rerun refuses predictions made with another model, template, prompt layout, max_new_tokens or dtype
-    (`predictions.meta.json`); questions whose image failed to load are retried, and scored as missing.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    requests = bench.requests(template, cfg.max_new_tokens)
-    signature = {"benchmark": bench.name, "template": template, "prompt": bench.describe()["prompt"]}
-    answers, stats = generate_answers(model_dir, requests, out_dir / "predictions.jsonl", cfg, signature=signature)
-    if not _is_main_rank():
+    def category(self, item: Any) -> Any:
+        """What `--limit` stratifies by (None: a plain seeded sample)."""
         return None
-    extra = {
-        "model": str(model_dir),
-        "template": template,
-        "max_new_tokens": cfg.max_new_tokens or bench.max_new_tokens,
-        "num_requests": len(requests),
-        "image_errors": stats.failed,
-        "generation": {**dataclasses.asdict(stats), "questions_per_s": round(stats.questions_per_s, 3)},
-        "predictions": {"path": str(out_dir / "predictions.jsonl"), "rows": len(answers)},
-    }
-    answers = {norm_id(k): v for k, v in answers.items()}
-    return finish(bench, answers, out_dir, extra, source=str(out_dir / "predictions.jsonl"))
+
+    def subset(self, items: list[Any]) -> list[Any]:
+        """The `--limit` subset of `items` (all without a limit): the same every run, stratified by `category`, in
+        file order. A loader takes it before it looks up images, so that counts describe the questions asked."""
+        key = None if not items or self.category(items[0]) is None else self.category
+        return fixed_subset(items, self.config.limit, key=key)
+
+    def describe_extra(self) -> dict[str, Any]:
+        """More of what metrics.json records about the protocol (e.g. a normalisation)."""
+        return {}
+
+    def question_index(self) -> QuestionIndex:
+        """How answer files may name the questions (their ids; lmms-eval's doc_id rows)."""
+        return QuestionIndex([item.id for item in self.questions], self.question_set.doc_rows)
+
+    @classmethod
+    def suite_config(cls, folder: Path) -> dict[str, Any] | None:
+        """Config values for the files under a suite's `ROOT/<folder>`, or None when they are not there."""
+        return None
+
+    # ---------------------------------------------------------------- what the base supplies
+    @property
+    def layout(self) -> str:
+        """The prompt layout metrics.json and predictions.meta.json record (a rerun in another is refused)."""
+        return getattr(self.config, "prompt", None) or self.prompt_layout
+
+    @property
+    def question_set(self) -> QuestionSet:
+        """The loaded set (loaded once)."""
+        if self._qset is None:
+            self._qset = self.load()
+        return self._qset
+
+    @property
+    def questions(self) -> list[Any]:
+        return self.question_set.items
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json records about the set and the protocol."""
+        qset = self.question_set
+        out = {"benchmark": self.name, "split": qset.split, "source": qset.source, "prompt": self.layout}
+        out.update(question_format=qset.format, rule=self.config.rule, num_questions=len(self.questions))
+        out.update(data_counts=dict(qset.counts), **qset.info)
+        return {**out, **self.describe_extra()}
+
+    def requests(self) -> list[Request]:
+        """Each question that has an image, in the model's chat template with one `<image>`."""
+        template = check_template(self.config.template)
+        limit = self.config.max_new_tokens or self.max_new_tokens
+        asked = [item for item in self.questions if item.image is not None]
+        prompts = [generation_prompt(self.prompt(item), template, image=True) for item in asked]
+        return [Request(item.id, text, item.load_image, limit) for item, text in zip(asked, prompts)]
+
+    def finish(self, answers: Mapping[QuestionId, str], out_dir: Path, extra: dict, stats: Mapping) -> dict:
+        """Apply the input policy, score, write the submission files and metrics.json; the metrics."""
+        source = str(stats.get("path", out_dir / "predictions.jsonl"))
+        ids = [item.id for item in self.questions]
+        coverage = check_coverage(self.name, ids, answers, source)
+        counts = input_counts(coverage, stats, self.question_set.counts)
+        coverage.update(missing=counts["missing_predictions"], unknown=counts["unknown_ids"])
+        if counts["unannotated"] >= len(ids):  # a test split: a submission, not a partly unannotated set
+            counts["unannotated"] = 0
+        warn(source, counts, coverage)
+        answers = apply_leniency(answers, self.config.strip_answers)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {**self.describe(), **extra, "coverage": coverage, "input": counts}
+        if self.config.strip_answers:
+            metrics["leniency"] = {"strip_answers": True}
+        scores = self.metrics(answers)
+        metrics["scored"] = scores is not None
+        metrics.update(scores if scores is not None else {"accuracy": None, "num_predictions": len(answers)})
+        metrics["files"] = self.submission(out_dir, answers)
+        write_metrics(out_dir, metrics)
+        return metrics
+
+    def score(self, predictions: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """Score an answer file (ours, LLaVA's or lmms-eval's) into `out_dir`; image-error rows count as missing."""
+        rows, stats = read_answers(predictions, self.question_index())
+        return self.finish(answers_of(rows), Path(out_dir), {"predictions": stats}, stats)
+
+    def generate(self, model: str | Path, out_dir: str | Path, progress: bool = True) -> dict[str, Any] | None:
+        """Answer (resumably, into out_dir/predictions.jsonl), then score on rank 0; other ranks return None.
+
+        A rerun refuses predictions made with another model, template, prompt layout, max_new_tokens or dtype
+        (`predictions.meta.json`); questions whose image failed to load are retried, and scored as missing.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        gen = GenerationConfig(
+            batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens or self.max_new_tokens,
+            device=cfg.device,
+            dtype=cfg.precision,
+            backend=cfg.backend,
+            progress=progress,
+        )
+        requests = self.requests()
+        signature = {"benchmark": self.name, "template": cfg.template, "prompt": self.layout}
+        path = out_dir / "predictions.jsonl"
+        answers, stats = generate_answers(model, requests, path, gen, signature=signature)
+        if rank_world()[0] != 0:
+            return None
+        extra = {
+            "model": str(model),
+            "template": cfg.template,
+            "max_new_tokens": gen.max_new_tokens,
+            "num_requests": len(requests),
+            "image_errors": stats.failed,
+            "generation": {**dataclasses.asdict(stats), "questions_per_s": round(stats.questions_per_s, 3)},
+            "predictions": {"path": str(path), "rows": len(answers)},
+        }
+        answers = {norm_id(k): v for k, v in answers.items()}
+        return self.finish(answers, out_dir, extra, {"path": str(path)})
+
+    def run(self, model: str | Path, out_dir: str | Path) -> dict[str, Any]:
+        """The Evaluator entry (`eval run NAME`, a recipe's `run.evals`): generate and score, quietly; with
+        `synthetic=N`, on N held-out synthetic images written in the benchmark's own format."""
+        if self.config.synthetic:
+            files = write_synthetic_benchmark(self.name, Path(out_dir) / "data", self.config.synthetic)
+            self.config = dataclasses.replace(self.config, **{k: str(v) for k, v in files.items()})
+            self._qset = None
+        return self.generate(model, out_dir, progress=False) or {}

@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import eval.vlm.benchmarks  # noqa: F401  (registers the built-in benchmarks)
-from eval.vlm.base import check_template, run_benchmark, score_predictions
-from eval.vlm.flags import OneLineParser, add_generation_args, generation_config, positive_int
+from eval.vlm.base import Benchmark, check_template
+from eval.vlm.flags import OneLineParser, add_config_args, add_generation_args, config_from_args
 from eval.vlm.registry import benchmarks
 from eval.vlm.suite import add_suite_command
+from pretrain.runtime.cli import check_out_dir
 from pretrain.runtime.results import format_table
 
 
-def _vlm_benchmark(args: argparse.Namespace, run: bool) -> Any:
-    return benchmarks()[args.bench].build(args, run)
+def _benchmark(args: argparse.Namespace, images: bool) -> Benchmark:
+    """The benchmark the flags name, its Config filled from them; `--out` checked to be a folder."""
+    check_out_dir(args.out, "metrics.json and predictions.jsonl")
+    cls = benchmarks()[args.bench]
+    return cls(config_from_args(cls.Config, args), images=images)
 
 
 def show(value: Any) -> Any:
@@ -49,8 +53,7 @@ def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
 
 def _cmd_vlm_run(args: argparse.Namespace) -> int:
     check_template(args.template)  # before the data is read
-    bench = _vlm_benchmark(args, run=True)
-    metrics = run_benchmark(bench, args.model, args.out, generation_config(args, bench), args.template)
+    metrics = _benchmark(args, images=True).generate(args.model, args.out, progress=not args.no_progress)
     if metrics is not None:
         _print_vlm_metrics(metrics)
         print(f"metrics: {args.out / 'metrics.json'}")
@@ -58,7 +61,7 @@ def _cmd_vlm_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_vlm_score(args: argparse.Namespace) -> int:
-    metrics = score_predictions(_vlm_benchmark(args, run=False), args.predictions, args.out)
+    metrics = _benchmark(args, images=False).score(args.predictions, args.out)
     _print_vlm_metrics(metrics)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
@@ -66,14 +69,12 @@ def _cmd_vlm_score(args: argparse.Namespace) -> int:
 
 def add_vlm_commands(sub: Any) -> None:
     """`<benchmark> run|score` for every registered VLM benchmark, and `suite`."""
-    for bench, spec in benchmarks().items():
-        parent = sub.add_parser(bench, help=spec.help)
+    for name, cls in benchmarks().items():
+        parent = sub.add_parser(name, help=cls.description)
         actions = parent.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
         run = actions.add_parser("run", help="answer every question with a LLaVA model dir, then score (resumable)")
-        spec.add_args(run)
-        add_generation_args(run, spec.max_new_tokens_help)
+        add_generation_args(run, cls.max_new_tokens_help)
         score = actions.add_parser("score", help="score answers of ours, of the LLaVA repo or of lmms-eval")
-        spec.add_args(score)
         score.add_argument(
             "--predictions",
             required=True,
@@ -82,10 +83,7 @@ def add_vlm_commands(sub: Any) -> None:
             "--log_samples output (*_samples_<task>.jsonl); the format is detected",
         )
         for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
+            add_config_args(p, cls.Config)
             p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
-            p.add_argument(
-                "--limit", type=positive_int, default=None,
-                help="a fixed subset of N questions: the same every run (seeded), stratified by category",
-            )  # fmt: skip
-            p.set_defaults(fn=fn, bench=bench)
-    add_suite_command(sub, OneLineParser)
+            p.set_defaults(fn=fn, bench=name)
+    add_suite_command(sub)

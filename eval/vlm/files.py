@@ -126,3 +126,14 @@ def first_file(folder: Path, *names: str) -> Path | None:
         if found:
             return found[0]
     return None
+
+
+def parquet_image(value: Any) -> bytes | None:
+    """The encoded bytes of a Hugging Face parquet image cell (a {bytes, path} struct or raw bytes), None if absent."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    return bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+
+
+def parquet_image_name(value: Any) -> str:
+    """The file name a parquet image cell records ("" when it records none)."""
+    return str(value.get("path") or "") if isinstance(value, dict) else ""

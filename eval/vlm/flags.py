@@ -1,11 +1,14 @@
-"""The flags every VLM command shares (answering with a LLaVA directory) and the parser whose mistakes are one line."""
+"""Flags of the VLM commands: a benchmark's `Config` fields as flags (one per field, its `help` metadata as help), the
+flags of answering with a LLaVA directory, and the parser whose mistakes are one line."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+import types
+import typing
+from typing import Any, Literal
 
-from eval.vlm.generation import GenerationConfig
 from pretrain.runtime.cli import hide_aliases
 from pretrain.runtime.errors import UserError
 
@@ -30,18 +33,6 @@ def positive_int(text: str) -> int:
     return value
 
 
-def generation_config(args: argparse.Namespace, bench: Any) -> Any:
-    """The `GenerationConfig` of `add_generation_args` flags (the benchmark's own max_new_tokens by default)."""
-    return GenerationConfig(
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
-        device=args.device,
-        dtype=args.precision,
-        backend=args.backend,
-        progress=not args.no_progress,
-    )
-
-
 def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) -> None:
     """The flags of answering with a LLaVA directory (a benchmark's `run` and `suite`)."""
     run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
@@ -58,3 +49,41 @@ def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) 
         "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _flag_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
+    """argparse keyword arguments for a Config field of type `hint` (str, int, bool, Literal, list[str], X | None)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    kwargs: dict[str, Any] = {"help": f.metadata.get("help")}
+    if hint is bool:
+        return {**kwargs, "action": "store_true"}
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    kwargs["default"] = default
+    if typing.get_origin(hint) is Literal:
+        return {**kwargs, "choices": list(typing.get_args(hint))}
+    if typing.get_origin(hint) is list:
+        return {**kwargs, "nargs": "+", "choices": f.metadata.get("choices")}
+    if hint is int:
+        return {**kwargs, "type": positive_int if f.name == "limit" else int}
+    return {**kwargs, "choices": f.metadata.get("choices")}
+
+
+def add_config_args(parser: argparse.ArgumentParser, config: type) -> None:
+    """One flag per field of the dataclass `config` (`--image-root` for image_root), except the generation
+    settings (`add_generation_args`) and settings with `cli: False`."""
+    hints = typing.get_type_hints(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("generation") or f.metadata.get("cli") is False:
+            continue
+        kwargs = {k: v for k, v in _flag_kwargs(f, hints[f.name]).items() if v is not None or k == "default"}
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+
+
+def config_from_args(config: type, args: argparse.Namespace) -> Any:
+    """The dataclass `config` filled from parsed flags (fields without a flag keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+    if values.get("max_new_tokens") == 0:
+        values["max_new_tokens"] = None
+    return config(**values)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 QuestionId = int | str
+LETTERS = "ABCDE"  # multiple-choice option letters
+CIRCULAR_OFFSET = 1_000_000  # MMBench's circular copy k of question i has id i + k * CIRCULAR_OFFSET
 
 
 def norm_id(value: Any) -> QuestionId:

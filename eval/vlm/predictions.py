@@ -33,12 +33,12 @@ def _prediction_row(entry: Any) -> dict[str, Any] | None:
 
 
 def keep_row(rows: dict[QuestionId, dict[str, Any]], row: dict[str, Any]) -> bool:
-    """The one duplicate rule: the first row of an id wins, except that an image-error row gives way to an answer."""
+    """The one duplicate rule, the official scripts' (they build a dict): the last row of an id wins, except that an
+    image-error row never replaces an answer. True when the id is new."""
     old = rows.get(row["question_id"])
-    if old is None or ("error" in old and "error" not in row):
+    if old is None or "error" in old or "error" not in row:
         rows[row["question_id"]] = row
-        return old is None
-    return False
+    return old is None
 
 
 def _entries(path: Path) -> tuple[list[Any], int]:
@@ -56,19 +56,19 @@ def _entries(path: Path) -> tuple[list[Any], int]:
 def read_predictions(path: str | Path) -> tuple[dict[QuestionId, dict[str, Any]], dict[str, Any]]:
     """Rows by normalised question id from a JSONL file or a JSON list, and counts ({} when the file is absent).
 
-    Rows need `question_id` and `answer` (or LLaVA's `text`); the first row of an id wins (a resumed run never
-    re-appends an answered id) except that an `"error"` row (its image failed) gives way to a later answer.
+    Rows need `question_id` and `answer` (or LLaVA's `text`); the last row of an id wins (a resumed run never
+    re-appends an answered id) except that an `"error"` row (its image failed) never replaces an answer.
     """
     path = Path(path)
     entries, bad = _entries(path) if path.is_file() else ([], 0)
     rows: dict[QuestionId, dict[str, Any]] = {}
-    stats = {"path": str(path), "rows": len(entries) + bad, "malformed_rows": bad, "duplicates": 0}
+    stats = {"path": str(path), "rows": len(entries) + bad, "malformed_rows": bad, "duplicate_ids": 0}
     for entry in entries:
         row = _prediction_row(entry)
         if row is None:
             stats["malformed_rows"] += 1
         elif not keep_row(rows, row):
-            stats["duplicates"] += 1
+            stats["duplicate_ids"] += 1
     stats["image_errors"] = sum("error" in row for row in rows.values())
     if stats["malformed_rows"]:
         log.warning("%s: ignored %d unreadable line(s)", path, stats["malformed_rows"])

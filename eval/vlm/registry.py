@@ -1,52 +1,50 @@
-"""One registry of VLM benchmarks: each one's files, CLI flags, builder, suite layout and published numbers.
+"""The VLM benchmarks: the `Benchmark`s of the runtime's one evaluator registry, and the named suites.
 
-A benchmark module (eval/vlm/benchmarks/gqa.py, pope.py, ...) holds its reader, prompt and official metric, and
-registers a `BenchmarkSpec` at import; `superclass eval <name> run|score`, `eval run NAME` and `superclass eval
-suite` are built from the registry (`eval.vlm.benchmarks` imports the built-in modules).
-
-`suite_args(folder)` maps the benchmark's folder under the suite's `--data-root` (README: "VLM benchmark suite")
-to the values its flags would take, or None when the files are not there (the suite reports it as missing).
+A benchmark registers itself with `pretrain.runtime.evaluators.register` when its module is imported (the built-in
+ones: every module in `eval/vlm/benchmarks/`, imported by that package). `superclass eval <name> run|score`,
+`eval run NAME key=value` and `superclass eval suite` all read this one registry.
 """
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from eval.vlm.base import Benchmark
+from pretrain.runtime.evaluators import evaluators
 
-from eval.vlm.base import VLMBenchmark
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """What the CLI and the suite need to know about one benchmark."""
-
-    name: str
-    help: str  # one line for `superclass eval --help`
-    add_args: Callable[[argparse.ArgumentParser], None]  # data flags, the same for run and score
-    build: Callable[[argparse.Namespace, bool], VLMBenchmark]  # (parsed flags, for run: images needed)
-    max_new_tokens_help: str
-    suite_args: Callable[[Path], dict[str, Any] | None]  # flag values from the files under ROOT/<folder>
-    folder: str  # its folder under the suite's --data-root
-    files: str  # where the files come from (README table)
-    headline: str = "accuracy"  # the metrics.json key the suite table reports
-    published: dict[str, float] = field(default_factory=dict)  # {"superclass_table11": .., "llava15_7b": ..}
-
-
-REGISTRY: dict[str, BenchmarkSpec] = {}
-SUITES: dict[str, tuple[str, ...]] = {}
+# Suites: the SuperClass paper's Table 11 order (VQAv2, GQA, VizWiz, ScienceQA, POPE, MMMU, TextVQA, MMBench) then
+# LLaVA-1.5's MME and SEED-Bench; and the newer LLaVA-family tables' document and chart benchmarks (LLaVA-NeXT,
+# Cambrian, OpenVision). A registered benchmark joins more suites through its `suites` attribute.
+SUITES: dict[str, tuple[str, ...]] = {
+    "llava15": ("vqav2", "gqa", "vizwiz", "scienceqa", "pope", "mmmu", "textvqa", "mmbench", "mme", "seedbench"),
+    "llava_next": (
+        "chartqa",
+        "docvqa",
+        "ai2d",
+        "ocrbench",
+        "textvqa",
+        "vqav2",
+        "gqa",
+        "mmbench",
+        "mme",
+        "mmmu",
+        "pope",
+        "scienceqa",
+        "seedbench",
+    ),  # fmt: skip
+}
 
 
-def register(spec: BenchmarkSpec) -> BenchmarkSpec:
-    """Add `spec` to the registry (a module does this once, at import)."""
-    if spec.name in REGISTRY:
-        raise ValueError(f"benchmark {spec.name!r} registered twice")
-    REGISTRY[spec.name] = spec
-    return spec
+def benchmarks() -> dict[str, type[Benchmark]]:
+    """Every registered benchmark by name."""
+    return {name: cls for name, cls in evaluators().items() if isinstance(cls, type) and issubclass(cls, Benchmark)}
 
 
-def benchmarks() -> dict[str, BenchmarkSpec]:
-    """Every registered benchmark (the built-in ones register when `eval.vlm.benchmarks` is imported)."""
-    return REGISTRY
+def suite_names() -> list[str]:
+    """The named suites, and any a registered benchmark names."""
+    return sorted(set(SUITES) | {s for cls in benchmarks().values() for s in cls.suites})
+
+
+def suite_members(suite: str) -> list[str]:
+    """The benchmarks of `suite` in its order, then the registered ones that name it in their `suites`."""
+    known = benchmarks()
+    names = [name for name in SUITES.get(suite, ()) if name in known]
+    return names + [name for name, cls in known.items() if suite in cls.suites and name not in names]

@@ -25,8 +25,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from eval.vlm.benchmarks.mmbench import CIRCULAR_OFFSET, LETTERS
+from eval.vlm.ids import CIRCULAR_OFFSET, LETTERS
 from pretrain.data.synthetic import make_sample
+from pretrain.runtime.errors import ConfigError
 from vlm.synthetic import (
     HINT,
     HINT_RATE,
@@ -265,6 +266,9 @@ SYNTHETIC_SEEDS = {"vqav2": 101, "mmbench": 102, "pope": 103, "scienceqa": 104, 
 
 def write_synthetic_benchmark(name: str, root: str | Path, num_images: int, image_size: int = 40) -> dict[str, Path]:
     """The held-out synthetic set of benchmark `name` under `root`, as {its flag's dest: path} (e.g. questions)."""
+    if name not in SYNTHETIC_SEEDS:
+        known = ", ".join(SYNTHETIC_SEEDS)
+        raise ConfigError(f"{name}.synthetic: {name} has no synthetic set (those with one: {known})")
     root, seed = Path(root), SYNTHETIC_SEEDS[name]
     if name == "vqav2":
         return write_synthetic_vqav2(root, num_images, seed, image_size)

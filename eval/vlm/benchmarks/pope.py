@@ -1,66 +1,55 @@
-"""POPE (object hallucination on COCO): the adversarial, popular and random splits, as POPE's authors distribute
-them, asked with LLaVA-1.5's prompt and read with POPE's own yes/no rule.
+"""POPE (object hallucination on COCO): the adversarial, popular and random splits as POPE's authors distribute them,
+asked with LLaVA-1.5's prompt and read with POPE's own yes/no rule.
 
 usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--llava-questions pope/llava_pope_test.jsonl]
            --image-root pope/val2014 --out OUT [--splits adversarial popular random] [--prompt lmms_eval]
-       superclass eval pope run --model DIR --parquet POPE/data --out OUT [--split test]
+       superclass eval pope run --model DIR --parquet POPE/data --out OUT [--split test] [--rule lmms_eval]
 
-Files. POPE's labels are `coco_pope_{split}.json` (github.com/AoiDragon/POPE, output/coco): JSON lines
-`{"question_id", "image", "text", "label": "yes"|"no"}`, images COCO val2014 by file name. LLaVA-1.5 scored the
-files of POPE commit e3e3926 (its docs/Evaluation.md links that tree: 3000 + 3000 + 2910 questions); POPE's later
-random split is a different sample of 3000. LLaVA's `llava_pope_test.jsonl` (eval.zip) asks the same questions:
-`{"question_id", "image", "text", "category": split}`, text = question + "\nAnswer the question using a single
-word or phrase.", ids `split offset + POPE's question_id` (adversarial 1.., random 10000001.., popular 20000001..).
-Its rows take their labels by (split, image, question): LLaVA's eval_pope.py pairs them by position within a
-split, which is the same pairing when the files agree and a silent mismatch when they do not; here a row without
-a label is counted `unannotated` and left out. Without the JSONL the POPE files are the question set and take
-LLaVA's ids, so answers of either run (and LLaVA's own answer files) score against either layout.
-`--parquet`: lmms-lab's POPE (lmms-eval's pope task; a file or a folder of `<split>-*.parquet` shards, `--split`
-picking a folder's; needs pyarrow). Columns per lmms_eval/tasks/pope/utils.py (doc["question_id"], doc["question"],
-doc["answer"], doc["image"] as a {bytes, path} struct); a row's POPE split is its `category` column (the default
-config's `test` split holds all three) or else its shard's split name (config `Full`: adversarial, popular,
-random). Ids are LLaVA's (split offset + the row's question_id), so answers score against either layout; the row's
-position is lmms-eval's doc_id (`QuestionIndex.doc_rows`).
+Files. `coco_pope_{split}.json` (github.com/AoiDragon/POPE, output/coco): JSON lines `{"question_id", "image",
+"text", "label": "yes"|"no"}`, images COCO val2014. LLaVA-1.5 scored POPE commit e3e3926 (3000 + 3000 + 2910
+questions). LLaVA's `llava_pope_test.jsonl` asks the same questions, `{"question_id", "image", "text", "category"}`,
+ids `split offset + POPE's question_id` (adversarial 1.., random 10000001.., popular 20000001..); its rows take
+their labels by (split, image, question) (LLaVA's eval_pope.py pairs by position: the same pairing when the files
+agree, a silent mismatch when not); a row without a label is counted `unannotated`. Without the JSONL, POPE's files
+are the questions and take LLaVA's ids. `--parquet`: lmms-lab's POPE (columns per lmms_eval/tasks/pope/utils.py;
+a row's split is its `category` or else its shard's name); the row position is lmms-eval's doc_id. lmms-eval's
+own `question_id` restarts in each split, so its samples are scored only with `--parquet`.
 
-Prompt: `llava` (default): LLaVA's JSONL text verbatim, else question + "\n" + SHORT_ANSWER_PROMPT, the layout of
-LLaVA's scripts/v1_5/eval/pope.sh (model_vqa_loader, vicuna_v1); `lmms_eval`: lmms-eval's pope task
-(lmms_eval/tasks/pope/utils.py pope_doc_to_text: question.strip() + post_prompt, the same instruction).
+Prompt: `llava`: LLaVA's JSONL text verbatim, else question + "\n" + SHORT_ANSWER_PROMPT (scripts/v1_5/eval/pope.sh);
+`lmms_eval`: question.strip() + the same instruction (pope_doc_to_text).
 
-Metric (POPE's evaluate.py, github.com/AoiDragon/POPE; LLaVA's llava/eval/eval_pope.py is the same code per
-split): an answer is "no" when its first sentence (text before the first "."), commas removed and split on spaces,
-has the word "No", "not" or "no", else "yes"; per split accuracy, precision, recall, F1 of "yes" and the ratio of
-"yes" answers, all in percent here. LLaVA-1.5 reports the F1 averaged over the three splits: `f1_mean`, the
-headline; `accuracy` pools every question. A question without a prediction counts as answered wrongly (a false
-negative or false positive), as every benchmark here counts it wrong; a zero denominator gives 0 (lmms-eval's
-pope_aggregate_* rule; POPE's script divides by zero).
+Rules. `official` (POPE's evaluate.py = LLaVA's eval_pope.py per split): "no" when the first sentence, commas
+removed and split on spaces, has the word "No", "not" or "no", else "yes"; per split accuracy, precision, recall,
+F1 of "yes" and the ratio of "yes" answers, in percent; the headline `f1_mean` is LLaVA-1.5's (F1 averaged over
+splits); `accuracy` pools every question. A missing prediction is a wrong answer; a zero denominator gives 0.
+`lmms_eval` (pope_process_results / pope_aggregate_*): the answer lower-cased and stripped must equal "yes" or "no"
+exactly; anything else is wrong and counts in neither precision nor recall; lmms-eval pools all rows, and its
+yes_ratio is the ground truth's: `lmms_eval_pooled` holds those five numbers as lmms-eval prints them.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from eval.vlm.answers import QuestionIndex
-from eval.vlm.base import PromptItem, VLMBenchmark
-from eval.vlm.files import parquet_rows
+from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
+from eval.vlm.files import ImageFinder, parquet_image, parquet_image_name, parquet_rows
 from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.registry import BenchmarkSpec, register
+from eval.vlm.scoring.common import percent
 from eval.vlm.subset import fixed_subset
-from pretrain.data.shards import open_rgb  # the shared decoder (16-bit images scaled, not clipped)
+from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import DataError, UserError
+from pretrain.runtime.evaluators import register
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 SPLITS = ("adversarial", "popular", "random")
-# LLaVA's llava_pope_test.jsonl numbers a split's questions from these offsets (checked on its file: adversarial
-# 1-3000, random 10000001-10002910, popular 20000001-20003000, each POPE's question_id).
+# LLaVA's llava_pope_test.jsonl numbers a split's questions from these offsets (adversarial 1-3000, random
+# 10000001-10002910, popular 20000001-20003000, each POPE's question_id).
 LLAVA_ID_OFFSET = {"adversarial": 0, "random": 10_000_000, "popular": 20_000_000}
-POPE_PROMPTS = ("llava", "lmms_eval")
 LABEL_KEYS = ("question_id", "image", "text", "label")
 LLAVA_KEYS = ("question_id", "image", "text", "category")
 PARQUET_COLUMNS = ("question_id", "question", "answer", "image")  # lmms_eval/tasks/pope/utils.py reads these
@@ -68,60 +57,51 @@ ANSWER_RULE = (
     "POPE evaluate.py / LLaVA eval_pope.py: first sentence (before the first '.'), commas removed, split on ' '; "
     "'No', 'not' or 'no' among the words -> no, else yes"
 )
+LMMS_RULE = "lmms-eval pope_process_results: answer.lower().strip() must equal yes or no; else wrong"
 
 
 @dataclass
 class PopeItem:
-    """One question: its id, split, COCO image name (and file or parquet bytes once found), question, label and
-    LLaVA's text."""
+    """One question: LLaVA's id, its split, COCO image name, question, label, image (file or bytes) and LLaVA's text."""
 
-    question_id: QuestionId
+    id: QuestionId
     split: str
-    image: str
+    image_name: str
     question: str
     label: str
-    path: Path | bytes | None = None
+    image: Path | bytes | None = None
     llava_text: str | None = None  # LLaVA's JSONL `text`, the `llava` prompt verbatim
 
     def load_image(self) -> Any:
-        if self.path is None:
-            raise DataError(f"POPE question {self.question_id}: image {self.image} not found")
-        return open_rgb(self.path)
+        if self.image is None:
+            raise DataError(f"POPE question {self.id}: image {self.image_name} not found")
+        return open_rgb(self.image)
 
 
-@dataclass
-class PopeSet:
-    """The questions of the chosen splits, where they came from, and what was skipped (`counts`)."""
-
-    source: str
-    items: list[PopeItem]
-    splits: tuple[str, ...]
-    counts: dict[str, int]
-    format: str  # "pope" (POPE's files are the question set) | "llava_jsonl" | "parquet"
-    doc_rows: list[QuestionId | None] | None = None  # parquet: each row's id (lmms-eval's doc_id), None if skipped
+def _int_id(value: Any) -> int | None:
+    """POPE's question_id as an int under the next split's offset, or None."""
+    try:
+        qid = norm_id(value)
+    except ValueError:
+        return None
+    return qid if isinstance(qid, int) and 0 <= qid < 10_000_000 else None
 
 
 def read_labels(path: Path, split: str, counts: dict[str, int]) -> list[PopeItem]:
-    """The questions of one `coco_pope_{split}.json`, with LLaVA's ids; malformed and duplicate rows counted."""
+    """The questions of one `coco_pope_{split}.json` with LLaVA's ids; a torn or malformed line is a DataError
+    naming the file and line (a file broken in part is refused, never scored); duplicates counted."""
     rows, bad = read_jsonl_file(path, LABEL_KEYS, "POPE's JSON lines {question_id, image, text, label: yes|no}")
-    counts["malformed_labels"] += bad
+    if bad:
+        raise DataError(f"{path}: {bad} unreadable line(s) (cut or not JSON); re-download POPE's output/coco files")
     items, seen = [], set()
-    for row in rows:
-        qid, image, text, label = (row.get(k) for k in LABEL_KEYS)
-        try:
-            qid = norm_id(qid)
-        except ValueError:
-            qid = None
-        if not isinstance(qid, int) or not 0 <= qid < 10_000_000:  # an int under the next split's offset
-            qid = None
+    for line, row in enumerate(rows, 1):
+        qid, image, text, label = _int_id(row.get("question_id")), row.get("image"), row.get("text"), row.get("label")
         if qid is None or not isinstance(image, str) or not isinstance(text, str) or label not in ("yes", "no"):
-            counts["malformed_labels"] += 1
-            continue
-        if qid in seen:
-            counts["duplicate_questions"] += 1
-            continue
-        seen.add(qid)
-        items.append(PopeItem(LLAVA_ID_OFFSET[split] + qid, split, image, text, label))
+            raise DataError(f"{path}: line {line} is not {{question_id, image, text, label: yes|no}}: {row}")
+        counts["duplicate_questions"] += qid in seen
+        if qid not in seen:
+            seen.add(qid)
+            items.append(PopeItem(LLAVA_ID_OFFSET[split] + qid, split, image, text, label))
     return items
 
 
@@ -132,308 +112,231 @@ def _from_llava(path: Path, labels: dict[str, list[PopeItem]], counts: dict[str,
     pending: dict[tuple[str, str, str], list[PopeItem]] = {}
     for split, items in labels.items():
         for item in items:
-            pending.setdefault((split, item.image, item.question), []).append(item)
-    suffix = "\n" + SHORT_ANSWER_PROMPT
-    out, seen = [], set()
+            pending.setdefault((split, item.image_name, item.question), []).append(item)
+    suffix, out, seen = "\n" + SHORT_ANSWER_PROMPT, [], set()
     for row in rows:
         image, text, split = row.get("image"), row.get("text"), row.get("category")
         try:
             qid = norm_id(row.get("question_id"))
         except ValueError:
             qid = None
-        if qid is None or not isinstance(image, str) or not isinstance(text, str) or not isinstance(split, str):
+        if qid is None or not all(isinstance(v, str) for v in (image, text, split)):
             counts["malformed_questions"] += 1
-            continue
-        if split not in labels:
+        elif split not in labels:
             counts["other_splits"] += 1
-            continue
-        if qid in seen:
+        elif qid in seen:
             counts["duplicate_questions"] += 1
-            continue
-        seen.add(qid)
-        question = text[: -len(suffix)] if text.endswith(suffix) else text
-        matches = pending.get((split, image, question))
-        if not matches:
-            counts["unannotated"] += 1
-            continue
-        label = matches.pop(0)
-        out.append(PopeItem(qid, split, image, question, label.label, llava_text=text))
+        else:
+            seen.add(qid)
+            question = text[: -len(suffix)] if text.endswith(suffix) else text
+            matches = pending.get((split, image, question))
+            counts["unannotated"] += not matches
+            if matches:
+                out.append(PopeItem(qid, split, image, question, matches.pop(0).label, llava_text=text))
     return out
 
 
-def _find_images(items: list[PopeItem], image_root: Path, counts: dict[str, int]) -> None:
-    """Each item's file under `image_root` or `image_root/val2014` (each folder listed once)."""
-    if not image_root.is_dir():
-        raise DataError(f"{image_root}: image root is not a directory (expected COCO val2014 images)")
-    folders = [image_root, image_root / "val2014"]
-    listings = {d: set(os.listdir(d)) if d.is_dir() else set() for d in folders}
-    for item in items:
-        item.path = next((d / item.image for d in folders if item.image in listings[d]), None)
-        counts["missing_images"] += item.path is None
-
-
-def load_pope(
-    annotation_dir: str | Path,
-    questions: str | Path | None = None,
-    image_root: str | Path | None = None,
-    splits: Sequence[str] = SPLITS,
-    limit: int | None = None,
-) -> PopeSet:
+def load_pope(annotation_dir: str | Path, questions: str | Path | None = None, image_root: str | Path | None = None,
+              splits: Sequence[str] = SPLITS, limit: int | None = None) -> QuestionSet:  # fmt: skip
     """POPE's `coco_pope_{split}.json` files in `annotation_dir` (and LLaVA's question JSONL when given); images
     are looked up only when `image_root` is given; `limit` keeps a fixed subset stratified by split."""
     folder = Path(annotation_dir)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder (expected POPE's coco folder with coco_pope_{{split}}.json)")
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
-        raise UserError(f"POPE splits {list(splits)}: expected some of {list(SPLITS)}")
-    counts = dict.fromkeys(("malformed_labels", "malformed_questions", "duplicate_questions", "unannotated"), 0)
-    counts.update(other_splits=0, missing_images=0)
+    counts = dict.fromkeys(("malformed_questions", "duplicate_questions", "unannotated", "other_splits"), 0)
+    counts["missing_images"] = 0
     labels = {s: read_labels(folder / f"coco_pope_{s}.json", s, counts) for s in dict.fromkeys(splits)}
-    if questions is None:
-        items = [item for split_items in labels.values() for item in split_items]
-    else:
+    items = [i for split_items in labels.values() for i in split_items]
+    if questions is not None:
         items = _from_llava(Path(questions), labels, counts)
     if not items:
-        raise DataError(
-            f"{questions or folder}: no question with a label in {folder} for splits {list(labels)} "
-            "(LLaVA-1.5 used POPE's files of commit e3e3926)"
-        )
-    if counts["unannotated"]:  # another version of POPE's files: say so, LLaVA's positional pairing would not
-        print(
-            f"warning: {questions}: {counts['unannotated']} questions have no label in {folder} (left out; "
-            "LLaVA-1.5 used POPE's files of commit e3e3926)",
-            file=sys.stderr,
-        )
+        raise DataError(f"{questions or folder}: no question with a label in {folder} for splits {list(labels)}")
     items = fixed_subset(items, limit, key=lambda item: item.split)
     if image_root is not None:
-        _find_images(items, Path(image_root), counts)
+        finder = ImageFinder(image_root, [".", "val2014"])
+        for item in items:
+            item.image = finder.find([item.image_name])
+            counts["missing_images"] += item.image is None
     source = f"{folder}" + (f" + {questions}" if questions is not None else "")
-    return PopeSet(source, items, tuple(labels), counts, "pope" if questions is None else "llava_jsonl")
+    return QuestionSet(source, items, counts, "+".join(labels), "pope" if questions is None else "llava_jsonl")
 
 
 def _parquet_item(row: dict[str, Any], split: str) -> PopeItem | None:
     """An lmms-lab row as a PopeItem with LLaVA's id, or None when malformed."""
-    try:
-        qid = norm_id(row.get("question_id"))
-    except ValueError:
-        return None
-    question, answer, image = row.get("question"), row.get("answer"), row.get("image")
+    qid, question, answer = _int_id(row.get("question_id")), row.get("question"), row.get("answer")
     label = answer.lower().strip() if isinstance(answer, str) else None  # pope_process_results' reading
-    if not isinstance(qid, int) or not 0 <= qid < 10_000_000 or not isinstance(question, str):
+    if qid is None or not isinstance(question, str) or label not in ("yes", "no"):
         return None
-    if label not in ("yes", "no"):
-        return None
-    data = image.get("bytes") if isinstance(image, dict) else image
-    name = row.get("image_source") or (image.get("path") if isinstance(image, dict) else None) or ""
-    data = bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
-    return PopeItem(LLAVA_ID_OFFSET[split] + qid, split, str(name), question, label, data)
+    name = row.get("image_source") or parquet_image_name(row.get("image"))
+    return PopeItem(LLAVA_ID_OFFSET[split] + qid, split, name, question, label, parquet_image(row.get("image")))
 
 
-def load_pope_parquet(
-    path: str | Path, splits: Sequence[str] = SPLITS, limit: int | None = None, split: str | None = None
-) -> PopeSet:
+def load_pope_parquet(path: str | Path, splits: Sequence[str] = SPLITS, limit: int | None = None,
+                      split: str | None = None) -> QuestionSet:  # fmt: skip
     """lmms-lab's POPE parquet (a file, or a folder of `{split}-*.parquet` shards, `split` choosing them); rows of
     other POPE splits are left out; `limit` keeps a fixed subset stratified by split."""
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown or not splits:
-        raise UserError(f"POPE splits {list(splits)}: expected some of {list(SPLITS)}")
     rows, shard_split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's POPE parquet")
     counts = dict.fromkeys(("malformed_questions", "duplicate_questions", "other_splits", "missing_images"), 0)
-    items: list[PopeItem] = []
-    doc_rows: list[QuestionId | None] = []
-    seen: set[QuestionId] = set()
+    items, doc_rows, seen = [], [], set()
     for row in rows:
-        if "category" not in row and shard_split not in SPLITS:
-            raise DataError(
-                f"{path}: no 'category' column and the split '{shard_split}' is not a POPE split (expected lmms-lab's "
-                f"POPE: a category column, or shards named after one of {list(SPLITS)})"
-            )
         pope_split = row.get("category", shard_split)
+        if "category" not in row and shard_split not in SPLITS:
+            expected = f"lmms-lab's POPE: a category column, or shards named after one of {list(SPLITS)}"
+            raise DataError(
+                f"{path}: no 'category' column and the split '{shard_split}' is not a POPE split ({expected})"
+            )
         item = _parquet_item(row, pope_split) if pope_split in SPLITS else None
-        skip = item is None or item.question_id in seen or pope_split not in splits
         counts["malformed_questions"] += item is None
-        counts["duplicate_questions"] += item is not None and item.question_id in seen
+        counts["duplicate_questions"] += item is not None and item.id in seen
         counts["other_splits"] += item is not None and pope_split not in splits
-        doc_rows.append(None if skip else item.question_id)
-        if skip:
-            continue
-        seen.add(item.question_id)
-        items.append(item)
+        keep = item is not None and item.id not in seen and pope_split in splits
+        doc_rows.append(item.id if keep else None)
+        if keep:
+            seen.add(item.id)
+            items.append(item)
     if not items:
         raise DataError(f"{path}: no well-formed POPE question of the splits {list(splits)}")
     items = fixed_subset(items, limit, key=lambda item: item.split)
-    counts["missing_images"] = sum(item.path is None for item in items)
-    chosen = tuple(s for s in dict.fromkeys(splits) if any(item.split == s for item in items))
-    return PopeSet(str(path), items, chosen, counts, "parquet", doc_rows)
+    counts["missing_images"] = sum(item.image is None for item in items)
+    chosen = [s for s in dict.fromkeys(splits) if any(item.split == s for item in items)]
+    return QuestionSet(str(path), items, counts, "+".join(chosen), "parquet", doc_rows)
 
 
-def pope_answer(text: str) -> str:
-    """A free-text answer read as yes or no by POPE's rule (evaluate.py; LLaVA's eval_pope.py)."""
-    if "." in text:  # only the first sentence
-        text = text.split(".")[0]
-    words = text.replace(",", "").split(" ")
+def pope_answer(text: str, rule: str = "official") -> str:
+    """A free-text answer read as yes or no by POPE's rule; lmms-eval's: exactly yes or no, else "other"."""
+    if rule == "lmms_eval":
+        said = text.lower().strip()
+        return said if said in ("yes", "no") else "other"
+    words = text.split(".")[0].replace(",", "").split(" ")  # only the first sentence
     return "no" if "No" in words or "not" in words or "no" in words else "yes"
 
 
-def binary_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 (of "yes") and the ratio of "yes" answers, as fractions; 0 for 0/0."""
-    n = tp + fp + tn + fn
+def binary_metrics(tp: int, fp: int, tn: int, fn: int, n: int | None = None) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 (of "yes") and the ratio of "yes" answers, as fractions; 0 for 0/0. `n`:
+    the questions when some answers were neither yes nor no (lmms-eval's rule)."""
+    n = tp + fp + tn + fn if n is None else n
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    yes = (tp + fp) / n if n else 0.0
     return {
         "accuracy": (tp + tn) / n if n else 0.0,
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "yes_ratio": (tp + fp) / n if n else 0.0,
+        "yes_ratio": yes,
     }
 
 
-def _percent(value: float) -> float:
-    return round(100.0 * value, 2)
-
-
-def score_pope(pset: PopeSet, predictions: Mapping[QuestionId, str]) -> dict[str, Any]:
-    """Per split confusion counts and metrics (percent), the mean F1 over the splits and the pooled accuracy."""
-    confusion = {s: {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "missing": 0} for s in pset.splits}
-    for item in pset.items:
-        pred = predictions.get(item.question_id)
-        c = confusion[item.split]
+def _confusion(items: Sequence[PopeItem], predictions: Mapping[QuestionId, str], rule: str) -> dict[str, int]:
+    """tp/fp/tn/fn of "yes", missing predictions and `n`, every question (lmms-eval's "other" answers: in n only)."""
+    c = {"tp": 0, "fp": 0, "tn": 0, "fn": 0, "missing": 0, "n": len(items)}
+    for item in items:
+        pred = predictions.get(item.id)
         c["missing"] += pred is None
-        said = pope_answer(pred) if pred is not None else ("no" if item.label == "yes" else "yes")  # missing: wrong
-        c[("t" if said == item.label else "f") + ("p" if said == "yes" else "n")] += 1
+        wrong = "no" if item.label == "yes" else "yes"
+        said = pope_answer(pred, rule) if pred is not None else (wrong if rule == "official" else "other")
+        if said != "other":
+            c[("t" if said == item.label else "f") + ("p" if said == "yes" else "n")] += 1
+    return c
+
+
+def score_pope(items: Sequence[PopeItem], predictions: Mapping[QuestionId, str], splits: Sequence[str] = SPLITS,
+               rule: str = "official") -> dict[str, Any]:  # fmt: skip
+    """Per split confusion counts and metrics (percent), the mean F1 over the splits and the pooled accuracy."""
     per_split, f1s = {}, []
-    for split, c in confusion.items():
-        n = c["tp"] + c["fp"] + c["tn"] + c["fn"]
-        if not n:
-            continue
-        m = binary_metrics(c["tp"], c["fp"], c["tn"], c["fn"])
-        f1s.append(m["f1"])
-        per_split[split] = {**{k: _percent(v) for k, v in m.items()}, "questions": n, **c}
-    right = sum(c["tp"] + c["tn"] for c in confusion.values())
-    ids = {item.question_id for item in pset.items}
-    return {
-        "f1_mean": _percent(sum(f1s) / len(f1s)) if f1s else None,
-        "accuracy": _percent(right / len(pset.items)) if pset.items else None,
-        "num_questions": len(pset.items),
+    for split in dict.fromkeys(splits):
+        c = _confusion([item for item in items if item.split == split], predictions, rule)
+        if c["n"]:
+            m = binary_metrics(c["tp"], c["fp"], c["tn"], c["fn"], c["n"])
+            f1s.append(m["f1"])
+            counts = {k: v for k, v in c.items() if k != "n"}
+            per_split[split] = {**{k: percent(v, 1) for k, v in m.items()}, "questions": c["n"], **counts}
+    pooled = _confusion(items, predictions, rule)
+    ids = {item.id for item in items}
+    out = {
+        "f1_mean": percent(sum(f1s) / len(f1s), 1) if f1s else None,
+        "accuracy": percent((pooled["tp"] + pooled["tn"]) / len(items), 1) if items else None,
+        "num_questions": len(items),
         "per_split": per_split,
-        "missing_predictions": sum(c["missing"] for c in confusion.values()),
-        "answer_rule": ANSWER_RULE,
+        "missing_predictions": pooled["missing"],
+        "answer_rule": ANSWER_RULE if rule == "official" else LMMS_RULE,
         "unknown_predictions": sum(1 for q in predictions if q not in ids),
     }
+    if rule == "lmms_eval":  # lmms-eval's pope task: every row pooled, yes_ratio of the ground truth
+        m = binary_metrics(pooled["tp"], pooled["fp"], pooled["tn"], pooled["fn"], pooled["n"])
+        m["yes_ratio"] = sum(item.label == "yes" for item in items) / len(items) if items else 0.0
+        out["lmms_eval_pooled"] = {k: percent(v, 1) for k, v in m.items()}
+    return out
 
 
-def pope_prompt(item: PopeItem, layout: str = "llava") -> str:
-    """The question text as LLaVA-1.5's pope.sh (its JSONL text verbatim) or lmms-eval's pope task asks it."""
-    if layout == "llava":
-        return item.llava_text if item.llava_text is not None else f"{item.question}\n{SHORT_ANSWER_PROMPT}"
-    if layout == "lmms_eval":
-        return f"{item.question.strip()}\n{SHORT_ANSWER_PROMPT}"
-    raise UserError(f"unknown POPE prompt layout '{layout}' (expected one of {list(POPE_PROMPTS)})")
+@dataclass
+class PopeConfig(BenchConfig):
+    annotation_dir: str | None = field(default=None, metadata={"help": "POPE's coco folder: coco_pope_{split}.json"})
+    parquet: str | None = field(default=None, metadata={"help": "lmms-lab's POPE parquet file or folder instead"})
+    split: str | None = field(default=None, metadata={"help": "--parquet folder: the shards' file-name prefix"})
+    llava_questions: str | None = field(
+        default=None, metadata={"help": "LLaVA's llava_pope_test.jsonl (its ids and text, verbatim)"}
+    )
+    image_root: str | None = field(default=None, metadata={"help": "COCO val2014 image folder; needed by run"})
+    splits: list[str] = field(default_factory=lambda: list(SPLITS), metadata={"help": "default: all three"})
+    prompt: Literal["llava", "lmms_eval"] = field(default="llava", metadata={"help": "prompt layout"})
 
 
-class PopeBenchmark(VLMBenchmark):
+@register
+class Pope(Benchmark):
     """POPE: per-split accuracy/precision/recall/F1/yes-ratio from POPE's yes/no rule; headline the mean F1."""
 
     name = "pope"
+    description = "POPE: yes/no object hallucination (adversarial, popular, random); POPE's answer rule, mean F1"
+    Config = PopeConfig
+    headline = "f1_mean"
+    published = {"superclass_table11": 85.69, "llava15_7b": 85.9}
+    folder = "pope"
+    files = ("coco/coco_pope_{adversarial,popular,random}.json (github.com/AoiDragon/POPE @ e3e3926, output/coco) "
+             "+ val2014/ (COCO), and LLaVA's llava_pope_test.jsonl (eval.zip)")  # fmt: skip
+    rules = ("official", "lmms_eval")
+    max_new_tokens_help = (
+        "default: 16, ample for the single word asked for (LLaVA's model_vqa_loader and lmms-eval's pope allow 128)"
+    )
 
-    def __init__(self, pset: PopeSet, prompt: str = "llava") -> None:
-        if prompt not in POPE_PROMPTS:
-            raise UserError(f"unknown POPE prompt layout '{prompt}' (expected one of {list(POPE_PROMPTS)})")
-        self.pset, self.prompt = pset, prompt
+    def load(self) -> QuestionSet:
+        cfg = self.config
+        if not cfg.splits or any(s not in SPLITS for s in cfg.splits):
+            raise UserError(f"POPE splits {list(cfg.splits)}: expected some of {list(SPLITS)}")
+        if cfg.parquet is not None:
+            return load_pope_parquet(cfg.parquet, cfg.splits, cfg.limit, cfg.split)
+        if cfg.annotation_dir is None:
+            raise UserError("pope needs --annotation-dir (POPE's coco folder) or --parquet (lmms-lab's POPE)")
+        if self.images and cfg.image_root is None:
+            raise UserError("pope run needs --image-root (the COCO val2014 images) or --parquet")
+        return load_pope(cfg.annotation_dir, cfg.llava_questions, cfg.image_root, cfg.splits, cfg.limit)
 
-    def prompt_items(self) -> list[PromptItem]:
-        return [
-            PromptItem(item.question_id, pope_prompt(item, self.prompt), item.load_image)
-            for item in self.pset.items
-            if item.path is not None
-        ]
+    def prompt(self, item: PopeItem) -> str:
+        if self.config.prompt == "llava" and item.llava_text is not None:
+            return item.llava_text
+        question = item.question.strip() if self.config.prompt == "lmms_eval" else item.question
+        return f"{question}\n{SHORT_ANSWER_PROMPT}"
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "benchmark": self.name,
-            "split": "+".join(self.pset.splits),
-            "source": self.pset.source,
-            "prompt": self.prompt,
-            "question_format": self.pset.format,
-            "num_questions": len(self.pset.items),
-            "data_counts": dict(self.pset.counts),
-        }
-
-    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
-        return score_pope(self.pset, predictions)
-
-    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
-        return {}
+    def metrics(self, answers: Mapping[QuestionId, str]) -> dict[str, Any]:
+        return score_pope(self.questions, answers, self.config.splits, self.config.rule)
 
     def question_index(self) -> QuestionIndex:
-        return QuestionIndex([item.question_id for item in self.pset.items], self.pset.doc_rows)
+        qset = self.question_set
+        ambiguous = None if qset.doc_rows is not None else "POPE's question_id restarts in each split of lmms-lab's "
+        ambiguous = ambiguous and ambiguous + "parquet, so these ids are ambiguous: score them with --parquet"
+        return QuestionIndex([item.id for item in qset.items], qset.doc_rows, ambiguous_lmms_ids=ambiguous)
 
-
-# ----------------------------------------------------------------------------------------------- registry
-def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--annotation-dir",
-        type=Path,
-        help="POPE's coco folder: coco_pope_{adversarial,popular,random}.json (JSON lines with labels)",
-    )
-    p.add_argument(
-        "--parquet",
-        type=Path,
-        help="lmms-lab's POPE parquet file or folder instead (images inside; needs pyarrow)",
-    )
-    p.add_argument(
-        "--split",
-        help="--parquet folder: the file-name prefix of the shards to read (test; config Full: adversarial, ...)",
-    )
-    p.add_argument(
-        "--llava-questions",
-        type=Path,
-        help="LLaVA's llava_pope_test.jsonl (its ids and text, verbatim); without it POPE's files are the questions",
-    )
-    p.add_argument("--image-root", type=Path, help="COCO val2014 image folder; needed by run")
-    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="default: all three")
-    p.add_argument("--prompt", default="llava", choices=POPE_PROMPTS, help="prompt layout (default: llava)")
-
-
-def _build(args: argparse.Namespace, run: bool) -> PopeBenchmark:
-    if args.parquet is not None:
-        return PopeBenchmark(load_pope_parquet(args.parquet, args.splits, args.limit, args.split), args.prompt)
-    if args.annotation_dir is None:
-        raise UserError("pope needs --annotation-dir (POPE's coco folder) or --parquet (lmms-lab's POPE)")
-    if run and args.image_root is None:
-        raise UserError("pope run needs --image-root (the COCO val2014 images) or --parquet")
-    pset = load_pope(args.annotation_dir, args.llava_questions, args.image_root, args.splits, args.limit)
-    return PopeBenchmark(pset, args.prompt)
-
-
-def _suite(folder: Path) -> dict[str, Any] | None:
-    """LLaVA's playground/data/eval/pope (coco/, llava_pope_test.jsonl, val2014/) or POPE's files beside val2014/."""
-    names = [f"coco_pope_{s}.json" for s in SPLITS]
-    labels = next((d for d in (folder / "coco", folder / "output" / "coco", folder) if (d / names[0]).is_file()), None)
-    if labels is None or not all((labels / n).is_file() for n in names) or not (folder / "val2014").is_dir():
-        return None
-    values: dict[str, Any] = {"annotation_dir": labels, "image_root": folder / "val2014"}
-    if (folder / "llava_pope_test.jsonl").is_file():
-        values["llava_questions"] = folder / "llava_pope_test.jsonl"
-    return values
-
-
-SPEC = register(
-    BenchmarkSpec(
-        name="pope",
-        help="POPE: yes/no object hallucination (adversarial, popular, random); POPE's answer rule, mean F1",
-        add_args=_args,
-        build=_build,
-        max_new_tokens_help="default: 16, ample for the single word asked for (LLaVA's model_vqa_loader and "
-        "lmms-eval's pope allow 128; pass 128 to match them exactly)",
-        suite_args=_suite,
-        folder="pope",
-        files="coco/coco_pope_{adversarial,popular,random}.json (github.com/AoiDragon/POPE @ e3e3926, output/coco) "
-        "+ val2014/ (COCO), and LLaVA's llava_pope_test.jsonl (eval.zip)",
-        headline="f1_mean",
-        published={"superclass_table11": 85.69, "llava15_7b": 85.9},
-    )
-)
+    @classmethod
+    def suite_config(cls, folder: Path) -> dict[str, Any] | None:
+        """LLaVA's playground/data/eval/pope (coco/, llava_pope_test.jsonl, val2014/) or POPE's files beside val2014."""
+        names = [f"coco_pope_{s}.json" for s in SPLITS]
+        labels = next(
+            (d for d in (folder / "coco", folder / "output" / "coco", folder) if (d / names[0]).is_file()), None
+        )
+        if labels is None or not all((labels / n).is_file() for n in names) or not (folder / "val2014").is_dir():
+            return None
+        values: dict[str, Any] = {"annotation_dir": str(labels), "image_root": str(folder / "val2014")}
+        if (folder / "llava_pope_test.jsonl").is_file():
+            values["llava_questions"] = str(folder / "llava_pope_test.jsonl")
+        return values

@@ -7,29 +7,28 @@ usage: superclass eval textvqa run|score --data TextVQA_0.5.1_val.json --image-r
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from eval.vlm.answers import QuestionIndex
+from eval.vlm.base import QuestionSet
 from eval.vlm.benchmarks.vqa import (
     VQABenchmark,
+    VQAConfig,
     VQAItem,
-    VQASet,
-    add_vqa_args,
     field_list,
     llava_images,
     llava_item,
     llava_split,
-    load_parquet,
-    needs_images,
     textvqa_item,
 )
 from eval.vlm.files import ImageFinder, is_llava_questions, read_json, read_llava_questions
-from eval.vlm.registry import BenchmarkSpec, register
+from eval.vlm.ids import QuestionId
 from eval.vlm.subset import fixed_subset
-from eval.vlm.vqa_metric import NORMALIZATIONS
 from pretrain.runtime.errors import UserError
+from pretrain.runtime.evaluators import register
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 TEXTVQA_PROMPTS = ("llava", "lmms_eval")
@@ -40,7 +39,7 @@ def load_textvqa(
     image_root: str | Path | None = None,
     limit: int | None = None,
     annotations: str | Path | None = None,
-) -> VQASet:
+) -> QuestionSet:
     """The official TextVQA JSON (val with answers, test without; images `{root}/{image_id}.jpg`), or LLaVA's
     question JSONL (a `.jsonl` file) with the official JSON as `annotations`."""
     if is_llava_questions(data):
@@ -63,7 +62,7 @@ def load_textvqa(
             item.image = finder.find([f"{item.image_id}.jpg"])
             counts["missing_images"] += item.image is None
         items.append(item)
-    return VQASet("textvqa", split, str(data), items, counts)
+    return QuestionSet(str(data), items, counts, split)
 
 
 def load_llava_textvqa(
@@ -71,7 +70,7 @@ def load_llava_textvqa(
     annotations: str | Path | None = None,
     image_root: str | Path | None = None,
     limit: int | None = None,
-) -> VQASet:
+) -> QuestionSet:
     """LLaVA's TextVQA question JSONL, each line matched to the official JSON (`annotations`) by (image, question).
 
     A matched line takes the TextVQA question id and answers, so its predictions are those of a run on the official
@@ -105,14 +104,14 @@ def load_llava_textvqa(
             matches = pending.get((str(item.image_id), item.question.lower()))
             if matches:  # a repeated (image, question) takes the next official question of that pair
                 ann = matches.pop(0)
-                item.question_id, item.answers = ann.question_id, ann.answers
+                item.id, item.answers = ann.id, ann.answers
             else:
                 counts["unannotated"] += 1
-                item.question_id = f"{raw}#{line}"
+                item.id = f"{raw}#{line}"
         found.append((row["image"], item))
     finder = ImageFinder(image_root, [".", "train_images", "test_images"])
     source = str(path) + (f" + {annotations}" if annotations else "")
-    return VQASet("textvqa", split, source, llava_images(found, finder, counts), counts, "llava_jsonl")
+    return QuestionSet(source, llava_images(found, finder, counts), counts, split, "llava_jsonl")
 
 
 def textvqa_prompt(question: str, ocr_tokens: Sequence[str], layout: str = "llava") -> str:
@@ -127,84 +126,62 @@ def textvqa_prompt(question: str, ocr_tokens: Sequence[str], layout: str = "llav
     raise UserError(f"unknown TextVQA prompt layout '{layout}' (expected one of {list(TEXTVQA_PROMPTS)})")
 
 
-class TextVQABenchmark(VQABenchmark):
+@dataclass
+class TextVQAConfig(VQAConfig):
+    data: str | None = field(
+        default=None,
+        metadata={"help": "official TextVQA JSON (TextVQA_0.5.1_val.json) or LLaVA's question JSONL "
+                  "(llava_textvqa_val_v051_ocr.jsonl, with --annotations)"},
+    )  # fmt: skip
+    annotations: str | None = field(
+        default=None,
+        metadata={"help": "with a LLaVA JSONL in --data: TextVQA_0.5.1_val.json, matched by (image, question)"},
+    )
+    prompt: Literal["llava", "lmms_eval"] = field(default="llava", metadata={"help": "llava: with OCR tokens"})
+    normalize: Literal["official", "always", "evalai"] = field(
+        default="evalai", metadata={"help": "answer normalisation (eval.vlm.vqa_metric)"}
+    )
+
+
+@register
+class TextVQA(VQABenchmark):
     """TextVQA: VQA accuracy over the annotated questions, asked in LLaVA's OCR-token layout or lmms-eval's."""
 
-    def __init__(self, vset: VQASet, normalize: str = "evalai", prompt: str = "llava") -> None:
-        if prompt not in TEXTVQA_PROMPTS:
-            raise UserError(f"unknown TextVQA prompt layout '{prompt}' (expected one of {list(TEXTVQA_PROMPTS)})")
-        super().__init__(vset, normalize, prompt)
+    name = "textvqa"
+    description = "TextVQA: VQA accuracy with the EvalAI processor; LLaVA (OCR tokens) or lmms-eval prompt"
+    Config = TextVQAConfig
+    published = {"superclass_table11": 39.20, "llava15_7b": 58.2}
+    folder = "textvqa"
+    files = "TextVQA_0.5.1_val.json + train_images (textvqa.org), and LLaVA's llava_textvqa_val_v051_ocr.jsonl"
+    max_new_tokens_help = (
+        "default: 16, ample for the single word or phrase asked for (LLaVA's model_vqa_loader allows 128, lmms-eval "
+        "the model's default, 1024 for llava_hf); pass those to match them"
+    )
 
-    def item_prompt(self, item: VQAItem) -> str:
+    def load_files(self) -> QuestionSet:
+        cfg = self.config
+        if cfg.data is None:
+            raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json or LLaVA's question JSONL) or --parquet")
+        return load_textvqa(cfg.data, cfg.image_root, cfg.limit, cfg.annotations)
+
+    def prompt(self, item: VQAItem) -> str:
         """LLaVA's own text verbatim for an item of its JSONL under `llava`; else rebuilt in the chosen layout."""
-        if item.prompt is not None and self.prompt == "llava":
+        if item.prompt is not None and self.config.prompt == "llava":
             return item.prompt
-        return textvqa_prompt(item.question, item.ocr_tokens, self.prompt)
+        return textvqa_prompt(item.question, item.ocr_tokens, self.config.prompt)
 
+    def question_index(self) -> QuestionIndex:
+        """LLaVA's TextVQA answer rows name the image, not the question: matched by (image id, question)."""
+        by_image_question: dict[tuple[str, str], list[QuestionId]] = {}
+        for item in self.questions:
+            by_image_question.setdefault((str(item.image_id), item.question.lower()), []).append(item.id)
+        return QuestionIndex([item.id for item in self.questions], self.question_set.doc_rows, by_image_question)
 
-def textvqa_benchmark(
-    data: str | Path | None = None,
-    image_root: str | Path | None = None,
-    prompt: str = "llava",
-    normalize: str = "evalai",
-    limit: int | None = None,
-    parquet: str | Path | None = None,
-    split: str | None = None,
-    annotations: str | Path | None = None,
-) -> TextVQABenchmark:
-    """TextVQA from the official JSON, LLaVA's question JSONL (with the official JSON as `annotations`) or an lmms-lab
-    parquet; LLaVA's OCR-token prompt unless `lmms_eval`."""
-    if parquet is not None:
-        return TextVQABenchmark(load_parquet(parquet, "textvqa", limit, split), normalize, prompt)
-    if data is None:
-        raise UserError("TextVQA needs --data (TextVQA_0.5.1_val.json or LLaVA's question JSONL) or --parquet")
-    return TextVQABenchmark(load_textvqa(data, image_root, limit, annotations), normalize, prompt)
-
-
-def _textvqa_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
-        type=Path,
-        help="official TextVQA JSON (TextVQA_0.5.1_val.json) or LLaVA's question JSONL "
-        "(llava_textvqa_val_v051_ocr.jsonl, with --annotations)",
-    )
-    p.add_argument(
-        "--annotations",
-        type=Path,
-        help="with a LLaVA JSONL in --data: TextVQA_0.5.1_val.json, matched by (image, question) as LLaVA does",
-    )
-    p.add_argument("--prompt", default="llava", choices=TEXTVQA_PROMPTS, help="llava: with OCR tokens (default)")
-    add_vqa_args(p, "evalai", NORMALIZATIONS)
-
-
-def _textvqa(args: argparse.Namespace, run: bool) -> Any:
-    needs_images(args, run)
-    return textvqa_benchmark(
-        args.data, args.image_root, args.prompt, args.normalize, args.limit, args.parquet, args.split, args.annotations
-    )
-
-
-def _textvqa_suite(folder: Path) -> dict[str, Any] | None:
-    official = folder / "TextVQA_0.5.1_val.json"
-    if not official.is_file() or not (folder / "train_images").is_dir():
-        return None
-    llava = folder / "llava_textvqa_val_v051_ocr.jsonl"
-    if llava.is_file():
-        return {"data": llava, "annotations": official, "image_root": folder / "train_images"}
-    return {"data": official, "image_root": folder / "train_images"}
-
-
-SPEC = register(
-    BenchmarkSpec(
-        name="textvqa",
-        help="TextVQA: VQA accuracy with the EvalAI processor; LLaVA (OCR tokens) or lmms-eval prompt",
-        add_args=_textvqa_args,
-        build=_textvqa,
-        max_new_tokens_help="default: 16, ample for the single word or phrase asked for (LLaVA's model_vqa_loader "
-        "allows 128, lmms-eval the model's default, 1024 for llava_hf); pass those to match them exactly",
-        suite_args=_textvqa_suite,
-        folder="textvqa",
-        files="TextVQA_0.5.1_val.json + train_images (textvqa.org), and LLaVA's llava_textvqa_val_v051_ocr.jsonl",
-        published={"superclass_table11": 39.20, "llava15_7b": 58.2},
-    )
-)
+    @classmethod
+    def suite_config(cls, folder: Path) -> dict[str, Any] | None:
+        official = folder / "TextVQA_0.5.1_val.json"
+        if not official.is_file() or not (folder / "train_images").is_dir():
+            return None
+        values = {"data": str(official), "image_root": str(folder / "train_images")}
+        llava = folder / "llava_textvqa_val_v051_ocr.jsonl"
+        return {**values, "data": str(llava), "annotations": str(official)} if llava.is_file() else values

@@ -21,18 +21,19 @@ file stem, question lower-cased), as LLaVA's eval_textvqa.py does, and takes the
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from eval.vlm.answers import OCR_PREFIX, QuestionIndex
-from eval.vlm.base import PromptItem, VLMBenchmark
-from eval.vlm.files import ImageFinder, parquet_rows
+from eval.vlm.answers import OCR_PREFIX
+from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
+from eval.vlm.files import ImageFinder, parquet_image, parquet_rows
 from eval.vlm.ids import QuestionId, norm_id
+from eval.vlm.subset import fixed_subset
 from eval.vlm.vqa_metric import (
     NORMALIZATION_RULES,
     ScoredQuestion,
@@ -51,7 +52,7 @@ from vlm.templates import SHORT_ANSWER_PROMPT
 class VQAItem:
     """One question: its id, text, image (a file, encoded bytes, or None when missing) and ground truth."""
 
-    question_id: QuestionId
+    id: QuestionId
     question: str
     image: Path | bytes | None
     image_id: int | str | None = None
@@ -64,27 +65,8 @@ class VQAItem:
     def load_image(self) -> Any:
         """The image as an RGB PIL image (opened only when the generation runner asks for it)."""
         if self.image is None:
-            raise DataError(f"question {self.question_id}: no image")
+            raise DataError(f"question {self.id}: no image")
         return open_rgb(self.image)
-
-
-@dataclass
-class VQASet:
-    """The questions of one VQAv2 or TextVQA split, where they came from, and what was skipped (`counts`)."""
-
-    name: str
-    split: str
-    source: str
-    items: list[VQAItem]
-    counts: dict[str, int]
-    format: str = "official"  # official | llava_jsonl | parquet
-    # parquet only: the question id of every row of the split in order (None where malformed), which is what
-    # lmms-eval's `doc_id` counts in its --log_samples output
-    doc_ids: list[QuestionId | None] | None = None
-
-    @property
-    def has_answers(self) -> bool:
-        return any(item.answers is not None for item in self.items)
 
 
 def field_list(doc: Any, key: str, path: str | Path, what: str) -> list[Any]:
@@ -131,12 +113,11 @@ def _parquet_item(name: str, row: dict[str, Any]) -> VQAItem | None:
         item.answer_type, item.question_type = row.get("answer_type"), row.get("question_type")
     if item is not None:
         image = row.get("image")
-        data = image.get("bytes") if isinstance(image, dict) else image
-        item.image = bytes(data) if isinstance(data, (bytes, bytearray)) and data else None
+        item.image = parquet_image(image)
     return item
 
 
-def load_parquet(path: str | Path, name: str, limit: int | None = None, split: str | None = None) -> VQASet:
+def load_parquet(path: str | Path, name: str, limit: int | None = None, split: str | None = None) -> QuestionSet:
     """lmms-lab's VQAv2 or textvqa parquet (a file, or a folder of `{split}-*.parquet` shards); needs pyarrow."""
     if name not in ("vqav2", "textvqa"):
         raise UserError(f"parquet benchmark '{name}' (expected vqav2 or textvqa)")
@@ -146,17 +127,16 @@ def load_parquet(path: str | Path, name: str, limit: int | None = None, split: s
     items: list[VQAItem] = []
     doc_ids: list[QuestionId | None] = []
     for row in rows:
-        if limit and len(items) >= limit:
-            break
         item = _parquet_item(name, row)
-        doc_ids.append(item.question_id if item is not None else None)
+        doc_ids.append(item.id if item is not None else None)
         if item is None:
             counts["malformed_questions"] += 1
             continue
-        counts["missing_images"] += item.image is None
-        counts["unannotated"] += item.answers is None
         items.append(item)
-    return VQASet(name, split, str(path), items, counts, "parquet", doc_ids)
+    items = fixed_subset(items, limit)
+    counts["missing_images"] = sum(item.image is None for item in items)
+    counts["unannotated"] = sum(item.answers is None for item in items)
+    return QuestionSet(str(path), items, counts, split, "parquet", doc_ids)
 
 
 def split_llava_text(text: str) -> tuple[str, list[str], bool]:
@@ -207,105 +187,93 @@ def image_loader(item: VQAItem) -> Callable[[], Any]:
     return item.load_image
 
 
-def score_vqa(vset: VQASet, predictions: Mapping[QuestionId, str], normalize: str = "official") -> dict[str, Any]:
+def score_vqa(
+    items: list[VQAItem], predictions: Mapping[QuestionId, str], normalize: str = "official"
+) -> dict[str, Any]:
     """VQA accuracy of `predictions` (id -> answer text) over the annotated questions, with the breakdowns."""
     check_normalization(normalize)
     scored: list[ScoredQuestion] = []
     missing = 0
-    for item in vset.items:
+    for item in items:
         if item.answers is None:
             continue
-        pred = predictions.get(item.question_id)
+        pred = predictions.get(item.id)
         if pred is None:
             missing += 1
         acc = vqa_accuracy(pred or "", item.answers, normalize)
         scored.append(ScoredQuestion(acc, item.answer_type, item.question_type))
-    ids = {item.question_id for item in vset.items}
+    ids = {item.id for item in items}
     result: dict[str, Any] = aggregate(scored)
     result.update(
         normalization=normalize,
-        num_questions=len(vset.items),
+        num_questions=len(items),
         missing_predictions=missing,
         unknown_predictions=sum(1 for qid in predictions if qid not in ids),
     )
     return result
 
 
-def submission_rows(vset: VQASet, predictions: Mapping[QuestionId, str]) -> tuple[list[dict[str, Any]], int]:
+def submission_rows(items: list[VQAItem], predictions: Mapping[QuestionId, str]) -> tuple[list[dict[str, Any]], int]:
     """EvalAI's `[{"question_id", "answer"}]` for every question ("" when unanswered) and the count of those."""
     # Answers go through the EvalAI processor first, as LLaVA's convert_vqav2_for_submission.py does.
     rows, missing = [], 0
-    for item in vset.items:
-        pred = predictions.get(item.question_id)
+    for item in items:
+        pred = predictions.get(item.id)
         missing += pred is None
-        rows.append({"question_id": item.question_id, "answer": evalai_normalize(pred) if pred is not None else ""})
+        rows.append({"question_id": item.id, "answer": evalai_normalize(pred) if pred is not None else ""})
     return rows, missing
 
 
-class VQABenchmark(VLMBenchmark):
+def has_answers(items: list[VQAItem]) -> bool:
+    return any(item.answers is not None for item in items)
+
+
+@dataclass
+class VQAConfig(BenchConfig):
+    """What VQAv2 and TextVQA share: images, lmms-lab's parquet instead of the files, the answer normalisation."""
+
+    image_root: str | None = field(default=None, metadata={"help": "image folder (COCO root or train_images)"})
+    parquet: str | None = field(default=None, metadata={"help": "an lmms-lab parquet file or folder instead"})
+    split: str | None = field(default=None, metadata={"help": "--parquet folder: the split's file-name prefix"})
+    normalize: Literal["official", "always", "evalai"] = field(
+        default="official", metadata={"help": "answer normalisation (eval.vlm.vqa_metric)"}
+    )
+
+
+class VQABenchmark(Benchmark):
     """VQAv2 or TextVQA: soft VQA accuracy (official / always / evalai normalisation); EvalAI JSON for test."""
 
-    def __init__(self, vset: VQASet, normalize: str = "official", prompt: str = "llava") -> None:
-        self.vset, self.normalize, self.prompt = vset, check_normalization(normalize), prompt
-        self.name = vset.name
+    Config = VQAConfig
 
-    def item_prompt(self, item: VQAItem) -> str:
-        """The question text of `item` (the model's chat template is added by the caller): LLaVA's own text,
-        verbatim, for an item from its question JSONL."""
+    @abstractmethod
+    def load_files(self) -> QuestionSet:
+        """The benchmark's own question (and annotation) files."""
+
+    def load(self) -> QuestionSet:
+        cfg = self.config
+        if cfg.parquet is not None:
+            return load_parquet(cfg.parquet, self.name, cfg.limit, cfg.split)
+        if self.images and cfg.image_root is None:
+            raise UserError(f"{self.name} run needs --image-root (or --parquet with the images inside)")
+        return self.load_files()
+
+    def prompt(self, item: VQAItem) -> str:
+        """LLaVA's own text, verbatim, for an item from its question JSONL; else the short-answer question."""
         return item.prompt if item.prompt is not None else vqav2_prompt(item.question)
 
-    def prompt_items(self) -> list[PromptItem]:
-        return [
-            PromptItem(item.question_id, self.item_prompt(item), item.load_image)
-            for item in self.vset.items
-            if item.image is not None
-        ]
+    def describe_extra(self) -> dict[str, Any]:
+        normalize = self.config.normalize
+        return {"normalization": normalize, "normalization_rule": NORMALIZATION_RULES[normalize]}
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "benchmark": self.name,
-            "split": self.vset.split,
-            "source": self.vset.source,
-            "prompt": self.prompt if self.name == "textvqa" else "short_answer",
-            "question_format": self.vset.format,
-            "normalization": self.normalize,
-            "normalization_rule": NORMALIZATION_RULES[self.normalize],
-            "num_questions": len(self.vset.items),
-            "data_counts": dict(self.vset.counts),
-        }
+    def metrics(self, answers: Mapping[QuestionId, str]) -> dict[str, Any] | None:
+        items = self.questions
+        return score_vqa(items, answers, self.config.normalize) if has_answers(items) else None
 
-    def score(self, predictions: Mapping[QuestionId, str]) -> dict[str, Any] | None:
-        return score_vqa(self.vset, predictions, self.normalize) if self.vset.has_answers else None
-
-    def write_outputs(self, out_dir: Path, predictions: Mapping[QuestionId, str]) -> dict[str, str]:
+    def submission(self, out_dir: Path, answers: Mapping[QuestionId, str]) -> dict[str, str]:
         """`submission.json` for a test split (no answers or a `test*` subtype), padded with "" as LLaVA does."""
-        if self.vset.has_answers and not self.vset.split.startswith("test"):
+        if has_answers(self.questions) and not self.question_set.split.startswith("test"):
             return {}
-        rows, empty = submission_rows(self.vset, predictions)
+        rows, empty = submission_rows(self.questions, answers)
         path = out_dir / "submission.json"
         write_text_atomically(path, json.dumps(rows) + "\n")
         return {"submission": str(path), "submission_empty_answers": str(empty)}
-
-    def question_index(self) -> QuestionIndex:
-        by_image_question: dict[tuple[str, str], list[QuestionId]] | None = None
-        if self.name == "textvqa":
-            by_image_question = {}
-            for item in self.vset.items:
-                key = (str(item.image_id), item.question.lower())
-                by_image_question.setdefault(key, []).append(item.question_id)
-        ids = [item.question_id for item in self.vset.items]
-        return QuestionIndex(ids, self.vset.doc_ids, by_image_question)
-
-
-def add_vqa_args(p: argparse.ArgumentParser, normalize: str, choices: Any) -> None:
-    """The image, parquet and normalisation flags VQAv2 and TextVQA share."""
-    p.add_argument("--image-root", type=Path, help="image folder (COCO root or train_images); needed by run")
-    p.add_argument("--parquet", type=Path, help="an lmms-lab parquet file or folder instead (needs pyarrow)")
-    p.add_argument("--split", help="with a --parquet folder: the split's file-name prefix (validation, testdev, test)")
-    p.add_argument("--normalize", default=normalize, choices=choices, help=f"default: {normalize}")
-
-
-def needs_images(args: argparse.Namespace, run: bool) -> None:
-    """`run` reads images: from --image-root, or inside --parquet."""
-    if run and getattr(args, "parquet", None) is None and args.image_root is None:
-        raise UserError(f"{args.bench} run needs --image-root (or --parquet with the images inside)")

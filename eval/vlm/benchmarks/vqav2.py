@@ -7,29 +7,26 @@ usage: superclass eval vqav2 run --model DIR --questions Q.json [--annotations A
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.vlm.base import QuestionSet
 from eval.vlm.benchmarks.vqa import (
     VQABenchmark,
+    VQAConfig,
     VQAItem,
-    VQASet,
-    add_vqa_args,
     answer_texts,
     field_list,
     llava_images,
     llava_item,
     llava_split,
-    load_parquet,
-    needs_images,
 )
 from eval.vlm.files import ImageFinder, first_file, is_llava_questions, read_json, read_llava_questions
 from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.registry import BenchmarkSpec, register
 from eval.vlm.subset import fixed_subset
-from eval.vlm.vqa_metric import NORMALIZATIONS
 from pretrain.runtime.errors import UserError
+from pretrain.runtime.evaluators import register
 
 
 def coco_image_folder(subtype: str) -> str:
@@ -64,7 +61,7 @@ def load_vqav2(
     annotations: str | Path | None = None,
     image_root: str | Path | None = None,
     limit: int | None = None,
-) -> VQASet:
+) -> QuestionSet:
     """The official VQAv2 question (and annotation) JSON, or LLaVA's question JSONL (a `.jsonl` file); images are
     checked only when `image_root` is given."""
     if is_llava_questions(questions):
@@ -100,7 +97,7 @@ def load_vqav2(
             counts["missing_images"] += item.image is None
         items.append(item)
     source = str(questions) + (f" + {annotations}" if annotations else "")
-    return VQASet("vqav2", subtype, source, items, counts)
+    return QuestionSet(source, items, counts, subtype)
 
 
 def load_llava_vqav2(
@@ -108,7 +105,7 @@ def load_llava_vqav2(
     annotations: str | Path | None = None,
     image_root: str | Path | None = None,
     limit: int | None = None,
-) -> VQASet:
+) -> QuestionSet:
     """LLaVA's VQAv2 question JSONL (`question_id` is the VQAv2 one), annotated from the official JSON if given."""
     rows = read_llava_questions(path)
     counts = dict.fromkeys(("malformed_questions", "malformed_annotations", "missing_images", "unannotated"), 0)
@@ -124,12 +121,12 @@ def load_llava_vqav2(
             counts["malformed_questions"] += 1
             continue
         item = parsed[1]
-        if item.question_id in seen:
+        if item.id in seen:
             counts["duplicate_questions"] += 1
             continue
-        seen.add(item.question_id)
+        seen.add(item.id)
         if gt is not None:
-            ann = gt.get(item.question_id)
+            ann = gt.get(item.id)
             counts["unannotated"] += ann is None
             if ann is not None:
                 item.answers, item.answer_type, item.question_type = (
@@ -139,70 +136,47 @@ def load_llava_vqav2(
                 )
         found.append((row["image"], item))
     source = str(path) + (f" + {annotations}" if annotations else "")
-    return VQASet("vqav2", split, source, llava_images(found, finder, counts), counts, "llava_jsonl")
+    return QuestionSet(source, llava_images(found, finder, counts), counts, split, "llava_jsonl")
 
 
-def vqav2_benchmark(
-    questions: str | Path | None = None,
-    annotations: str | Path | None = None,
-    image_root: str | Path | None = None,
-    normalize: str = "official",
-    limit: int | None = None,
-    parquet: str | Path | None = None,
-    split: str | None = None,
-) -> VQABenchmark:
-    """VQAv2 from the official JSON files or LLaVA's question JSONL (or an lmms-lab parquet file or folder; `split`
-    picks a folder's shards)."""
-    if parquet is not None:
-        return VQABenchmark(load_parquet(parquet, "vqav2", limit, split), normalize)
-    if questions is None:
-        raise UserError("VQAv2 needs --questions (the official question JSON or LLaVA's question JSONL) or --parquet")
-    return VQABenchmark(load_vqav2(questions, annotations, image_root, limit), normalize)
-
-
-def _vqav2_args(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument(
-        "--questions",
-        type=Path,
-        help="official question JSON (v2_OpenEnded_mscoco_*_questions.json) or LLaVA's question JSONL "
-        "(llava_vqav2_mscoco_test-dev2015.jsonl; its text is the prompt, verbatim)",
-    )
-    p.add_argument("--annotations", type=Path, help="official annotation JSON (val); without it: submission only")
-    add_vqa_args(p, "official", NORMALIZATIONS)
-
-
-def _vqav2(args: argparse.Namespace, run: bool) -> Any:
-
-    needs_images(args, run)
-    return vqav2_benchmark(
-        args.questions, args.annotations, args.image_root, args.normalize, args.limit, args.parquet, args.split
+@dataclass
+class VQAv2Config(VQAConfig):
+    questions: str | None = field(
+        default=None,
+        metadata={"help": "official question JSON (v2_OpenEnded_mscoco_*_questions.json) or LLaVA's question JSONL "
+                  "(llava_vqav2_mscoco_test-dev2015.jsonl; its text is the prompt, verbatim)"},
+    )  # fmt: skip
+    annotations: str | None = field(
+        default=None, metadata={"help": "official annotation JSON (val); without it: submission only"}
     )
 
 
-def _vqav2_suite(folder: Path) -> dict[str, Any] | None:
-    llava = folder / "llava_vqav2_mscoco_test-dev2015.jsonl"
-    if llava.is_file() and (folder / "test2015").is_dir():  # LLaVA's eval layout: test-dev, EvalAI submission
-        return {"questions": llava, "image_root": folder / "test2015"}
-    questions = first_file(folder, "v2_OpenEnded_mscoco_val2014_questions.json")
-    annotations = first_file(folder, "v2_mscoco_val2014_annotations.json")
-    if questions and annotations and (folder / "val2014").is_dir():
-        return {"questions": questions, "annotations": annotations, "image_root": folder}
-    return None
+@register
+class VQAv2(VQABenchmark):
+    name = "vqav2"
+    description = "VQAv2: soft VQA accuracy (official normalisation), EvalAI submission for test-dev/test"
+    Config = VQAv2Config
+    published = {"superclass_table11": 75.24, "llava15_7b": 78.5}
+    folder = "vqav2"
+    files = ("LLaVA's eval.zip (llava_vqav2_mscoco_test-dev2015.jsonl) + COCO test2015, or the official val2014 "
+             "questions/annotations + COCO val2014 (visualqa.org)")  # fmt: skip
+    max_new_tokens_help = ("default: 16, as lmms-eval's vqav2, ample for the single word or phrase asked for "
+                           "(LLaVA's model_vqa_loader allows 128; pass 128 to match it exactly)")  # fmt: skip
+    prompt_layout = "short_answer"
 
+    def load_files(self) -> QuestionSet:
+        cfg = self.config
+        if cfg.questions is None:
+            raise UserError("VQAv2 needs --questions (the official question JSON or LLaVA's JSONL) or --parquet")
+        return load_vqav2(cfg.questions, cfg.annotations, cfg.image_root, cfg.limit)
 
-SPEC = register(
-    BenchmarkSpec(
-        name="vqav2",
-        help="VQAv2: soft VQA accuracy (official normalisation), EvalAI submission for test-dev/test",
-        add_args=_vqav2_args,
-        build=_vqav2,
-        max_new_tokens_help="default: 16, as lmms-eval's vqav2, ample for the single word or phrase asked for "
-        "(LLaVA's model_vqa_loader allows 128; pass 128 to match it exactly)",
-        suite_args=_vqav2_suite,
-        folder="vqav2",
-        files="LLaVA's eval.zip (llava_vqav2_mscoco_test-dev2015.jsonl) + COCO test2015, or the official val2014 "
-        "questions/annotations + COCO val2014 (visualqa.org)",
-        published={"superclass_table11": 75.24, "llava15_7b": 78.5},
-    )
-)
+    @classmethod
+    def suite_config(cls, folder: Path) -> dict[str, Any] | None:
+        llava = folder / "llava_vqav2_mscoco_test-dev2015.jsonl"
+        if llava.is_file() and (folder / "test2015").is_dir():  # LLaVA's eval layout: test-dev, EvalAI submission
+            return {"questions": str(llava), "image_root": str(folder / "test2015")}
+        questions = first_file(folder, "v2_OpenEnded_mscoco_val2014_questions.json")
+        annotations = first_file(folder, "v2_mscoco_val2014_annotations.json")
+        if questions and annotations and (folder / "val2014").is_dir():
+            return {"questions": str(questions), "annotations": str(annotations), "image_root": str(folder)}
+        return None

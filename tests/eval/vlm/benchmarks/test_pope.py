@@ -79,13 +79,13 @@ def test_binary_metrics_hand_worked():
 
 def test_scores_per_split_and_mean_f1(pope):
     pset = load_pope(pope["coco"])
-    assert [i.question_id for i in pset.items[:2]] == [1, 2] and pset.items[-1].question_id == 10_000_003
+    assert [i.id for i in pset.items[:2]] == [1, 2] and pset.items[-1].id == 10_000_003
     preds = {  # labels alternate yes, no, yes, no
         1: "Yes", 2: "There is no dog.", 3: "Yes, there is.", 4: "I do not think so",  # adversarial: all right
         20_000_001: "No", 20_000_002: "Yes", 20_000_003: "yes",  # popular: 20_000_004 missing -> wrong ("yes")
         10_000_001: "NO", 10_000_002: "Not at all", 10_000_003: "no.",  # random: "NO", "Not" are not no-words
     }  # fmt: skip
-    m = score_pope(pset, preds)
+    m = score_pope(pset.items, preds)
     adv, pop, rnd = (m["per_split"][s] for s in SPLITS)
     assert (adv["accuracy"], adv["f1"], adv["yes_ratio"]) == (100.0, 100.0, 50.0)
     assert (pop["tp"], pop["fp"], pop["tn"], pop["fn"], pop["missing"]) == (1, 2, 0, 1, 1)
@@ -101,7 +101,7 @@ def test_scores_per_split_and_mean_f1(pope):
 def test_llava_questions_take_labels_by_split_image_and_question(pope, tmp_path, capsys):
     a, b = load_pope(pope["coco"]), load_pope(pope["coco"], pope["llava"])
     assert b.format == "llava_jsonl" and set(b.counts.values()) == {0}
-    assert {i.question_id: i.label for i in a.items} == {i.question_id: i.label for i in b.items}  # LLaVA's ids
+    assert {i.id: i.label for i in a.items} == {i.id: i.label for i in b.items}  # LLaVA's ids
     assert b.items[0].llava_text.endswith("\n" + SHORT_ANSWER_PROMPT) and b.items[0].question.endswith("image?")
     # another version of a split (POPE's later random file): rows without a label are counted, not mislabelled
     rows = [json.loads(line) for line in pope["llava"].read_text().splitlines()]
@@ -109,31 +109,36 @@ def test_llava_questions_take_labels_by_split_image_and_question(pope, tmp_path,
     rows[4]["category"] = "unknown"  # the first random row
     c = load_pope(pope["coco"], _write_jsonl(tmp_path / "q.jsonl", rows[::-1]), splits=["popular", "random"])
     assert (c.counts["unannotated"], c.counts["other_splits"], len(c.items)) == (1, 4 + 1, 5)
-    assert "1 questions have no label" in capsys.readouterr().err  # a warning line, besides the count
-    assert {i.question_id: i.label for i in c.items}.items() <= {i.question_id: i.label for i in a.items}.items()
+    assert {i.id: i.label for i in c.items}.items() <= {i.id: i.label for i in a.items}.items()
 
 
 def test_limit_is_stratified_by_split(pope):
     pset = load_pope(pope["coco"], limit=6)
     assert len(pset.items) == 6 and {i.split for i in pset.items} == set(SPLITS)
-    assert [i.question_id for i in load_pope(pope["coco"], limit=6).items] == [i.question_id for i in pset.items]
+    assert [i.id for i in load_pope(pope["coco"], limit=6).items] == [i.id for i in pset.items]
 
 
-def test_malformed_rows_counted_and_bad_files_one_line(pope, tmp_path, capsys):
+def test_a_label_file_broken_in_part_is_refused_naming_file_and_line(pope, tmp_path, capsys):
     coco = tmp_path / "coco"
-    for split in SPLITS:
-        rows = [json.dumps(r) for r in pope["labels"][split]]
-        bad = {"question_id": 9, "image": _image(1), "text": "Is there a cat?", "label": "maybe"}
-        rows += ["{torn", json.dumps(bad)]
-        rows += [json.dumps({**pope["labels"][split][0]})]  # a repeated question_id
-        (coco / f"coco_pope_{split}.json").parent.mkdir(exist_ok=True)
+    coco.mkdir()
+    for split in SPLITS:  # a repeated question_id is counted, and the first kept
+        rows = [json.dumps(r) for r in pope["labels"][split]] + [json.dumps({**pope["labels"][split][0]})]
         (coco / f"coco_pope_{split}.json").write_text("\n".join(rows) + "\n")
     pset = load_pope(coco, image_root=pope["images"])
-    assert (pset.counts["malformed_labels"], pset.counts["duplicate_questions"], len(pset.items)) == (6, 3, 11)
-    (coco / "coco_pope_random.json").unlink()
-    preds = tmp_path / "p.jsonl"
-    _write_jsonl(preds, [{"question_id": 1, "answer": "yes"}])
+    assert (pset.counts["duplicate_questions"], len(pset.items)) == (3, 11)
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"question_id": 1, "answer": "yes"}])
     score = ["pope", "score", "--annotation-dir", str(coco), "--predictions", str(preds), "--out", str(tmp_path / "o")]
+    full = (coco / "coco_pope_random.json").read_text()
+    (coco / "coco_pope_random.json").write_text(full[: len(full) // 2 + 9])  # cut mid-line: never scored
+    assert main(score) == 2
+    err = capsys.readouterr().err.strip()
+    assert "coco_pope_random.json" in err and "unreadable" in err and len(err.splitlines()) == 1
+    bad = {"question_id": 9, "image": _image(1), "text": "Is there a cat?", "label": "maybe"}
+    (coco / "coco_pope_random.json").write_text(full + json.dumps(bad) + "\n")
+    assert main(score) == 2
+    err = capsys.readouterr().err.strip()
+    assert "coco_pope_random.json: line 5" in err and len(err.splitlines()) == 1
+    (coco / "coco_pope_random.json").unlink()
     assert main(score) == 2
     err = capsys.readouterr().err.strip()
     assert "coco_pope_random.json" in err and len(err.splitlines()) == 1
@@ -148,11 +153,11 @@ def test_malformed_rows_counted_and_bad_files_one_line(pope, tmp_path, capsys):
 
 
 def test_suite_finds_llava_layout(pope, tmp_path):
-    spec = benchmarks()["pope"]
-    assert spec.folder == "pope" and spec.headline == "f1_mean" and spec.published["llava15_7b"] == 85.9
-    assert spec.suite_args(pope["root"]) == {"annotation_dir": pope["coco"], "image_root": pope["images"],
-                                             "llava_questions": pope["llava"]}  # fmt: skip
-    assert spec.suite_args(tmp_path) is None
+    cls = benchmarks()["pope"]
+    assert cls.folder == "pope" and cls.headline == "f1_mean" and cls.published["llava15_7b"] == 85.9
+    assert cls.suite_config(pope["root"]) == {"annotation_dir": str(pope["coco"]), "image_root": str(pope["images"]),
+                                              "llava_questions": str(pope["llava"])}  # fmt: skip
+    assert cls.suite_config(tmp_path) is None
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +220,13 @@ def test_lmms_lab_parquet_read_with_llava_ids(pope, tmp_path, capsys):
     folder = write_pope_parquet(tmp_path / "POPE", pope)
     pset = load_pope_parquet(folder)
     official = load_pope(pope["coco"])
-    assert [i.question_id for i in pset.items] == [i.question_id for i in official.items]  # the same ids
+    assert [i.id for i in pset.items] == [i.id for i in official.items]  # the same ids
     assert [(i.label, i.question) for i in pset.items] == [(i.label, i.question) for i in official.items]
     assert pset.doc_rows[:4] == [1, 2, None, 3] and len(pset.doc_rows) == 12 and pset.format == "parquet"
     assert pset.counts["malformed_questions"] == 1 and pset.counts["missing_images"] == 0
     assert pset.items[0].load_image().size == synthetic_image(1).size
     only = load_pope_parquet(folder, splits=["random"])
-    assert [i.question_id for i in only.items] == [10_000_001, 10_000_002, 10_000_003]
+    assert [i.id for i in only.items] == [10_000_001, 10_000_002, 10_000_003]
     assert only.counts["other_splits"] == 8 and only.doc_rows.count(None) == 9
     assert len(load_pope_parquet(folder, limit=6).items) == 6
     # a parquet missing a column the task reads: a one-line error

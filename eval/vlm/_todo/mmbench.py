@@ -28,15 +28,13 @@ from typing import Any
 from eval.vlm.answers import QuestionIndex
 from eval.vlm.base import PromptItem, VLMBenchmark
 from eval.vlm.files import first_file
-from eval.vlm.ids import QuestionId
+from eval.vlm.ids import CIRCULAR_OFFSET, LETTERS, QuestionId
 from eval.vlm.registry import BenchmarkSpec, register
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb  # the shared decoder (16-bit images scaled, not clipped)
 from pretrain.runtime.errors import DataError, UserError
 from vlm.templates import LETTER_ANSWER_PROMPT, multiple_choice_prompt
 
-CIRCULAR_OFFSET = 1_000_000
-LETTERS = "ABCDE"
 MMBENCH_PROMPTS = ("llava", "lmms_eval")
 CIRCULAR_MODES = ("auto", "off")
 REQUIRED_COLUMNS = ("index", "question", "A", "B", "image")
