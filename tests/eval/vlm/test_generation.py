@@ -174,13 +174,15 @@ def test_failed_images_are_error_rows_retried_next_run(llava, tmp_path):
     assert rows[2]["answer"] == ref[2] and "error" not in rows[2] and counts["image_errors"] == 0
 
 
-def test_one_reader_first_row_wins_and_ids_are_normalised(tmp_path):
-    """The reader resume and scoring share: first row of an id wins, an error row gives way, "7" is 7."""
+def test_one_reader_last_row_wins_and_ids_are_normalised(tmp_path):
+    """The reader resume and scoring share: the last row of an id wins, as the official scripts' dicts keep it (the
+    issue-24 policy; it was the first before), an error row never replaces an answer, "7" is 7."""
     lines = [
         {"question_id": "7", "answer": "first"},
         {"question_id": 7, "answer": "second"},
         {"question_id": 8, "answer": "", "error": "OSError: x"},
         {"question_id": "8", "answer": "retried"},
+        {"question_id": 8, "answer": "", "error": "OSError: later"},
         {"question_id": 9, "text": "llava key"},
         {"question_id": True, "answer": "bad id"},
         {"answer": "no id"},
@@ -188,10 +190,10 @@ def test_one_reader_first_row_wins_and_ids_are_normalised(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in lines) + '{"question_id": 10, "ans')
     rows, stats = read_predictions(path)
-    assert {k: r["answer"] for k, r in rows.items()} == {7: "first", 8: "retried", 9: "llava key"}
-    assert (stats["duplicates"], stats["malformed_rows"], stats["image_errors"]) == (2, 3, 0)
+    assert {k: r["answer"] for k, r in rows.items()} == {7: "second", 8: "retried", 9: "llava key"}
+    assert (stats["duplicate_ids"], stats["malformed_rows"], stats["image_errors"]) == (3, 3, 0)
     (tmp_path / "p.json").write_text(json.dumps(lines[:2]))
-    assert read_predictions(tmp_path / "p.json")[0][7]["answer"] == "first"
+    assert read_predictions(tmp_path / "p.json")[0][7]["answer"] == "second"
     assert read_predictions(tmp_path / "absent.jsonl")[0] == {}
 
 

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from eval.vlm.benchmarks.mmbench import load_mmbench
 
 from eval.cli import main
-from eval.vlm.benchmarks.mmbench import load_mmbench
 from eval.vlm.benchmarks.textvqa import textvqa_benchmark
 from eval.vlm.benchmarks.vqav2 import vqav2_benchmark
 from eval.vlm.synthetic import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2

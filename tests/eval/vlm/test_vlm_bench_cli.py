@@ -4,9 +4,9 @@ import json
 import shutil
 
 import pytest
+from eval.vlm.benchmarks.mmbench import load_mmbench, mmbench_benchmark
 
 from eval.cli import main
-from eval.vlm.benchmarks.mmbench import load_mmbench, mmbench_benchmark
 from eval.vlm.benchmarks.textvqa import textvqa_benchmark
 from eval.vlm.benchmarks.vqav2 import load_vqav2, vqav2_benchmark
 from eval.vlm.predictions import read_predictions

@@ -101,11 +101,11 @@ def test_official_mode_scores_the_submitted_answer():
 
 
 def test_official_vqav2_score_of_yes_is_100():
-    from eval.vlm.benchmarks.vqa import VQAItem, VQASet, score_vqa, submission_rows
+    from eval.vlm.benchmarks.vqa import VQAItem, score_vqa, submission_rows
 
-    vset = VQASet("vqav2", "val2014", "test", [VQAItem(1, "Is it?", None, answers=["yes"] * 10)], {})
-    assert score_vqa(vset, {1: "Yes"}, "official")["accuracy"] == 100.0
-    assert submission_rows(vset, {1: "Yes"})[0] == [{"question_id": 1, "answer": "yes"}]
+    items = [VQAItem(1, "Is it?", None, answers=["yes"] * 10)]
+    assert score_vqa(items, {1: "Yes"}, "official")["accuracy"] == 100.0
+    assert submission_rows(items, {1: "Yes"})[0] == [{"question_id": 1, "answer": "yes"}]
 
 
 def test_evalai_mode_splits_possessives_on_both_sides():

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from eval.vlm.benchmarks.gqa import GQABenchmark, gqa_correct, load_gqa, score_gqa
 
 from eval.cli import main
-from eval.vlm.benchmarks.gqa import GQABenchmark, gqa_correct, load_gqa, score_gqa
 from eval.vlm.registry import benchmarks
 from vlm.templates import SHORT_ANSWER_PROMPT
 

@@ -5,8 +5,6 @@ import csv
 import io
 
 import pytest
-from PIL import Image
-
 from eval.vlm.benchmarks.mmbench import (
     MMBenchBenchmark,
     MMBenchRow,
@@ -18,6 +16,8 @@ from eval.vlm.benchmarks.mmbench import (
     submission_rows,
     write_submission,
 )
+from PIL import Image
+
 from pretrain.runtime.errors import DataError, UserError
 
 HEADER = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "l2-category", "split"]

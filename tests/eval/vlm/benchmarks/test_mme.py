@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from eval.vlm.benchmarks.mme import load_mme, mme_answer, score_mme
 
 from eval.cli import main
-from eval.vlm.benchmarks.mme import load_mme, mme_answer, score_mme
 from eval.vlm.registry import benchmarks
 from vlm.templates import SHORT_ANSWER_PROMPT
 

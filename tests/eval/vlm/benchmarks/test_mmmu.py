@@ -8,9 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from eval.cli import main
 from eval.vlm.benchmarks.mmmu import (
     MMMUQuestion,
     eval_multi_choice,
@@ -23,6 +20,9 @@ from eval.vlm.benchmarks.mmmu import (
     parse_multi_choice,
     parse_open,
 )
+from PIL import Image
+
+from eval.cli import main
 from pretrain.runtime.errors import UserError
 
 pa = pytest.importorskip("pyarrow")

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from eval.vlm.benchmarks.seedbench import SeedBenchmark, _suite, lmms_eval_right, load_seedbench, seed_prompt
 from PIL import Image
 
 from eval.cli import main
-from eval.vlm.benchmarks.seedbench import SeedBenchmark, _suite, lmms_eval_right, load_seedbench, seed_prompt
 from eval.vlm.registry import benchmarks
 from vlm.templates import LETTER_ANSWER_PROMPT, generation_prompt
 

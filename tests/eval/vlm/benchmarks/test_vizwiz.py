@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from eval.vlm.benchmarks.vizwiz import PROMPT_SUFFIX, VizWizBenchmark, load_vizwiz, score_vizwiz, vizwiz_accuracy
 
 from eval.cli import main
-from eval.vlm.benchmarks.vizwiz import PROMPT_SUFFIX, VizWizBenchmark, load_vizwiz, score_vizwiz, vizwiz_accuracy
 from eval.vlm.registry import benchmarks
 
 # (answer_type, the annotators' answers); the first answer is the majority one
