@@ -1,30 +1,24 @@
 """POPE (object hallucination on COCO): the adversarial, popular and random splits as POPE's authors distribute them,
 asked with LLaVA-1.5's prompt and read with POPE's own yes/no rule.
 
-usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--llava-questions pope/llava_pope_test.jsonl]
-           --image-root pope/val2014 --out OUT [--splits adversarial popular random] [--prompt lmms_eval]
-       superclass eval pope run --model DIR --parquet POPE/data --out OUT [--split test] [--rule lmms_eval]
+usage: superclass eval pope run --model DIR --annotation-dir pope/coco [--llava-questions llava_pope_test.jsonl]
+           --image-root pope/val2014 --out OUT       |   --parquet POPE/data [--split test] [--rule lmms_eval]
 
-Files. `coco_pope_{split}.json` (github.com/AoiDragon/POPE, output/coco): JSON lines `{"question_id", "image",
-"text", "label": "yes"|"no"}`, images COCO val2014. LLaVA-1.5 scored POPE commit e3e3926 (3000 + 3000 + 2910
-questions). LLaVA's `llava_pope_test.jsonl` asks the same questions, `{"question_id", "image", "text", "category"}`,
-ids `split offset + POPE's question_id` (adversarial 1.., random 10000001.., popular 20000001..); its rows take
-their labels by (split, image, question) (LLaVA's eval_pope.py pairs by position: the same pairing when the files
-agree, a silent mismatch when not); a row without a label is counted `unannotated`. Without the JSONL, POPE's files
-are the questions and take LLaVA's ids. `--parquet`: lmms-lab's POPE (columns per lmms_eval/tasks/pope/utils.py;
-a row's split is its `category` or else its shard's name); the row position is lmms-eval's doc_id. lmms-eval's
-own `question_id` restarts in each split, so its samples are scored only with `--parquet`.
-
-Prompt: `llava`: LLaVA's JSONL text verbatim, else question + "\n" + SHORT_ANSWER_PROMPT (scripts/v1_5/eval/pope.sh);
-`lmms_eval`: question.strip() + the same instruction (pope_doc_to_text).
-
-Rules. `official` (POPE's evaluate.py = LLaVA's eval_pope.py per split): "no" when the first sentence, commas
-removed and split on spaces, has the word "No", "not" or "no", else "yes"; per split accuracy, precision, recall,
-F1 of "yes" and the ratio of "yes" answers, in percent; the headline `f1_mean` is LLaVA-1.5's (F1 averaged over
-splits); `accuracy` pools every question. A missing prediction is a wrong answer; a zero denominator gives 0.
-`lmms_eval` (pope_process_results / pope_aggregate_*): the answer lower-cased and stripped must equal "yes" or "no"
-exactly; anything else is wrong and counts in neither precision nor recall; lmms-eval pools all rows, and its
-yes_ratio is the ground truth's: `lmms_eval_pooled` holds those five numbers as lmms-eval prints them.
+Files: `coco_pope_{split}.json` (github.com/AoiDragon/POPE output/coco; LLaVA-1.5 used commit e3e3926), JSON lines
+`{question_id, image, text, label}`, COCO val2014 images. LLaVA's `llava_pope_test.jsonl` asks the same questions
+with ids `split offset + question_id` (adversarial 1.., random 10000001.., popular 20000001..); its rows take their
+labels by (split, image, question), not by position as LLaVA's eval_pope.py (a row without one: `unannotated`).
+Without it POPE's files are the questions, with LLaVA's ids. `--parquet`: lmms-lab's POPE (lmms_eval/tasks/pope/
+utils.py columns); a row's split is its `category` or its shard's name; its position is lmms-eval's doc_id (its own
+question_id restarts per split, so lmms-eval samples are scored only with --parquet).
+Prompt `llava`: LLaVA's JSONL text verbatim, else question + SHORT_ANSWER_PROMPT (pope.sh); `lmms_eval`: the
+question stripped + the same instruction (pope_doc_to_text).
+Rule `official` (POPE's evaluate.py = LLaVA's eval_pope.py per split): "no" when the first sentence, commas removed,
+split on spaces, has "No", "not" or "no", else "yes"; per split accuracy, precision, recall, F1 of "yes", yes-ratio;
+headline `f1_mean` (LLaVA-1.5's, F1 averaged over splits); a missing prediction is wrong; 0/0 gives 0. Rule
+`lmms_eval` (pope_process_results, pope_aggregate_*): lower-cased and stripped, the answer must be exactly yes or no
+(else wrong, and in neither precision nor recall); `lmms_eval_pooled` holds lmms-eval's pooled numbers (its
+yes_ratio is the ground truth's).
 """
 
 from __future__ import annotations
