@@ -4,36 +4,32 @@
 usage: superclass eval mmmu run --model DIR --parquet MMMU --out OUT [--prompt llava|lmms_eval|mmmu] [--limit N]
        superclass eval mmmu score --parquet MMMU --predictions P.jsonl --out OUT [--rule official|lmms_eval]
 
-Files: the MMMU/MMMU hub dataset, one config per subject (`<Subject>/validation-*.parquet`), or lmms-lab's MMMU (every
-subject in `data/validation-*.parquet`); the same columns: id ("validation_Art_Theory_12"), question, options (a
-string holding a Python list), image_1..image_7 ({"bytes", "path"} or null), answer (a letter; an open answer may
-hold a Python list of accepted answers), question_type ("multiple-choice" / "open"), ... The subject comes from the
-id. Needs pyarrow. Rows of another shape (bad id, options, type or answer letter) are counted `malformed_questions`
-and left out; a question without an answer (the test split's "?") is `unannotated`; one whose image is missing is not
-asked and scores wrong (`missing_images`).
+Files: the MMMU/MMMU hub dataset (`<Subject>/validation-*.parquet`) or lmms-lab's MMMU (every subject in
+`data/validation-*.parquet`), needing pyarrow; columns: id ("validation_Art_Theory_12", naming the subject), question,
+options (a string holding a Python list), image_1..image_7 ({"bytes", "path"} or null), answer (a letter; an open
+answer may hold a Python list of accepted ones), question_type ("multiple-choice" / "open"), ... Rows of another shape
+are counted `malformed_questions` and left out; a question without an answer (test's "?") is `unannotated`; one
+whose image is missing is not asked and scores wrong (`missing_images`).
 
-Prompt: LLaVA-1.5 has no MMMU script, so `llava` (default) is lmms-eval's mmmu_val for llava (tasks/mmmu/utils.py
-`construct_prompt`): "{question}\\nA. opt\\nB. opt\\n\\n" + LETTER_ANSWER_PROMPT, or "{question}\\n\\n" +
-SHORT_ANSWER_PROMPT, the "<image N>" placeholders left in (`interleaved_format: false`); `lmms_eval`: the same text.
-`mmmu`: the MMMU repository's LLaVA-1.5 runner (mmmu/run_llava.py, configs/llava1.5.yaml): "(A) opt" lines.
-max_new_tokens 128, as both.
+Prompt: LLaVA-1.5 has no MMMU script, so `llava` (default) and `lmms_eval` are lmms-eval's mmmu_val for llava
+(tasks/mmmu/utils.py `construct_prompt`): "{question}\\nA. opt\\nB. opt\\n\\n" + LETTER_ANSWER_PROMPT, or
+"{question}\\n\\n" + SHORT_ANSWER_PROMPT, the "<image N>" placeholders left in (`interleaved_format: false`); `mmmu`
+is the MMMU repository's LLaVA-1.5 runner (mmmu/run_llava.py, configs/llava1.5.yaml): "(A) opt" lines. Both allow
+128 new tokens. Several images: lmms-eval's llava passes every image named; our runner gives each question one, so
+`multi_image=skip` (default) neither asks nor scores a question naming several (`skipped_multi_image`), `first`
+asks it with image_1 only, as MMMU's run_llava.py does for every question.
 
-Several images: lmms-eval's llava passes every image the prompt names; our runner gives each question one, so by
-default (`multi_image=skip`) a question naming several is neither asked nor scored (`skipped_multi_image`);
-`multi_image=first` asks it with image_1 only, as MMMU's run_llava.py does for every question.
-
-Rules (`eval.vlm.scoring.mmmu`): `official` is MMMU's eval_utils.py, unreadable letters a seeded random guess
+Rules (`eval.vlm.scoring.mmmu`): `official` is MMMU's eval_utils.py, an unreadable letter a seeded random guess
 (`random_guesses`); `lmms_eval` reads letters as lmms-eval 0.7. Accuracy is instance-level (MMMU's
-`calculate_ins_level_acc`), per discipline and per subject. The test split writes `submission.json` ({id: answer}).
+`calculate_ins_level_acc`), per discipline and subject. The test split writes `submission.json` ({id: answer}).
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,17 +37,7 @@ from typing import Any, Literal
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import parquet_image, parquet_rows
 from eval.vlm.ids import QuestionId
-from eval.vlm.scoring.common import percent
-from eval.vlm.scoring.mmmu import (
-    DISCIPLINE_OF,
-    DISCIPLINES,
-    GUESS_SEED,
-    eval_multi_choice,
-    eval_open,
-    letters_of,
-    parse_multi_choice,
-    parse_open,
-)
+from eval.vlm.scoring.mmmu import DISCIPLINE_OF, GUESS_SEED, letters_of, score_mmmu, submission
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.atomic import write_text_atomically
@@ -202,76 +188,18 @@ def mmmu_prompt(q: MMMUQuestion, layout: str = "llava") -> str:
     raise UserError(f"unknown MMMU prompt layout '{layout}' (expected llava, lmms_eval or mmmu)")
 
 
-def _table(tally: dict[str, list[int]], order: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    names = [n for n in order if n in tally] if order is not None else sorted(tally)
-    return {n: {"accuracy": percent(*tally[n]), "num_questions": tally[n][1]} for n in names}
-
-
-def official_order(questions: Sequence[MMMUQuestion]) -> list[MMMUQuestion]:
-    """Subjects alphabetically (MMMU's CAT_SHORT2LONG order), then file order: the order the official scripts parse
-    in, so the random guesses are drawn in the same sequence."""
-    return sorted(questions, key=lambda q: q.subject)
-
-
-def score_mmmu(questions: Sequence[MMMUQuestion], predictions: Mapping[QuestionId, str], rule: str = "official"):
-    """Accuracy (percent) overall, per discipline, per subject and per question type; random guesses counted."""
-    rng = random.Random(GUESS_SEED)
-    tallies: dict[str, dict[str, list[int]]] = {"discipline": {}, "subject": {}, "type": {}}
-    hits = total = missing = guesses = 0
-    for q in official_order([q for q in questions if q.answer is not None]):
-        pred = predictions.get(q.id)
-        right = guessed = False
-        if pred is not None and q.question_type == "multiple-choice":
-            letter, guessed = parse_multi_choice(pred, q.options, rng, rule)
-            right = eval_multi_choice(q.answer, letter)
-        elif pred is not None:
-            right = eval_open(q.answer, parse_open(pred))
-        hits, total, missing, guesses = hits + right, total + 1, missing + (pred is None), guesses + guessed
-        keys = {"discipline": DISCIPLINE_OF.get(q.subject), "subject": q.subject, "type": q.question_type}
-        for kind, name in ((k, n) for k, n in keys.items() if n is not None):
-            cell = tallies[kind].setdefault(name, [0, 0])
-            cell[0], cell[1] = cell[0] + right, cell[1] + 1
-    ids = {q.id for q in questions}
-    return {
-        "accuracy": percent(hits, total),
-        "num_questions": total,
-        "per_discipline": _table(tallies["discipline"], list(DISCIPLINES)),
-        "per_subject": _table(tallies["subject"]),
-        "per_question_type": _table(tallies["type"], ["multiple-choice", "open"]),
-        "random_guesses": guesses,
-        "missing_predictions": missing,
-        "unknown_predictions": sum(1 for i in predictions if i not in ids),
-    }
-
-
-def submission(questions: Sequence[MMMUQuestion], predictions: Mapping[QuestionId, str], rule: str = "official"):
-    """MMMU's test submission {id: answer}: the letter read (or guessed) for multiple choice, the text for open."""
-    rng = random.Random(GUESS_SEED)
-    out = {}
-    for q in official_order(questions):
-        pred = predictions.get(q.id, "")
-        out[q.id] = parse_multi_choice(pred, q.options, rng, rule)[0] if q.question_type != "open" else pred.strip()
-    return out
-
-
 @dataclass
 class MMMUConfig(BenchConfig):
     parquet: str | None = field(
-        default=None,
-        metadata={"help": "MMMU/MMMU snapshot (<Subject>/validation-*.parquet), lmms-lab's MMMU "
-                  "(data/validation-*.parquet) or one parquet file; needs pyarrow"},
-    )  # fmt: skip
+        default=None, metadata={"help": "MMMU/MMMU (<Subject>/validation-*.parquet), lmms-lab/MMMU or one file"}
+    )
     split: str = field(default="validation", metadata={"help": "file-name prefix of the split (default: validation)"})
     prompt: Literal["llava", "lmms_eval", "mmmu"] = field(
-        default="llava",
-        metadata={"help": "llava (default): lmms-eval's mmmu_val prompt for llava (LLaVA-1.5 has no MMMU script); "
-                  "lmms_eval: the same; mmmu: the MMMU repo's run_llava.py ((A) options)"},
-    )  # fmt: skip
+        default="llava", metadata={"help": "llava = lmms_eval: lmms-eval's mmmu_val; mmmu: MMMU's run_llava.py"}
+    )
     multi_image: Literal["skip", "first"] = field(
-        default="skip",
-        metadata={"help": "questions naming several images: skip (default; counted as skipped_multi_image, not "
-                  "scored) or first (image_1 only, as MMMU's run_llava.py)"},
-    )  # fmt: skip
+        default="skip", metadata={"help": "questions naming several images: skip (not scored) or first (image_1)"}
+    )
 
 
 @register

@@ -7,13 +7,13 @@ Files (LLaVA's docs/Evaluation.md, playground/data/eval/scienceqa): lupantech/Sc
 {"question", "choices", "answer" (an index), "hint", "image" ("image.png" or null), "subject", "grade", ...}}`),
 `pid_splits.json` (`{split: [pid]}`), images `images/<split>/<pid>/<image>`; a problem of another shape, or a pid
 problems.json lacks, is refused naming file and pid. Optionally LLaVA's `llava_test_CQM-A.json` (eval.zip), the file
-model_vqa_science.py reads (`[{"id", "image": "<pid>/image.png", "conversations": [{"value": "<image>\nContext:
-<hint>\n<question>\nA. <choice>..."}, ...]}]`). Or lmms-lab's ScienceQA-IMG parquet (a row is lmms-eval's doc_id).
+model_vqa_science.py reads (`[{"id", "image": "<pid>/image.png", "conversations": [{"value": "<image>\\nContext:
+<hint>\\n<question>\\nA. <choice>..."}, ...]}]`). Or lmms-lab's ScienceQA-IMG parquet (a row is lmms-eval's doc_id).
 The set: the split's problems with an image (2017 of 4241 test; the rest counted `no_image`), whose accuracy is
 eval_science_qa.py's "IMG-Accuracy", LLaVA-1.5's SQA number (66.8 for 7B).
 
-Prompt `llava`: the human turn of LLaVA's file (`<image>` removed, stripped, as model_vqa_science.py), "\n" and
-LETTER_ANSWER_PROMPT (its --single-pred-prompt); without the file, built in that layout ("Context: <hint>\n", the
+Prompt `llava`: the human turn of LLaVA's file (`<image>` removed, stripped, as model_vqa_science.py), "\\n" and
+LETTER_ANSWER_PROMPT (its --single-pred-prompt); without the file, built in that layout ("Context: <hint>\\n", the
 question, "A. <choice>" lines; `llava_prompt_differs` counts file texts that differ). `lmms_eval`: lmms-eval's
 scienceqa_img `sqa_doc_to_text` (default format): the same text built from the problem, not stripped.
 

@@ -8,23 +8,19 @@ Files (LLaVA's docs/Evaluation.md, playground/data/eval/seed_bench): the officia
 (AILab-CVC/SEED-Bench DATASET.md: `{"questions": [{"question_id", "question", "choice_a".."choice_d", "answer"
 ('A'..'D'), "data_id" (the image file), "data_type" ("image" | "video"), "question_type_id"}], "question_type":
 {name: id}}`), images in `SEED-Bench-image/` under `--image-root`; a question of another shape is refused naming the
-file and its index, one without `answer` is counted `unannotated` and not scored. Optionally LLaVA's
-`llava-seed-bench.jsonl` (eval.zip; `{"question_id", "image": "SEED-Bench-image/<data_id>", "text", "category"}`),
-the file model_vqa_loader.py reads.
-`--parquet`: lmms-lab's SEED-Bench (columns per lmms_eval/tasks/seedbench/utils.py; `image` a list of {bytes, path};
-`question_type_id`/`data_id` read when present, else dimension 0); a row's position is lmms-eval's doc_id.
-The set: the questions with `data_type` "image" (dimensions 1-9, 14,233), LLaVA's `eval_only_type='image'`; video
-questions (10-12) are counted `video`.
+file and its index, one without `answer` is `unannotated`. Optionally LLaVA's `llava-seed-bench.jsonl` (eval.zip;
+`{"question_id", "image", "text", "category"}` lines), the file model_vqa_loader.py reads. `--parquet`: lmms-lab's
+SEED-Bench (columns per lmms_eval/tasks/seedbench/utils.py; a row's position is lmms-eval's doc_id). The set: the
+questions with `data_type` "image" (dimensions 1-9, 14,233), LLaVA's `eval_only_type='image'`; video ones counted.
 
-Prompt `llava`: the `text` of LLaVA's JSONL verbatim; without it, as LLaVA's docs/Evaluation.md builds it: the question,
+Prompt `llava`: the `text` of LLaVA's JSONL verbatim, else built as LLaVA's docs/Evaluation.md gives it: question,
 "A. <choice>" lines, LETTER_ANSWER_PROMPT (`llava_prompt_differs` counts JSONL texts that differ). `lmms_eval`:
 lmms-eval's `seed_doc_to_text`, always built: the same text.
 
 Rules. `official`: LLaVA's scripts/convert_seed_for_submission.py `eval_single(..., eval_only_type='image')`: right
-when the answer *is* the letter (`row['text'] == question_data['answer']`, nothing stripped). `lmms_eval`: lmms-eval's
-`seed_process_result` + `seed_aggregation_result` (the stripped answer's first character, lower-cased, equals the
-letter's). No prediction is wrong. Accuracy in percent over the annotated image questions (pooled) and per
-evaluation dimension (named by SEED-Bench.json's `question_type`).
+when the answer *is* the letter (`row['text'] == question_data['answer']`). `lmms_eval`: lmms-eval's
+`seed_process_result` + `seed_aggregation_result` (the stripped answer's first character, lower-cased, is the
+letter). No prediction is wrong. Accuracy in percent over the annotated questions (pooled) and per dimension.
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
-from eval.vlm.files import parquet_rows, read_json
+from eval.vlm.files import parquet_image, parquet_image_name, parquet_rows, read_json
 from eval.vlm.ids import QuestionId, norm_id
 from eval.vlm.scoring.common import percent
 from eval.vlm.subset import fixed_subset
@@ -50,9 +46,7 @@ CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
 IMAGE_FOLDER = "SEED-Bench-image"
 PARQUET_COLUMNS = ("question_id", "question", *CHOICE_KEYS, "answer", "data_type", "image")
 IMAGE_SUFFIXES = ("", ".jpg", ".png", ".jpeg")  # DATASET.md writes data_id without one; the files have one
-QUESTION_SHAPE = (
-    "{question_id, question, choice_a..choice_d, answer: A-D or absent, data_id, data_type, question_type_id}"
-)
+QUESTION_SHAPE = "{question_id, question, choice_a..d, answer: A-D or absent, data_id, data_type, question_type_id}"
 # SEED-Bench-1's "question_type" (DATASET.md), for a file that lacks it
 DIMENSIONS = {
     1: "Scene Understanding", 2: "Instance Identity", 3: "Instance Attributes", 4: "Instance Location",
@@ -195,12 +189,11 @@ def load_seedbench(annotations: str | Path, image_root: str | Path | None = None
 
 
 def _image_cell(image: Any) -> tuple[bytes | None, str | None]:
-    """(encoded bytes, file name) of a parquet `image` cell: a {bytes, path} struct or lmms-lab's list of one."""
-    name = image[0].get("path") if isinstance(image, list) and image and isinstance(image[0], dict) else None
-    if isinstance(image, list):
-        image = image[0] if len(image) == 1 else None
-    data = image.get("bytes") if isinstance(image, dict) else image
-    return (bytes(data) if isinstance(data, (bytes, bytearray)) and data else None), name
+    """(encoded bytes, file name) of lmms-lab's `image` cell: a list of {bytes, path} structs (one for an image)."""
+    if not isinstance(image, list):
+        return parquet_image(image), None
+    name = parquet_image_name(image[0]) or None if image else None
+    return (parquet_image(image[0]) if len(image) == 1 else None), name
 
 
 def load_seedbench_parquet(path: str | Path, limit: int | None = None, split: str | None = None) -> QuestionSet:
@@ -255,10 +248,8 @@ def score_seedbench(questions: Sequence[SeedQuestion], predictions: Mapping[Ques
     hits = total = missing = unparsed = 0
     for q in (q for q in questions if q.answer is not None):
         pred = predictions.get(q.id)
-        if rule == "lmms_eval":
-            right = pred is not None and lmms_eval_right(pred, q.answer)
-        else:
-            right = pred == q.answer  # convert_seed_for_submission.py: row['text'] == question_data['answer']
+        lmms = rule == "lmms_eval"  # else convert_seed_for_submission.py's row['text'] == question_data['answer']
+        right = pred is not None and lmms_eval_right(pred, q.answer) if lmms else pred == q.answer
         missing += pred is None
         unparsed += pred is not None and pred not in LETTERS
         hits, total = hits + right, total + 1

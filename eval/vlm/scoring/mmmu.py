@@ -8,16 +8,18 @@ the same code is in lmms_eval/tasks/mmmu/utils.py):
   draws in the official order (subjects alphabetically, then file order), so a score is deterministic.
 - `rule="lmms_eval"`: lmms-eval 0.7's letter reading (lmms_eval/tasks/_task_utils/mmmu_mcq_utils.py
   `parse_mmmu_multi_choice_response`): "B " without the leading space, then "B." before the option texts.
-The six disciplines are MMMU's DOMAIN_CAT2SUB_CAT (mmmu/utils/data_utils.py) under the paper's names.
+The six disciplines are MMMU's DOMAIN_CAT2SUB_CAT (mmmu/utils/data_utils.py) under the paper's names. `score_mmmu`
+and `submission` read questions with `id`, `subject`, `options`, `answer` (None: unannotated) and `question_type`.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from eval.vlm.scoring.common import check_rule
+from eval.vlm.scoring.common import check_rule, percent
 
 GUESS_SEED = 42  # eval_utils.py: random.seed(42) at import, then random.choice for every unreadable letter
 DISCIPLINES = {
@@ -146,3 +148,55 @@ def eval_open(gold: str | list[str], preds: Sequence[str | float]) -> bool:
         elif pred in answers:
             return True
     return False
+
+
+def _table(tally: dict[str, list[int]], order: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    names = [n for n in order if n in tally] if order is not None else sorted(tally)
+    return {n: {"accuracy": percent(*tally[n]), "num_questions": tally[n][1]} for n in names}
+
+
+def official_order(questions: Sequence[Any]) -> list[Any]:
+    """Subjects alphabetically (MMMU's CAT_SHORT2LONG order), then file order: the order the official scripts parse
+    in, so the random guesses are drawn in the same sequence."""
+    return sorted(questions, key=lambda q: q.subject)
+
+
+def score_mmmu(questions: Sequence[Any], predictions: Mapping[Any, str], rule: str = "official") -> dict[str, Any]:
+    """Accuracy (percent) overall, per discipline, per subject and per question type; random guesses counted."""
+    rng = random.Random(GUESS_SEED)
+    tallies: dict[str, dict[str, list[int]]] = {"discipline": {}, "subject": {}, "type": {}}
+    hits = total = missing = guesses = 0
+    for q in official_order([q for q in questions if q.answer is not None]):
+        pred = predictions.get(q.id)
+        right = guessed = False
+        if pred is not None and q.question_type == "multiple-choice":
+            letter, guessed = parse_multi_choice(pred, q.options, rng, rule)
+            right = eval_multi_choice(q.answer, letter)
+        elif pred is not None:
+            right = eval_open(q.answer, parse_open(pred))
+        hits, total, missing, guesses = hits + right, total + 1, missing + (pred is None), guesses + guessed
+        keys = {"discipline": DISCIPLINE_OF.get(q.subject), "subject": q.subject, "type": q.question_type}
+        for kind, name in ((k, n) for k, n in keys.items() if n is not None):
+            cell = tallies[kind].setdefault(name, [0, 0])
+            cell[0], cell[1] = cell[0] + right, cell[1] + 1
+    ids = {q.id for q in questions}
+    return {
+        "accuracy": percent(hits, total),
+        "num_questions": total,
+        "per_discipline": _table(tallies["discipline"], list(DISCIPLINES)),
+        "per_subject": _table(tallies["subject"]),
+        "per_question_type": _table(tallies["type"], ["multiple-choice", "open"]),
+        "random_guesses": guesses,
+        "missing_predictions": missing,
+        "unknown_predictions": sum(1 for i in predictions if i not in ids),
+    }
+
+
+def submission(questions: Sequence[Any], predictions: Mapping[Any, str], rule: str = "official") -> dict[str, str]:
+    """MMMU's test submission {id: answer}: the letter read (or guessed) for multiple choice, the text for open."""
+    rng = random.Random(GUESS_SEED)
+    out = {}
+    for q in official_order(questions):
+        pred = predictions.get(q.id, "")
+        out[q.id] = parse_multi_choice(pred, q.options, rng, rule)[0] if q.question_type != "open" else pred.strip()
+    return out
