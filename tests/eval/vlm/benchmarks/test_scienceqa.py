@@ -179,6 +179,9 @@ def test_run_with_a_tiny_llava_and_score_agree(files, tmp_path):
     scored = _metrics(tmp_path / "scored")
     for key in ("accuracy", "per_subject", "per_context", "per_grade", "unparsed"):
         assert scored[key] == m[key], key
+    # the Evaluator entry (`eval run scienceqa synthetic=3`): the synthetic set in ScienceQA's own layout
+    synthetic = ScienceQA.of(synthetic=3, device="cpu", batch_size=4).run(model, tmp_path / "synthetic")
+    assert synthetic["num_questions"] == 3 and synthetic["coverage"]["missing"] == 0 and synthetic["scored"]
 
 
 def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
