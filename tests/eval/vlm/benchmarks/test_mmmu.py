@@ -8,21 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval.vlm.benchmarks.mmmu import (
-    MMMUQuestion,
+from PIL import Image
+
+from eval.cli import main
+from eval.vlm.benchmarks.mmmu import MMMU, MMMUQuestion, load_mmmu, mmmu_prompt
+from eval.vlm.scoring.mmmu import (
     eval_multi_choice,
     eval_open,
     extract_numbers,
-    load_mmmu,
-    mmmu_benchmark,
-    mmmu_prompt,
     normalize_str,
     parse_multi_choice,
     parse_open,
 )
-from PIL import Image
-
-from eval.cli import main
 from pretrain.runtime.errors import UserError
 
 pa = pytest.importorskip("pyarrow")
@@ -38,7 +35,7 @@ SCHEMA = pa.schema(
 
 
 # ----------------------------------------------------------------------------------------------- MMMU's rules
-def _mc(response, rule="mmmu", options=OPTIONS, seed=0):
+def _mc(response, rule="official", options=OPTIONS, seed=0):
     return parse_multi_choice(response, options, random.Random(seed), rule)
 
 
@@ -161,28 +158,30 @@ def lmms_lab(tmp_path_factory):
 
 
 def test_reader_counts_skips_and_layouts(hub, lmms_lab):
-    mset = load_mmmu(hub)
-    assert [q.id for q in mset.questions][:4] == [f"validation_Accounting_{i}" for i in range(1, 5)]
-    assert mset.counts == {"malformed_rows": 2, "duplicate_ids": 1, "missing_images": 1, "multi_image": 1}
-    assert mset.doc_rows is None and len(mset.questions) == 12
-    math2 = next(q for q in mset.questions if q.id == "validation_Math_2")
+    mset = load_mmmu(hub, skip_multi_image=False)
+    assert [q.id for q in mset.items][:4] == [f"validation_Accounting_{i}" for i in range(1, 5)]
+    # the policy's count names (malformed_rows, duplicate_ids were the old ones), and unannotated
+    assert mset.counts == {"malformed_questions": 2, "duplicate_questions": 1, "missing_images": 1, "multi_image": 1,
+                           "unannotated": 0}  # fmt: skip
+    assert mset.doc_rows is None and len(mset.items) == 12
+    math2 = next(q for q in mset.items if q.id == "validation_Math_2")
     assert (math2.subject, math2.question_type, math2.answer) == ("Math", "open", ["24/7", "3.429"])
-    bench = mmmu_benchmark(hub)
+    bench = MMMU.of(parquet=str(hub))
     assert bench.describe()["num_questions"] == 11 and bench.describe()["skipped_multi_image"] == 1
-    items = bench.prompt_items()
-    assert len(items) == 10 and "validation_Math_4" not in {p.id for p in items}  # its image is missing
-    assert items[0].image().size == (40, 40)
-    first = mmmu_benchmark(hub, multi_image="first")
-    assert len(first.prompt_items()) == 11 and first.describe()["skipped_multi_image"] == 0
+    requests = bench.requests()
+    assert len(requests) == 10 and "validation_Math_4" not in {r.id for r in requests}  # its image is missing
+    assert requests[0].image().size == (40, 40)
+    first = MMMU.of(parquet=str(hub), multi_image="first")
+    assert len(first.requests()) == 11 and first.describe()["skipped_multi_image"] == 0
     art4 = next(q for q in first.questions if q.id == "validation_Art_4")
     assert art4.placeholders == [1, 2] and art4.image_number == 1
-    lab = load_mmmu(lmms_lab)
+    lab = load_mmmu(lmms_lab, skip_multi_image=False)
     assert lab.doc_rows[:2] == ["validation_Math_1", "validation_Math_2"] and len(lab.doc_rows) == 15
-    assert sorted(q.id for q in lab.questions) == sorted(q.id for q in mset.questions) and lab.counts == mset.counts
-    assert len(load_mmmu(hub, "dev").questions) == 3
-    limited = load_mmmu(hub, limit=6).questions  # stratified by subject: 2 per subject
+    assert sorted(q.id for q in lab.items) == sorted(q.id for q in mset.items) and lab.counts == mset.counts
+    assert len(load_mmmu(hub, "dev").items) == 3
+    limited = load_mmmu(hub, limit=6, skip_multi_image=False).items  # stratified by subject: 2 per subject
     assert [q.subject for q in limited] == ["Accounting"] * 2 + ["Art"] * 2 + ["Math"] * 2
-    assert [q.id for q in limited] == [q.id for q in load_mmmu(hub, limit=6).questions]
+    assert [q.id for q in limited] == [q.id for q in load_mmmu(hub, limit=6, skip_multi_image=False).items]
 
 
 def test_prompts_are_lmms_evals_and_mmmus():
@@ -239,12 +238,13 @@ def test_score_per_discipline_subject_and_guesses(hub, tmp_path, capsys):
         "Accounting", "Art", "Math"]  # fmt: skip
     assert m["per_question_type"] == {"multiple-choice": {"accuracy": 44.44, "num_questions": 9},
                                       "open": {"accuracy": 100.0, "num_questions": 2}}  # fmt: skip
-    assert (m["prompt"], m["parser"], m["multi_image"], m["guess_seed"]) == ("llava", "mmmu", "skip", 42)
-    assert m["data_counts"]["malformed_rows"] == 2 and m["files"] == {}
+    # `--parser mmmu|lmms_eval` is now the base's `--rule official|lmms_eval` (metrics.json: `rule`, was `parser`)
+    assert (m["prompt"], m["rule"], m["multi_image"], m["guess_seed"]) == ("llava", "official", "skip", 42)
+    assert m["data_counts"]["malformed_questions"] == 2 and m["files"] == {}
     assert "| mmmu" in capsys.readouterr().out
     again = _score(hub, preds, tmp_path / "o2")  # the guesses are the same every time
     assert again["accuracy"] == m["accuracy"] and again["per_subject"] == m["per_subject"]
-    lmms = _score(hub, preds, tmp_path / "lmms", "--parser", "lmms_eval")  # "B. 0.5" read: one guess fewer
+    lmms = _score(hub, preds, tmp_path / "lmms", "--rule", "lmms_eval")  # "B. 0.5" read: one guess fewer
     assert (lmms["accuracy"], lmms["random_guesses"]) == (round(100 * 7 / 11, 2), 2)
     first = _score(hub, preds, tmp_path / "first", "--multi-image", "first")
     assert (first["accuracy"], first["num_questions"], first["skipped_multi_image"]) == (round(100 * 7 / 12, 2), 12, 0)
@@ -278,9 +278,9 @@ def test_run_with_a_tiny_llava_and_score_agree(hub, tmp_path):
     scored = _score(hub, out / "predictions.jsonl", tmp_path / "scored")
     for key in ("accuracy", "per_discipline", "per_subject", "random_guesses", "missing_predictions"):
         assert scored[key] == m[key]
-    prompt = mmmu_benchmark(hub).requests()[0].prompt
-    assert "USER: <image>\n<image 1> Which one?\nA. 0.5\n" in prompt and prompt.endswith("directly. ASSISTANT:")
-    assert mmmu_benchmark(hub).requests()[0].max_new_tokens == 128
+    request = MMMU.of(parquet=str(hub)).requests()[0]
+    assert "USER: <image>\n<image 1> Which one?\nA. 0.5\n" in request.prompt
+    assert request.prompt.endswith("directly. ASSISTANT:") and request.max_new_tokens == 128
 
 
 def test_test_split_writes_a_submission(tmp_path):
@@ -292,6 +292,7 @@ def test_test_split_writes_a_submission(tmp_path):
                                           {"question_id": "test_Math_1", "answer": " 4 cm "}])  # fmt: skip
     m = _score(root, preds, tmp_path / "o", "--split", "test")
     assert m["scored"] is False and m["accuracy"] is None and m["split"] == "test"
+    assert m["input"]["unannotated"] == 0 and m["data_counts"]["unannotated"] == 2  # a test split: no warning
     sub = json.loads((tmp_path / "o" / "submission.json").read_text())
     assert sub == {"test_Art_1": "C", "test_Math_1": "4 cm"}
 
@@ -335,9 +336,34 @@ def test_missing_pyarrow_is_one_line(hub, tmp_path, capsys, monkeypatch):
 def test_suite_finds_either_layout(hub, lmms_lab, tmp_path):
     from eval.vlm.registry import benchmarks
 
-    spec = benchmarks()["mmmu"]
-    assert spec.suite_args(hub) == {"parquet": hub, "split": "validation"}
-    assert spec.suite_args(lmms_lab) == {"parquet": lmms_lab, "split": "validation"}
+    cls = benchmarks()["mmmu"]
+    assert cls is MMMU and cls.suite_config(hub) == {"parquet": str(hub), "split": "validation"}
+    assert cls.suite_config(lmms_lab) == {"parquet": str(lmms_lab), "split": "validation"}
     (tmp_path / "empty").mkdir()
-    assert spec.suite_args(tmp_path / "empty") is None
-    assert (spec.folder, spec.headline, spec.published) == ("MMMU", "accuracy", {"superclass_table11": 36.0})
+    assert cls.suite_config(tmp_path / "empty") is None
+    assert (cls.folder, cls.headline, cls.published) == ("MMMU", "accuracy", {"superclass_table11": 36.0})
+
+
+def test_input_policy_on_a_predictions_file(hub, tmp_path, capsys):
+    # Art_1 answered twice (the last, "(A)", kept: right); a torn row (malformed); Art_3 null (missing, no guess drawn)
+    lines = [json.dumps({"question_id": "validation_Art_1", "answer": "(B)"}), '{"question_id": "validation_Ar',
+             json.dumps({"question_id": "validation_Art_3", "answer": None}),
+             json.dumps({"question_id": "validation_Art_1", "answer": "(A)"}),
+             json.dumps({"question_id": "validation_Math_1", "answer": "3.5"})]  # fmt: skip
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    m, err = _score(hub, tmp_path / "p.jsonl", tmp_path / "o"), capsys.readouterr().err
+    assert m["accuracy"] == round(100 * 2 / 11, 2) and m["missing_predictions"] == 9 and m["random_guesses"] == 0
+    assert (m["input"]["duplicate_ids"], m["input"]["malformed_rows"], m["input"]["null_answers"]) == (1, 1, 1)
+    assert "p.jsonl" in err and "1 malformed rows skipped" in err and "answered more than once" in err
+    assert "1 null answers (counted missing)" in err
+
+
+def test_validation_rows_without_an_answer_are_unannotated(tmp_path, capsys):
+    # rows of another shape in a parquet are counted (malformed_questions); a torn file is refused (test_bad_files)
+    rows = [_row("validation_Art_1", "<image 1> Which?", "A"), _row("validation_Art_2", "<image 1> Which?", "?"),
+            _row("validation_Art_3", "<image 1> Which?", "B")]  # fmt: skip
+    root = _write(tmp_path / "MMMU" / "Art" / "validation-00000-of-00001.parquet", rows).parent.parent
+    preds = _jsonl(tmp_path / "p.jsonl", [{"question_id": f"validation_Art_{i}", "answer": "A"} for i in (1, 2, 3)])
+    m = _score(root, preds, tmp_path / "o")
+    assert (m["num_questions"], m["accuracy"], m["input"]["unannotated"], m["scored"]) == (2, 50.0, 1, True)
+    assert "1 of 3 questions have no gold answer (not scored)" in capsys.readouterr().err

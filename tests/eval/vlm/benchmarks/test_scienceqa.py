@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 from eval.vlm.benchmarks.scienceqa import (
-    ScienceQABenchmark,
-    _suite,
+    ScienceQA,
     llava_letter,
     lmms_eval_right,
     load_scienceqa,
@@ -40,7 +39,7 @@ PROBLEMS = {
            "language science", "grade6"),
     "1": ("Which ocean is highlighted?", ["Pacific", "Indian"], 0, "", "image.png", "social science", "grade5"),
 }  # fmt: skip
-TEST_PIDS = ["4", "5", "6", "7", "8", "9", "10", "11", "12", "999"]  # 12: malformed, 999: not in problems.json
+TEST_PIDS = ["4", "5", "6", "7", "8", "9", "10", "11", "5"]  # pid 5 listed twice: counted, the first kept
 IMAGE_PIDS = [5, 6, 7, 8, 9, 10]
 
 
@@ -56,7 +55,6 @@ def _write_problems(root: Path) -> dict[str, Path]:
             folder = root / "images" / split / pid
             folder.mkdir(parents=True)
             Image.new("RGB", (24 + int(pid), 20), (30 * int(pid) % 255, 90, 160)).save(folder / image)
-    problems["12"] = {"question": "Broken?", "answer": 0, "hint": "", "image": "image.png", "split": "test"}
     (root / "problems.json").write_text(json.dumps(problems))
     (root / "pid_splits.json").write_text(json.dumps({"train": ["1"], "test": TEST_PIDS}))
     return {"problems": root / "problems.json", "pid_splits": root / "pid_splits.json", "images": root / "images"}
@@ -78,7 +76,7 @@ def _llava_question(pid: str) -> dict:
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("scienceqa")
     paths = _write_problems(root)
-    rows = [_llava_question(pid) for pid in TEST_PIDS if pid in PROBLEMS] + [{"id": "13"}]  # the last: malformed
+    rows = [_llava_question(pid) for pid in dict.fromkeys(TEST_PIDS)] + [{"id": "13"}]  # the last: malformed
     (root / "llava_test_CQM-A.json").write_text(json.dumps(rows, indent=2))
     return {**paths, "questions": root / "llava_test_CQM-A.json", "root": root}
 
@@ -103,34 +101,37 @@ def test_llava_letter_follows_eval_science_qa_rules():
 
 def test_reads_the_image_questions_and_counts_what_it_skips(files):
     sset = load_scienceqa(files["problems"], None, files["images"] / "test", files["questions"])
-    assert [p.qid for p in sset.problems] == IMAGE_PIDS and sset.split == "test"
-    assert sset.counts == {"malformed_problems": 1, "unknown_pids": 1, "no_image": 2, "missing_images": 0,
-                           "duplicate_pids": 0, "malformed_llava_rows": 1, "llava_rows_missing": 0,
-                           "llava_prompt_differs": 0}  # fmt: skip
-    assert sset.problems[0].load_image().size == (29, 20)
+    assert [p.id for p in sset.items] == IMAGE_PIDS and sset.split == "test"
+    # the policy's names (duplicate_pids is duplicate_questions); a malformed problem or unknown pid is now refused
+    assert sset.counts == {"duplicate_questions": 1, "no_image": 2, "unannotated": 0, "missing_images": 0,
+                           "malformed_llava_rows": 1, "llava_rows_missing": 0, "llava_prompt_differs": 0}  # fmt: skip
+    assert sset.items[0].load_image().size == (29, 20)
     # images/ (holding test/) and the ScienceQA data folder (holding images/test/) are found too
     for root in (files["images"], files["root"]):
         assert load_scienceqa(files["problems"], image_root=root).counts["missing_images"] == 0
 
 
 def test_prompts_are_llava_and_lmms_eval_layouts(files):
-    bench = ScienceQABenchmark(load_scienceqa(files["problems"], None, files["images"] / "test", files["questions"]))
-    first = bench.prompt_items()[0]
+    bench = ScienceQA.of(problems=str(files["problems"]), image_root=str(files["images"] / "test"),
+                         llava_questions=str(files["questions"]))  # fmt: skip
+    first = bench.questions[0]
     expected = (f"Context: {HINT5}\nIdentify the question that Brody's experiment can best answer.\nA. Do nails rust?"
                 f"\nB. Is water wet?\nC. Is vinegar sour?\n{LETTER_ANSWER_PROMPT}")  # fmt: skip
-    assert first.id == 5 and first.text == expected
+    assert first.id == 5 and bench.prompt(first) == expected
     assert bench.requests()[0].prompt == generation_prompt(expected) and expected.count("<image>") == 0
-    no_hint = next(p for p in bench.sset.problems if p.qid == 6)
+    no_hint = next(p for p in bench.questions if p.id == 6)
     assert scienceqa_prompt(no_hint).startswith("Which of these states is farthest north?\nA. Maine\nB. Texas")
     built = load_scienceqa(files["problems"])  # no LLaVA file: the same text, built
-    assert [scienceqa_prompt(p) for p in built.problems] == [p.text for p in bench.prompt_items()]
-    assert [scienceqa_prompt(p, "lmms_eval") for p in built.problems] == [p.text for p in bench.prompt_items()]
+    texts = [bench.prompt(p) for p in bench.questions]
+    assert [scienceqa_prompt(p) for p in built.items] == texts
+    assert [scienceqa_prompt(p, "lmms_eval") for p in built.items] == texts
+    assert ScienceQA.of(problems=str(files["problems"]), prompt="lmms_eval").layout == "lmms_eval"
     row = _llava_question("7")
     row["conversations"][0]["value"] += " (edited)"
     (files["root"] / "edited.json").write_text(json.dumps([row]))
     edited = load_scienceqa(files["problems"], questions=files["root"] / "edited.json")
     assert edited.counts["llava_prompt_differs"] == 1 and edited.counts["llava_rows_missing"] == 5
-    seven = next(p for p in edited.problems if p.qid == 7)
+    seven = next(p for p in edited.items if p.id == 7)
     assert scienceqa_prompt(seven).endswith(f"(edited)\n{LETTER_ANSWER_PROMPT}")
 
 
@@ -147,8 +148,14 @@ def test_score_hand_worked_breakdowns(files, tmp_path):
     assert m["per_subject"] == {"natural science": 66.67, "social science": 50.0, "language science": 0.0}
     assert m["per_context"] == {"TXT": 66.67, "IMG": 50.0, "NO": None}
     assert m["per_grade"] == {"G1-6": 25.0, "G7-12": 100.0}
-    assert m["accuracy_lmms_eval"] == 66.67  # lmms-eval reads "B." and "a", not "The answer is A."
     assert m["coverage"]["unknown"] == 1 and m["predictions"]["format"] == "llava"  # pid 4 has no image
+    assert m["rule"] == "official" and "eval_science_qa.py" in m["metric_rule"]
+    # --rule lmms_eval (was `accuracy_lmms_eval` beside `accuracy`): sqa_process_results reads "B." (the answer's
+    # letter and a "."; 7's answer is B) and "a" (8's, any case), not "The answer is A.": 5, 7, 8, 9 right of 6
+    assert main([*args, "--out", str(tmp_path / "lmms"), "--rule", "lmms_eval"]) == 0
+    lmms = _metrics(tmp_path / "lmms")
+    assert (lmms["accuracy"], lmms["rule"], lmms["per_subject"]["language science"]) == (66.67, "lmms_eval", 100.0)
+    assert "sqa_process_results" in lmms["metric_rule"] and "unparsed" not in lmms
     assert main([*args, "--out", str(tmp_path / "limited"), "--limit", "3"]) == 0
     limited = _metrics(tmp_path / "limited")  # stratified by subject: one of each
     assert limited["num_questions"] == 3 and None not in limited["per_subject"].values()
@@ -170,8 +177,11 @@ def test_run_with_a_tiny_llava_and_score_agree(files, tmp_path):
     score = ["scienceqa", "score", *_args(files), "--predictions", str(out / "predictions.jsonl")]
     assert main([*score, "--out", str(tmp_path / "scored")]) == 0
     scored = _metrics(tmp_path / "scored")
-    for key in ("accuracy", "accuracy_lmms_eval", "per_subject", "per_context", "per_grade", "unparsed"):
+    for key in ("accuracy", "per_subject", "per_context", "per_grade", "unparsed"):
         assert scored[key] == m[key], key
+    # the Evaluator entry (`eval run scienceqa synthetic=3`): the synthetic set in ScienceQA's own layout
+    synthetic = ScienceQA.of(synthetic=3, device="cpu", batch_size=4).run(model, tmp_path / "synthetic")
+    assert synthetic["num_questions"] == 3 and synthetic["coverage"]["missing"] == 0 and synthetic["scored"]
 
 
 def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
@@ -191,12 +201,70 @@ def test_bad_files_are_one_line_errors(files, tmp_path, capsys):
     assert "--image-root" in capsys.readouterr().err
 
 
+def test_a_data_file_broken_in_part_is_refused_naming_file_and_problem(files, tmp_path, capsys):
+    # input policy: a problem of another shape, or a pid problems.json lacks, is refused (it was counted and skipped)
+    doc = json.loads(files["problems"].read_text())
+    base = ["scienceqa", "score", "--predictions", str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o")]
+    for pid, broken, says in (("7", {"choices": ["one"]}, "problem '7' is not"),
+                              ("8", {"answer": 2}, "problem '8' is not")):  # fmt: skip
+        (tmp_path / "problems.json").write_text(json.dumps({**doc, pid: {**doc[pid], **broken}}))
+        flags = ["--problems", str(tmp_path / "problems.json"), "--pid-splits", str(files["pid_splits"])]
+        assert main([*base, *flags]) == 2
+        err = _one_line(capsys)
+        assert "problems.json" in err and says in err, err
+    (tmp_path / "splits.json").write_text(json.dumps({"test": ["5", "999"]}))
+    assert main([*base, "--problems", str(files["problems"]), "--pid-splits", str(tmp_path / "splits.json")]) == 2
+    err = _one_line(capsys)
+    assert "splits.json" in err and "'999'" in err, err
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_input_policy_on_a_predictions_file(files, tmp_path, capsys):
+    # 5 answered twice (the last, "B", kept: right); 6's row torn (malformed, counted and warned); 7 null (missing)
+    lines = [json.dumps({"question_id": 5, "answer": "C"}), json.dumps({"question_id": 6, "answer": "A"})[:15],
+             json.dumps({"question_id": 7, "answer": None}), json.dumps({"question_id": 5, "answer": "B"}),
+             json.dumps({"question_id": 8, "answer": "A"})]  # fmt: skip
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    args = ["scienceqa", "score", *_args(files), "--predictions", str(tmp_path / "p.jsonl"), "--out", str(tmp_path)]
+    assert main(args) == 0
+    m, err = _metrics(tmp_path), capsys.readouterr().err
+    assert m["accuracy"] == round(100 * 2 / 6, 2) and m["missing_predictions"] == 4
+    assert (m["input"]["duplicate_ids"], m["input"]["malformed_rows"], m["input"]["null_answers"]) == (1, 1, 1)
+    assert m["input"]["missing_predictions"] == 4 and "p.jsonl" in err and "1 malformed rows skipped" in err
+    assert "answered more than once" in err and "1 null answers (counted missing)" in err
+
+
+def test_problems_without_an_answer_are_unannotated(files, tmp_path, capsys):
+    doc = json.loads(files["problems"].read_text())
+    doc["6"]["answer"] = None
+    (tmp_path / "problems.json").write_text(json.dumps(doc))
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"question_id": q, "answer": "A"}) + "\n" for q in (6, 8)))
+    args = ["scienceqa", "score", "--problems", str(tmp_path / "problems.json"), "--pid-splits",
+            str(files["pid_splits"]), "--predictions", str(tmp_path / "p.jsonl"),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(args) == 0
+    m = _metrics(tmp_path / "o")
+    assert (m["num_questions"], m["accuracy"], m["input"]["unannotated"], m["data_counts"]["unannotated"]) == (
+        5,
+        20.0,
+        1,
+        1,
+    )
+    assert "1 of 6 questions have no gold answer (not scored)" in capsys.readouterr().err
+
+
 def test_suite_layout(files, tmp_path):
-    assert benchmarks()["scienceqa"].folder == "scienceqa"
-    values = _suite(files["root"])
-    assert values == {"problems": files["problems"], "pid_splits": files["pid_splits"],
-                      "image_root": files["images"] / "test", "llava_questions": files["questions"]}  # fmt: skip
-    assert _suite(tmp_path) is None
+    assert benchmarks()["scienceqa"] is ScienceQA and ScienceQA.folder == "scienceqa"
+    values = ScienceQA.suite_config(files["root"])
+    assert values == {"problems": str(files["problems"]), "pid_splits": str(files["pid_splits"]),
+                      "image_root": str(files["images"] / "test"),
+                      "llava_questions": str(files["questions"])}  # fmt: skip
+    assert ScienceQA.suite_config(tmp_path) is None
 
 
 def test_lmms_lab_parquet_and_lmms_eval_samples(files, tmp_path):
@@ -210,8 +278,8 @@ def test_lmms_lab_parquet_and_lmms_eval_samples(files, tmp_path):
                      "answer": answer, "hint": hint, "subject": subject, "grade": grade})  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test-00000-of-00001.parquet")
     sset = load_scienceqa_parquet(tmp_path)
-    assert [p.qid for p in sset.problems] == [0, 2] and sset.doc_rows == [0, None, 2]
-    assert sset.counts["no_image"] == 1 and sset.problems[0].load_image().size == (29, 20)
+    assert [p.id for p in sset.items] == [0, 2] and sset.doc_rows == [0, None, 2]
+    assert sset.counts["no_image"] == 1 and sset.items[0].load_image().size == (29, 20)
     samples = [{"doc_id": 0, "target": "B", "filtered_resps": "B", "exact_match": 1.0},
                {"doc_id": 2, "target": "A", "filtered_resps": "C", "exact_match": 0.0}]  # fmt: skip
     (tmp_path / "samples_scienceqa_img.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
