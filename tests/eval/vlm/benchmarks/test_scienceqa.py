@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+from eval.cli import main
 from eval.vlm.benchmarks.scienceqa import (
     ScienceQA,
     llava_letter,
@@ -12,9 +15,6 @@ from eval.vlm.benchmarks.scienceqa import (
     load_scienceqa_parquet,
     scienceqa_prompt,
 )
-from PIL import Image
-
-from eval.cli import main
 from eval.vlm.registry import benchmarks
 from vlm.templates import LETTER_ANSWER_PROMPT, generation_prompt
 
