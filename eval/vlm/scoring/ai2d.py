@@ -30,7 +30,7 @@ restricted to the question ids of Qwen-VL's ai2diagram test.jsonl): columns `que
 `answer` (the index as a string, "0".."3"), `image` (`{"bytes", "path"}`). The rows carry no questionId: a row's id is
 its row index, lmms-eval's `doc_id`, so parquet and official ids differ (lmms-eval's README counts 3088 rows).
 Question dicts: `id`, `question`, `image` (imageName, or the parquet struct), `choices` (list of str), `answer` (the
-correct index), `category` (or None), and from AI2's files `abc_label`.
+correct index; None when the row has none: unannotated), `category` (or None), and from AI2's files `abc_label`.
 
 Prompt (`build_prompt`): lmms-eval's default `mcq` layout, the setting LLaVA-NeXT reports AI2D with:
 `"{question}\\nA. {option}\\nB. {option}...\\nAnswer with the option's letter from the given choices directly."`.
@@ -46,7 +46,7 @@ import string
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from eval.vlm.scoring.common import check_rule, grouped_percent, percent, prediction_of, text_field
+from eval.vlm.scoring.common import annotated, check_rule, grouped_percent, percent, prediction_of, text_field
 from vlm.templates import LETTER_ANSWER_PROMPT
 
 # lmms-eval tasks/ai2d/ai2d.yaml default post_prompt (75571cfe), which is LLaVA's LETTER_ANSWER_PROMPT
@@ -83,8 +83,8 @@ def _question(qid: Any, question: Any, choices: Any, answer: Any, image: Any) ->
     if not all(isinstance(c, str) for c in choices):
         return None
     index = _answer_index(answer, len(choices))
-    if index is None:
-        return None
+    if index is None and answer is not None:
+        return None  # no answer at all: a question without gold (answer None)
     return {"id": qid, "question": question, "image": image, "choices": list(choices), "answer": index}
 
 
@@ -139,8 +139,10 @@ def correct(prediction: str | None, question: Mapping[str, Any], rule: str = "of
 def score(
     questions: Sequence[Mapping[str, Any]], predictions: Mapping[Hashable, str], rule: str = "official"
 ) -> dict[str, Any]:
-    """Accuracy in percent, overall and per category, with the count of predictions naming no option."""
+    """Accuracy in percent, overall and per category, with the count of predictions naming no option, over the
+    questions with an answer."""
     check_rule(rule)
+    questions = annotated(questions, "answer")
     rows = []
     for q in questions:
         prediction = prediction_of(predictions, q["id"])

@@ -28,7 +28,7 @@ lmms-lab/ChartQA parquet (split `test`; lmms-eval now reads the same data as lmm
 `type` ("human_test" | "augmented_test"), `question`, `answer` (str), `image` (`{"bytes", "path"}`); a row's id is its
 row index, lmms-eval's `doc_id`.
 Question dicts: `id` (int), `question`, `image` (imgname, or the parquet struct), `answers` (one str; a JSON number
-label becomes its text), `category` ("human" | "augmented").
+label becomes its text; None without a label: unannotated), `category` ("human" | "augmented").
 
 Prompt (`LMMS_EVAL_POST_PROMPT`): lmms-eval's chartqa.yaml default, `"{question}\\nAnswer the question with a single
 word."`, the setting LLaVA-NeXT reports ChartQA with.
@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from eval.vlm.scoring.common import check_rule, percent, prediction_of, text_field
+from eval.vlm.scoring.common import annotated, check_rule, percent, prediction_of, text_field
 
 # lmms-eval tasks/chartqa/chartqa.yaml, lmms_eval_specific_kwargs.default.post_prompt (75571cfe)
 LMMS_EVAL_POST_PROMPT = "\nAnswer the question with a single word."
@@ -63,9 +63,10 @@ def _question(qid: int, question: Any, label: Any, image: Any, split: str) -> di
         return None
     if isinstance(label, (int, float)) and not isinstance(label, bool):
         label = str(label)  # a JSON number: the text it would be written as
-    if not isinstance(label, str):
+    if label is not None and not isinstance(label, str):
         return None
-    return {"id": qid, "question": question, "image": image, "answers": [label], "category": split}
+    answers = [label] if label is not None else None  # no label: unannotated, left out of the score
+    return {"id": qid, "question": question, "image": image, "answers": answers, "category": split}
 
 
 def from_official(human: Sequence[Any], augmented: Sequence[Any]) -> list[dict[str, Any] | None]:
@@ -118,8 +119,10 @@ def correct(prediction: str | None, answers: Sequence[str], rule: str = "officia
 def score(
     questions: Sequence[Mapping[str, Any]], predictions: Mapping[Hashable, str], rule: str = "official"
 ) -> dict[str, Any]:
-    """Relaxed accuracy in percent, overall, per split (human/augmented) and the mean of the two splits."""
+    """Relaxed accuracy in percent, overall, per split (human/augmented) and the mean of the two splits, over the
+    questions with a label."""
     check_rule(rule)
+    questions = annotated(questions, "answers")
     hits = [(q["category"], correct(prediction_of(predictions, q["id"]), q["answers"], rule)) for q in questions]
     by_split = {split: [ok for s, ok in hits if s == split] for split in SPLITS}
     split_means = [sum(oks) / len(oks) for oks in by_split.values() if oks]

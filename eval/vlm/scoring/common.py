@@ -45,6 +45,11 @@ def text_field(row: Mapping[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def annotated(questions: Iterable[Mapping[str, Any]], gold: str) -> list[Mapping[str, Any]]:
+    """The questions whose gold field `gold` is set: one without (a test split's) is left out of every score."""
+    return [q for q in questions if q.get(gold) is not None]
+
+
 def answer_list(value: Any) -> list[str] | None:
     """Gold answers as a non-empty list of strings: a string alone becomes a one-item list; anything else is None."""
     if isinstance(value, str):

@@ -32,7 +32,8 @@ lmms-lab/DocVQA parquet (config `DocVQA`, split `validation`; now mirrored as lm
 columns (`questionId`, `question`, `question_types`, `image` as `{"bytes", "path"}`, `docId`, `ucsf_document_id`,
 `ucsf_document_page_no`, `answers`, `data_split`), so both formats share ids.
 Question dicts: `id` (int questionId), `question`, `image` (the relative path, or the parquet struct), `answers`
-(list of str), `category` (the list of question types, empty when the file has none).
+(list of str; None when the row has none, as in test_v1.0.json: unannotated), `category` (the list of question
+types, empty when the file has none).
 
 Prompt (`LMMS_EVAL_POST_PROMPT`): lmms-eval's _default_template_docvqa_yaml default, `"{question}\\nAnswer the
 question using a single word or phrase."`, LLaVA's short-answer instruction.
@@ -46,7 +47,15 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from eval.vlm.scoring.common import answer_list, check_rule, grouped_percent, percent, prediction_of, text_field
+from eval.vlm.scoring.common import (
+    annotated,
+    answer_list,
+    check_rule,
+    grouped_percent,
+    percent,
+    prediction_of,
+    text_field,
+)
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 # lmms-eval tasks/docvqa/_default_template_docvqa_yaml, default post_prompt (75571cfe); LLaVA's SHORT_ANSWER_PROMPT
@@ -72,10 +81,10 @@ def _question_id(value: Any) -> int | None:
 
 
 def _question(row: Mapping[str, Any], image: Any) -> dict[str, Any] | None:
-    qid, question, answers = _question_id(row.get("questionId")), text_field(row, "question"), row.get("answers")
-    answers = answer_list(list(answers)) if isinstance(answers, (list, tuple)) else None  # a list, never a bare str
-    if qid is None or question is None or answers is None or image is None:
-        return None
+    qid, question, raw = _question_id(row.get("questionId")), text_field(row, "question"), row.get("answers")
+    answers = answer_list(list(raw)) if isinstance(raw, (list, tuple)) else None  # a list, never a bare str
+    if qid is None or question is None or (raw is not None and answers is None) or image is None:
+        return None  # no `answers` at all (the test split) is a question without gold: answers None
     types = row.get("question_types")
     types = [t for t in types if isinstance(t, str)] if isinstance(types, (list, tuple)) else []
     return {"id": qid, "question": question, "image": image, "answers": answers, "category": types}
@@ -129,8 +138,9 @@ def score(
     rule: str = "official",
     threshold: float = THRESHOLD,
 ) -> dict[str, Any]:
-    """ANLS in percent over every question, and per question type."""
+    """ANLS in percent over every question with answers, and per question type."""
     check_rule(rule)
+    questions = annotated(questions, "answers")
     scored = [(q, anls(prediction_of(predictions, q["id"]), q["answers"], threshold, rule)) for q in questions]
     return {
         "anls": percent(sum(s for _, s in scored), len(scored)),

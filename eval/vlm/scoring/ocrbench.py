@@ -27,8 +27,8 @@ echo840/OCRBench parquet (split `test`; what lmms-eval's ocrbench.yaml reads): c
 `question`, `question_type` (type), `answer` (list of str), `image` (`{"bytes", "path"}`), written in OCRBench.json's
 order by lmms-eval's tasks/ocrbench/upload_ocrbench.py, so a row's index (lmms-eval's doc_id) is the same id.
 Question dicts: `id` (int position), `question`, `image` (image_path, or the parquet struct), `answers` (list of str;
-a bare string becomes one item, as the script treats it), `category` (the type), `dataset` (dataset_name, which
-picks the HME100k rule), and from OCRBench.json `source_id`.
+a bare string becomes one item, as the script treats it; None without answers: unannotated), `category` (the
+type), `dataset` (dataset_name, which picks the HME100k rule), and from OCRBench.json `source_id`.
 
 Prompts: `LMMS_EVAL_PROMPT` is lmms-eval's default, the question stripped with no instruction (LLaVA-NeXT's setting);
 `LLAVA15_POST_PROMPT` is what OCRBench/scripts/LLaVA1_5.py appends to the question.
@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from eval.vlm.scoring.common import answer_list, check_rule, percent, prediction_of, text_field
+from eval.vlm.scoring.common import annotated, answer_list, check_rule, percent, prediction_of, text_field
 
 LMMS_EVAL_PROMPT = "{question}"  # lmms-eval tasks/ocrbench/ocrbench.yaml default: empty pre/post prompt (75571cfe)
 # MultimodalOCR OCRBench/scripts/LLaVA1_5.py: qs + "\nAnswer the question using a single word or phrase."
@@ -90,12 +90,12 @@ def build_prompt(question: str, prompt: str = "lmms_eval") -> str:
 
 
 def _question(qid: int, row: Mapping[str, Any], keys: tuple[str, str, str, str], image: Any) -> dict[str, Any] | None:
-    dataset, question, answers, category = (row.get(key) for key in keys)
-    answers = answer_list(list(answers) if isinstance(answers, tuple) else answers)
+    dataset, question, raw, category = (row.get(key) for key in keys)
+    answers = answer_list(list(raw) if isinstance(raw, tuple) else raw)
     if not isinstance(dataset, str) or not isinstance(question, str) or not question.strip():
         return None
-    if answers is None or category not in TYPES or image is None:
-        return None
+    if (raw is not None and answers is None) or category not in TYPES or image is None:
+        return None  # no answers at all: a question without gold (answers None)
     item = {"id": qid, "question": question, "image": image, "answers": answers, "category": category}
     return {**item, "dataset": dataset}
 
@@ -141,8 +141,10 @@ def ocrbench_correct(prediction: str | None, answers: Sequence[str], dataset: st
 def score(
     questions: Sequence[Mapping[str, Any]], predictions: Mapping[Hashable, str], rule: str = "official"
 ) -> dict[str, Any]:
-    """The final score (out of 1000 on the full set), the official per-type counts, and per-dataset counts."""
+    """The final score (out of 1000 on the full set), the official per-type counts, and per-dataset counts, over the
+    questions with answers."""
     check_rule(rule)
+    questions = annotated(questions, "answers")
     by_type = dict.fromkeys(TYPES, 0)
     by_dataset: dict[str, list[int]] = {}
     for q in questions:

@@ -66,6 +66,7 @@ def test_from_parquet_row():
         "category": None,
     }  # fmt: skip
     assert from_parquet_row({**row, "answer": "4"}, 7) is None
+    assert from_parquet_row({**row, "answer": None}, 7)["answer"] is None  # unannotated
     assert from_parquet_row({**row, "options": ["only one"]}, 7) is None
 
 
@@ -88,3 +89,6 @@ def test_score_rules_and_categories():
     assert official["accuracy_by_category"] == {"foodChains": 0.0, "lifeCycles": 100.0}
     assert (official["missing_predictions"], official["no_choice_read"]) == (1, 1)
     assert score(questions, predictions, rule="lmms_eval")["accuracy"] == 25.0  # "(B) the egg" is not read there
+    # a question without gold is left out, never scored right by an unread letter (None == None)
+    unannotated = {"id": "3.png-0", "choices": ["a", "b"], "answer": None, "category": "foodChains"}
+    assert score([*questions, unannotated], {**predictions, "3.png-0": "no letter"})["questions"] == 4

@@ -55,7 +55,7 @@ def test_from_official_orders_human_then_augmented():
         "answers": ["3"],
         "category": "human",
     }
-    assert questions[1] is None  # no label
+    assert questions[1]["answers"] is None  # no label: a question without gold (unannotated), not a bad row
     assert questions[2]["id"] == 2 and questions[2]["category"] == "augmented" and questions[2]["answers"] == ["14"]
     assert questions[3] is None
 
@@ -67,7 +67,8 @@ def test_from_parquet_row():
         "id": 1250, "question": "Q?", "image": image, "answers": ["Italy"], "category": "augmented",
     }  # fmt: skip
     assert from_parquet_row({**row, "type": "val"}, 0) is None
-    assert from_parquet_row({**row, "answer": None}, 0) is None
+    assert from_parquet_row({**row, "answer": None}, 0)["answers"] is None  # unannotated
+    assert from_parquet_row({**row, "answer": ["x"]}, 0) is None
 
 
 def test_score_splits_and_missing():

@@ -78,6 +78,7 @@ def test_from_parquet_row():
         "category": ["layout"],
     }
     assert from_parquet_row({**row, "answers": []}) is None
+    assert from_parquet_row({**row, "answers": None})["answers"] is None  # the test split: unannotated
 
 
 def test_score_by_type_and_missing():

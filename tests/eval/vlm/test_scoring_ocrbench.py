@@ -76,6 +76,7 @@ def test_from_parquet_row():
         "dataset": "HME100k",
     }  # fmt: skip
     assert from_parquet_row({**row, "answer": []}, 0) is None
+    assert from_parquet_row({**row, "answer": None}, 0)["answers"] is None  # unannotated
 
 
 def test_score_groups_as_the_official_script():
