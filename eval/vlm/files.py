@@ -137,3 +137,25 @@ def parquet_image(value: Any) -> bytes | None:
 def parquet_image_name(value: Any) -> str:
     """The file name a parquet image cell records ("" when it records none)."""
     return str(value.get("path") or "") if isinstance(value, dict) else ""
+
+
+def read_list(path: Path, what: str) -> list[Any]:
+    """A JSON file holding a list, or a one-line DataError naming it."""
+    rows = read_json(path, what)
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON list (the {what}), found a {type(rows).__name__}")
+    return rows
+
+
+def parquet_folder(folder: Path, split: str, *subdirs: str) -> dict[str, str] | None:
+    """Suite values for lmms-lab's parquet snapshot under `folder` (`{split}-*.parquet` in a subdir or itself)."""
+    for d in (*(folder / s for s in subdirs), folder / "data", folder):
+        if any(d.glob(f"{split}-*.parquet")):
+            return {"parquet": str(d), "split": split}
+    return None
+
+
+def field_list(doc: Any, key: str, path: str | Path, what: str) -> list[Any]:
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+        raise DataError(f"{path}: missing list field '{key}' (expected the {what})")
+    return doc[key]

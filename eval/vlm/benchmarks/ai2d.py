@@ -28,8 +28,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from eval.vlm.benchmarks.chartqa import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem, parquet_folder
-from eval.vlm.files import read_json
+from eval.vlm.files import parquet_folder, read_json
+from eval.vlm.scored import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem
 from eval.vlm.scoring import ai2d
 from pretrain.runtime.errors import DataError, UserError
 from pretrain.runtime.evaluators import register

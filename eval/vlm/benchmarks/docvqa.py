@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.vlm.benchmarks.chartqa import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem, parquet_folder
-from eval.vlm.benchmarks.vqa import field_list
-from eval.vlm.files import first_file, read_json
+from eval.vlm.files import field_list, first_file, parquet_folder, read_json
 from eval.vlm.ids import QuestionId
+from eval.vlm.scored import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem
 from eval.vlm.scoring import docvqa
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import UserError

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eval.vlm.benchmarks.chartqa import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem, parquet_folder, read_list
+from eval.vlm.files import parquet_folder, read_list
+from eval.vlm.scored import Mapped, ScoredBenchmark, ScoredConfig, ScoredItem
 from eval.vlm.scoring import ocrbench
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.evaluators import register

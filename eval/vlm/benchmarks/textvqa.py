@@ -18,13 +18,12 @@ from eval.vlm.benchmarks.vqa import (
     VQABenchmark,
     VQAConfig,
     VQAItem,
-    field_list,
     llava_images,
     llava_item,
     llava_split,
     textvqa_item,
 )
-from eval.vlm.files import ImageFinder, is_llava_questions, read_json, read_llava_questions
+from eval.vlm.files import ImageFinder, field_list, is_llava_questions, read_json, read_llava_questions
 from eval.vlm.ids import QuestionId
 from eval.vlm.subset import fixed_subset
 from pretrain.runtime.errors import UserError

@@ -69,12 +69,6 @@ class VQAItem:
         return open_rgb(self.image)
 
 
-def field_list(doc: Any, key: str, path: str | Path, what: str) -> list[Any]:
-    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
-        raise DataError(f"{path}: missing list field '{key}' (expected the {what})")
-    return doc[key]
-
-
 def answer_texts(answers: Any) -> list[str] | None:
     """The answer strings of `[{"answer": ...}]` (VQAv2) or `[str]` (TextVQA); None when malformed or empty."""
     if not isinstance(answers, (list, tuple)) or not answers:

@@ -17,12 +17,11 @@ from eval.vlm.benchmarks.vqa import (
     VQAConfig,
     VQAItem,
     answer_texts,
-    field_list,
     llava_images,
     llava_item,
     llava_split,
 )
-from eval.vlm.files import ImageFinder, first_file, is_llava_questions, read_json, read_llava_questions
+from eval.vlm.files import ImageFinder, field_list, first_file, is_llava_questions, read_json, read_llava_questions
 from eval.vlm.ids import QuestionId, norm_id
 from eval.vlm.subset import fixed_subset
 from pretrain.runtime.errors import UserError
