@@ -1,20 +1,19 @@
 """GQA testdev-balanced: the official questions JSON (and LLaVA's question JSONL), LLaVA's prompt, official accuracy.
 
-usage: superclass eval gqa run --model DIR --questions testdev_balanced_questions.json --image-root images --out OUT
-           [--llava-questions llava_gqa_testdev_balanced.jsonl]   (LLaVA's ids and prompt text)
-       superclass eval gqa score --questions testdev_balanced_questions.json --predictions P.jsonl --out OUT
+usage: superclass eval gqa run|score --questions testdev_balanced_questions.json [--llava-questions
+           llava_gqa_testdev_balanced.jsonl] --image-root images (run) --out OUT [--rule lmms_eval]
        superclass eval gqa run --model DIR --parquet GQA/testdev_balanced_instructions
-           --parquet-images GQA/testdev_balanced_images --out OUT [--rule lmms_eval]
+           --parquet-images GQA/testdev_balanced_images --out OUT
 
 Files. GQA's questions JSON (gqadataset.org, questions1.2.zip): `{question id: {"imageId", "question", "answer",
 "isBalanced", "types": {"structural", "semantic", ...}, ...}}`; images `{imageId}.jpg` (under --image-root or its
-`images/`). LLaVA's `llava_gqa_testdev_balanced.jsonl` (eval.zip): `{"question_id", "image", "text"}` per line, the
-text (question + "\\nAnswer the question using a single word or phrase.") used verbatim; with the questions JSON,
-each line takes its answer and types by id. Questions with `isBalanced: false` are left out (counted `unbalanced`),
-as eval.py scores balanced ones only; a question without `answer` is counted `unannotated` and not scored. An entry
-or line that is not a question refuses the file. `--parquet`: lmms-lab's GQA (lmms_eval/tasks/gqa/gqa.yaml,
-utils.py): testdev_balanced_instructions (`id`, `imageId`, `question`, `answer`, ...; a row's position is
-lmms-eval's doc_id) and testdev_balanced_images (`--parquet-images`, needed by run; `id` = imageId, `image`).
+`images/`). LLaVA's `llava_gqa_testdev_balanced.jsonl` (eval.zip): `{"question_id", "image", "text"}` per line, its
+text (question + "\nAnswer the question using a single word or phrase.") asked verbatim, its answer and types by id
+from the questions JSON. `isBalanced: false` questions are left out (`unbalanced`), as eval.py scores balanced ones
+only; one without `answer` is counted `unannotated`, not scored. An entry or line that is not a question refuses the
+file. `--parquet`: lmms-lab's GQA (lmms_eval/tasks/gqa/gqa.yaml, utils.py): testdev_balanced_instructions (`id`,
+`imageId`, `question`, `answer`, ...; a row's position is lmms-eval's doc_id) and testdev_balanced_images
+(`--parquet-images`, needed by run; `id` = imageId, `image`).
 
 Rules. `official` (what LLaVA-1.5 reports): LLaVA's scripts/convert_gqa_for_eval.py writes each answer as
 `text.rstrip('.').lower()` into `{tier}_predictions.json`, and GQA's eval.py (run by scripts/v1_5/eval/gqa.sh with
@@ -59,6 +58,7 @@ LLAVA_EXPECTED = "LLaVA's llava_gqa_testdev_balanced.jsonl: {question_id, image,
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 PARQUET_COLUMNS = ("id", "imageId", "question", "answer")  # lmms-lab/GQA testdev_balanced_instructions
 IMAGE_COLUMNS = ("id", "image")  # lmms-lab/GQA testdev_balanced_images (lmms_eval/tasks/gqa/utils.py)
+COUNTS = ("unbalanced", "unannotated", "duplicate_questions", "missing_images")  # the loaders' data counts
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _official_question(raw_id: str, row: Any) -> GQAItem | None:
     text, image_id, answer, types = row.get("question"), row.get("imageId"), row.get("answer"), row.get("types")
     if not isinstance(text, str) or not isinstance(image_id, (str, int)) or str(image_id) == "":
         return None
-    if answer is not None and not isinstance(answer, str):
+    if not isinstance(answer, (str, type(None))):
         return None
     types = types if isinstance(types, dict) else {}
     try:
@@ -148,25 +148,20 @@ def gqa_tier(path: str | Path) -> str:
     return match.group(1) if match else "gqa"
 
 
-def _balanced_unique(candidates: Sequence[GQAItem], counts: dict[str, int]) -> list[GQAItem]:
-    """The balanced questions, each id once (`unbalanced`, `duplicate_questions` counted)."""
-    items, seen = [], set()
+def _select(candidates: Sequence[GQAItem], limit: int | None, counts: dict[str, int]) -> tuple[list, list]:
+    """(the balanced questions, each id once; their fixed `--limit` subset, stratified by structural type), counting
+    `unbalanced`, `duplicate_questions` and, on a tier with answers, the subset's `unannotated` questions."""
+    kept, seen = [], set()
     for item in candidates:
         counts["unbalanced"] += not item.balanced
         counts["duplicate_questions"] += item.balanced and item.id in seen  # "0123" and "123": one id
         if item.balanced and item.id not in seen:
             seen.add(item.id)
-            items.append(item)
-    return items
-
-
-def _subset(items: list[GQAItem], limit: int | None, counts: dict[str, int]) -> list[GQAItem]:
-    """The fixed `--limit` subset (stratified by structural type), its questions without an answer counted
-    `unannotated` (none on a tier without answers: a submission)."""
-    items = fixed_subset(items, limit, key=lambda q: q.structural or "unknown")
+            kept.append(item)
+    items = fixed_subset(kept, limit, key=lambda q: q.structural or "unknown")
     if any(item.answer is not None for item in items):
         counts["unannotated"] = sum(item.answer is None for item in items)
-    return items
+    return kept, items
 
 
 def load_gqa(questions: str | Path | None = None, llava_questions: str | Path | None = None,
@@ -175,10 +170,10 @@ def load_gqa(questions: str | Path | None = None, llava_questions: str | Path | 
     images are looked up only when `image_root` is given."""
     if questions is None and llava_questions is None:
         raise UserError("gqa needs --questions (testdev_balanced_questions.json), --llava-questions or --parquet")
-    counts = dict.fromkeys(("unbalanced", "unannotated", "duplicate_questions", "missing_images"), 0)
+    counts = dict.fromkeys(COUNTS, 0)
     official = read_gqa_questions(questions) if questions is not None else None
     candidates = list(official.values()) if llava_questions is None else read_llava_gqa(llava_questions, official)
-    items = _subset(_balanced_unique(candidates, counts), limit, counts)
+    items = _select(candidates, limit, counts)[1]
     if image_root is not None:
         finder = ImageFinder(image_root, [".", "images"])
         for item in items:
@@ -206,21 +201,14 @@ def load_gqa_parquet(path: str | Path, images: str | Path | None = None, limit: 
     """lmms-lab's GQA testdev_balanced_instructions parquet (file or folder of `{split}-*.parquet`), its images from
     the testdev_balanced_images parquet when given; rows of another shape are counted `malformed_questions`."""
     rows, split = parquet_rows(path, split, PARQUET_COLUMNS, "lmms-lab's GQA testdev_balanced_instructions parquet")
-    counts = dict.fromkeys(("malformed_questions", "unbalanced", "unannotated", "duplicate_questions"), 0)
-    counts["missing_images"] = 0
-    candidates, doc_rows = [], []
-    for row in rows:
-        item = _official_question(str(row.get("id")), row) if row.get("id") is not None else None
-        counts["malformed_questions"] += item is None
-        if item is not None:
-            candidates.append(item)
-        doc_rows.append(item)
-    kept = _balanced_unique(candidates, counts)
+    counts = dict.fromkeys(("malformed_questions", *COUNTS), 0)
+    doc_rows = [_official_question(str(row["id"]), row) if row.get("id") is not None else None for row in rows]
+    counts["malformed_questions"] = sum(item is None for item in doc_rows)
+    kept, items = _select([item for item in doc_rows if item is not None], limit, counts)
     if not kept:
         raise DataError(f"{path}: no well-formed GQA question (expected lmms-lab's GQA testdev_balanced_instructions)")
     asked = {id(item) for item in kept}  # the row objects kept: a doc_id names a question only if its row is one
     doc_ids = [item.id if item is not None and id(item) in asked else None for item in doc_rows]
-    items = _subset(kept, limit, counts)
     if images is not None:
         found = _parquet_images(images, split, {item.image_id for item in items})
         for item in items:
@@ -247,7 +235,7 @@ def gqa_correct(prediction: str, answer: str, rule: str = "official") -> bool:
 def score_gqa(items: Sequence[GQAItem], predictions: Mapping[QuestionId, str], rule: str = "official") -> dict:
     """Accuracy (percent) overall, binary/open and per structural and semantic type, as GQA's eval.py computes it,
     over the annotated questions."""
-    scores, binary, open_, structural, semantic, missing = [], [], [], [], [], 0
+    scores, kinds, structural, semantic, missing = [], [], [], [], 0
     for item in items:
         if item.answer is None:
             continue
@@ -255,14 +243,14 @@ def score_gqa(items: Sequence[GQAItem], predictions: Mapping[QuestionId, str], r
         missing += pred is None
         score = float(pred is not None and gqa_correct(pred, item.answer, rule))
         scores.append(score)
-        (open_ if item.structural == "query" else binary).append(score)  # eval.py: open iff structural is query
+        kinds.append((("open" if item.structural == "query" else "binary",), score))  # eval.py: open iff query
         structural.append(((str(item.structural),), score))
         semantic.append(((str(item.semantic),), score))
-    ids = {item.id for item in items}
+    ids, kind = {item.id for item in items}, grouped_percent(kinds)
     return {
         "accuracy": percent(sum(scores), len(scores)),
-        "binary": percent(sum(binary), len(binary)),
-        "open": percent(sum(open_), len(open_)),
+        "binary": kind.get("binary"),
+        "open": kind.get("open"),
         "num_scored": len(scores),
         "per_structural_type": grouped_percent(structural),
         "per_semantic_type": grouped_percent(semantic),
@@ -274,21 +262,13 @@ def score_gqa(items: Sequence[GQAItem], predictions: Mapping[QuestionId, str], r
 
 @dataclass
 class GQAConfig(BenchConfig):
-    questions: str | None = field(
-        default=None, metadata={"help": "GQA's questions JSON (testdev_balanced_questions.json)"}
-    )
+    questions: str | None = field(default=None, metadata={"help": "GQA's testdev_balanced_questions.json"})
     llava_questions: str | None = field(
-        default=None,
-        metadata={"help": "LLaVA's llava_gqa_testdev_balanced.jsonl: its ids, images and prompt text (answers from "
-                  "--questions)"},
-    )  # fmt: skip
+        default=None, metadata={"help": "LLaVA's llava_gqa_testdev_balanced.jsonl: its ids, images and prompt text"}
+    )
     image_root: str | None = field(default=None, metadata={"help": "GQA's image folder ({imageId}.jpg, or images/)"})
-    parquet: str | None = field(
-        default=None, metadata={"help": "lmms-lab's GQA testdev_balanced_instructions parquet file or folder instead"}
-    )
-    parquet_images: str | None = field(
-        default=None, metadata={"help": "lmms-lab's GQA testdev_balanced_images parquet (--parquet's images; run)"}
-    )
+    parquet: str | None = field(default=None, metadata={"help": "lmms-lab's GQA testdev_balanced_instructions"})
+    parquet_images: str | None = field(default=None, metadata={"help": "lmms-lab's GQA testdev_balanced_images"})
     split: str | None = field(default=None, metadata={"help": "--parquet folder: the shards' file-name prefix"})
     prompt: Literal["llava", "lmms_eval"] = field(default="llava", metadata={"help": "lmms_eval: the same text"})
 

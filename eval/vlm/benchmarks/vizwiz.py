@@ -1,9 +1,8 @@
 """VizWiz-VQA: the official annotation JSON (and LLaVA's question JSONL), LLaVA's prompt, VQA accuracy, EvalAI file.
 
-usage: superclass eval vizwiz run --model DIR --annotations val.json --image-root val --out OUT
+usage: superclass eval vizwiz run|score --annotations val.json --image-root val (run) --out OUT [--rule lmms_eval]
        superclass eval vizwiz run --model DIR --llava-questions llava_test.jsonl --image-root test --out OUT
-       superclass eval vizwiz score --annotations val.json --predictions P.jsonl --out OUT
-       superclass eval vizwiz run --model DIR --parquet VizWiz-VQA/data --split val --out OUT [--rule lmms_eval]
+       superclass eval vizwiz run --model DIR --parquet VizWiz-VQA/data --split val --out OUT
 
 Files. VizWiz's annotations (vizwiz.org, Annotations.zip), one JSON list per split: `[{"image":
 "VizWiz_val_00000000.jpg", "question", "answers": [{"answer", "answer_confidence"} x10], "answer_type",
@@ -257,17 +256,11 @@ def score_vizwiz(items: Sequence[VizWizItem], predictions: Mapping[QuestionId, s
 
 @dataclass
 class VizWizConfig(BenchConfig):
-    annotations: str | None = field(
-        default=None, metadata={"help": "VizWiz's annotation JSON (val.json scored; test.json submitted)"}
-    )
-    llava_questions: str | None = field(
-        default=None, metadata={"help": "LLaVA's llava_test.jsonl: its ids, images and prompt text"}
-    )
-    parquet: str | None = field(default=None, metadata={"help": "lmms-lab's VizWiz-VQA parquet file or folder instead"})
+    annotations: str | None = field(default=None, metadata={"help": "VizWiz's val.json (scored) or test.json"})
+    llava_questions: str | None = field(default=None, metadata={"help": "LLaVA's llava_test.jsonl (ids, text)"})
+    parquet: str | None = field(default=None, metadata={"help": "lmms-lab's VizWiz-VQA parquet file or folder"})
     split: str | None = field(default=None, metadata={"help": "--parquet folder: the shards' file-name prefix"})
-    image_root: str | None = field(
-        default=None, metadata={"help": "the split's image folder (or a folder holding val/ or test/)"}
-    )
+    image_root: str | None = field(default=None, metadata={"help": "the split's image folder (or one with val/)"})
     prompt: Literal["llava", "lmms_eval"] = field(default="llava", metadata={"help": "prompt layout"})
 
 
