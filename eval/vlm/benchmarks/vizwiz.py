@@ -5,29 +5,27 @@ usage: superclass eval vizwiz run|score --annotations val.json --image-root val 
        superclass eval vizwiz run --model DIR --parquet VizWiz-VQA/data --split val --out OUT
 
 Files. VizWiz's annotations (vizwiz.org, Annotations.zip), one JSON list per split: `[{"image":
-"VizWiz_val_00000000.jpg", "question", "answers": [{"answer", "answer_confidence"} x10], "answer_type",
-"answerable"}]`; test.json has image and question only. A question's id is its 0-based row, the numbering of LLaVA's
+"VizWiz_val_00000000.jpg", "question", "answers": [{"answer", "answer_confidence"} x10], "answer_type", ...}]`;
+test.json has image and question only. A question's id is its 0-based row, the numbering of LLaVA's
 `llava_test.jsonl` (eval.zip; `{"question_id", "image", "text"}` per line, as far as we can tell), so LLaVA's answer
-files match either file. Given the JSONL, its ids and text are used, each line taking the answers of the annotation
-row of its image. Images: `{image}` under --image-root (or its val/, test/, train/). A row or line that is not a
-question refuses the file; a val question without answers is counted `unannotated` and not scored.
-`--parquet`: lmms-lab's VizWiz-VQA (lmms_eval/tasks/vizwiz_vqa/utils.py; val has answers, test is for submission):
-`question_id` (`VizWiz_val_00000000`, the submission's key), `question`, `image`, `answers` (strings) when present,
-the answer type as `answer_type` or `category`. A row's id is the number in its question_id (its row in the official
-JSON), else its position; the position is lmms-eval's doc_id.
+files match either file; given the JSONL, its ids and text are used, each line taking the answers of its image's
+row. Images: `{image}` under --image-root (or its val/, test/, train/). A row or line that is not a question refuses
+the file; a val question without answers is counted `unannotated`, not scored. `--parquet`: lmms-lab's VizWiz-VQA
+(lmms_eval/tasks/vizwiz_vqa/utils.py; val scored, test submitted): `question_id` (`VizWiz_val_00000000`, the
+submission's key; its number is the id, else the row's position, which is lmms-eval's doc_id), `question`, `image`,
+`answers` (strings) when present, `answer_type` or `category`.
 
-Prompt: `llava` is LLaVA-1.5's (the JSONL's text verbatim, else the question + "\\nWhen the provided information is
-insufficient, respond with 'Unanswerable'.\\nAnswer the question using a single word or phrase."); `lmms_eval` is
+Prompt: `llava` is LLaVA-1.5's (the JSONL's text verbatim, else the question + "\nWhen the provided information is
+insufficient, respond with 'Unanswerable'.\nAnswer the question using a single word or phrase."); `lmms_eval` is
 vizwiz_vqa_doc_to_text (`question.capitalize()` and the same two lines).
 
-Rules. `official`: the VQA accuracy of the VizWiz API's vqaEval.py (distributed by vizwiz.org; a copy: TRI-ML/
-vlm-evaluation vlm_eval/util/evaluation/vizwiz/eval.py) on the answer as submitted (LLaVA's
-scripts/convert_vizwiz_for_submission.py applies the EvalAI processor): the prediction goes through the official
-punctuation and digit/article processing (`eval.vlm.vqa_metric`) and is compared with the raw annotator answers;
-acc = mean over the 10 leave-one-out subsets of min(1, matches / 3); percent, overall and per answer type.
-`lmms_eval`: vizwiz_vqa_process_results, the EvalAI processor on the prediction and on every annotator answer, then
-the same formula. A split without answers (test) gets `submission.json` for EvalAI, `[{"image", "answer"}]` as
-LLaVA's converter writes it ("" where unanswered).
+Rules. `official`: the VQA accuracy of the VizWiz API's vqaEval.py (vizwiz.org; a copy: TRI-ML/vlm-evaluation
+vlm_eval/util/evaluation/vizwiz/eval.py) on the answer as submitted (LLaVA's scripts/convert_vizwiz_for_submission.py
+applies the EvalAI processor): the prediction's punctuation and digit/article processing (`eval.vlm.vqa_metric`),
+compared with the raw annotator answers; acc = mean over the 10 leave-one-out subsets of min(1, matches / 3),
+percent, overall and per answer type. `lmms_eval`: vizwiz_vqa_process_results, the EvalAI processor on the
+prediction and every annotator answer, then the same formula. A split without answers (test) gets `submission.json`
+for EvalAI, `[{"image", "answer"}]` as LLaVA's converter writes it ("" where unanswered).
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ RULE_TEXT = {
     "lmms_eval": "lmms-eval's vizwiz_vqa: the EvalAI processor on the prediction and every annotator answer",
 }
 PARQUET_COLUMNS = ("question_id", "question", "image")  # lmms_eval/tasks/vizwiz_vqa/utils.py reads these (+ answers)
-EXPECTED = "{image, question, answers: [{answer, answer_confidence}], answer_type, answerable}"
+EXPECTED = "{image, question, answers: [{answer, answer_confidence}], answer_type, ...}"
 LLAVA_EXPECTED = "LLaVA's llava_test.jsonl: {question_id, image, text} per line"
 
 
@@ -72,7 +70,6 @@ class VizWizItem:
     question: str
     answers: list[str] | None = None
     answer_type: str | None = None
-    answerable: int | None = None
     prompt: str | None = None  # LLaVA's text, verbatim (from its question JSONL)
     image: Path | bytes | None = None  # a file, or the encoded image of a parquet row
 
@@ -89,7 +86,7 @@ def _annotation(index: int, row: Any) -> VizWizItem | None:
     image, question, answers = row.get("image"), row.get("question"), row.get("answers")
     if not isinstance(image, str) or not image or not isinstance(question, str):
         return None
-    item = VizWizItem(index, image, question, answer_type=row.get("answer_type"), answerable=row.get("answerable"))
+    item = VizWizItem(index, image, question, answer_type=row.get("answer_type"))
     if answers:  # test.json has none
         texts = [a.get("answer") if isinstance(a, dict) else None for a in answers] if isinstance(answers, list) else []
         if not texts or not all(isinstance(t, str) for t in texts):
@@ -131,7 +128,7 @@ def read_llava_vizwiz(path: str | Path, by_image: dict[str, VizWizItem] | None) 
         item = VizWizItem(qid, image, question, prompt=prompt)
         ann = by_image.get(Path(image).name) if by_image is not None else None
         if ann is not None:
-            item.answers, item.answer_type, item.answerable = ann.answers, ann.answer_type, ann.answerable
+            item.answers, item.answer_type = ann.answers, ann.answer_type
         items.append(item)
     return items
 
@@ -193,7 +190,6 @@ def _parquet_question(position: int, row: dict[str, Any]) -> VizWizItem | None:
     answer_type = row.get("answer_type", row.get("category"))
     item = VizWizItem(int(match.group(1)) if match else position, f"{name.strip()}.jpg", question)
     item.answers, item.answer_type = answers or None, answer_type if isinstance(answer_type, str) else None
-    item.answerable = row.get("answerable") if isinstance(row.get("answerable"), int) else None
     item.image = parquet_image(row.get("image"))
     return item
 
