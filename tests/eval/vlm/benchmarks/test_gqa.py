@@ -170,10 +170,12 @@ def test_llava_answer_file_and_limit(gqa, tmp_path):
 
 
 def test_unbalanced_counted_and_a_file_broken_in_part_refused_naming_file_and_line(tmp_path, capsys):
-    files = write_gqa(tmp_path / "gqa", {"9001": _entry(50, "query", "obj", "cup", balanced=False)})
+    # "02000" is question 2000 again once ids are normalised (as answer files name it): counted, the first kept
+    extra = {"9001": _entry(50, "query", "obj", "cup", balanced=False), "02000": _entry(52, "query", "obj", "cup")}
+    files = write_gqa(tmp_path / "gqa", extra)
     gset = load_gqa(files["questions"], image_root=files["images"])
-    assert len(gset.items) == 8
-    assert gset.counts == {"unbalanced": 1, "unannotated": 0, "duplicate_questions": 0, "missing_images": 0}
+    assert len(gset.items) == 8 and gset.items[0].raw_id == "2000"
+    assert gset.counts == {"unbalanced": 1, "unannotated": 0, "duplicate_questions": 1, "missing_images": 0}
     preds = tmp_path / "p.jsonl"
     preds.write_text('{"question_id": 2000, "answer": "yes"}\n')
     out = ["--predictions", str(preds), "--out", str(tmp_path / "o")]

@@ -228,9 +228,11 @@ def test_val_questions_without_answers_are_counted_unannotated(tmp_path, capsys)
     assert m["accuracy"] == round(100 * (1 + 1 + 1 + 0.6 + 0) / 5, 2)  # "coca cola" is not the raw "Coca Cola"
     assert "1 of 6 questions have no gold answer (not scored)" in capsys.readouterr().err
     # a LLaVA line whose image no annotation row has is unannotated too
-    with files["llava"].open("a") as f:
-        f.write('{"question_id": 40, "image": "VizWiz_val_00000040.jpg", "text": "Where?"}\n')
-    assert load_vizwiz(files["annotations"], files["llava"]).counts["unannotated"] == 2
+    first = files["llava"].read_text().splitlines()[0]
+    with files["llava"].open("a") as f:  # and a repeated line is counted, the first kept
+        f.write('{"question_id": 40, "image": "VizWiz_val_00000040.jpg", "text": "Where?"}\n' + first + "\n")
+    both = load_vizwiz(files["annotations"], files["llava"])
+    assert (both.counts["unannotated"], both.counts["duplicate_questions"], len(both.items)) == (2, 1, 7)
 
 
 def test_lmms_eval_rule_by_hand(val, tmp_path):
