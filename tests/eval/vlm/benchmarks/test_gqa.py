@@ -1,12 +1,13 @@
-"""GQA testdev-balanced: the official questions JSON and LLaVA's JSONL, the official exact match, run and score."""
+"""GQA testdev-balanced: the official questions JSON and LLaVA's JSONL, the official exact match, run and score,
+and the input policy (duplicates, malformed and null answers, unannotated questions, files broken in part)."""
 
 import json
 from pathlib import Path
 
 import pytest
-from eval.vlm.benchmarks.gqa import GQABenchmark, gqa_correct, load_gqa, score_gqa
 
 from eval.cli import main
+from eval.vlm.benchmarks.gqa import GQA, convert_prediction, gqa_correct, load_gqa, load_gqa_parquet, score_gqa
 from eval.vlm.registry import benchmarks
 from vlm.templates import SHORT_ANSWER_PROMPT
 
@@ -64,7 +65,10 @@ def model(tmp_path_factory):
 
 def test_exact_match_rules():
     # official: LLaVA's converter (rstrip('.') then lower()) and eval.py's `prediction == answer`
-    assert gqa_correct("Yes.", "yes") and gqa_correct(" Yes \n", "yes") and gqa_correct("no..", "no")
+    assert gqa_correct("Yes.", "yes") and gqa_correct("no..", "no")
+    # no whitespace is stripped (the converter does not): " yes" is wrong, as eval.py scores it (issue 24; before,
+    # this project stripped first and counted it right)
+    assert not gqa_correct(" Yes \n", "yes") and not gqa_correct(" yes", "yes") and not gqa_correct("yes.\n", "yes")
     assert gqa_correct("T-Shirt", "t-shirt")
     assert not gqa_correct("Yes!", "yes")  # only trailing periods go
     assert not gqa_correct("tshirt", "t-shirt") and not gqa_correct("the cup", "cup") and not gqa_correct("", "no")
@@ -78,10 +82,11 @@ def test_exact_match_rules():
 def test_score_by_hand(gqa):
     gset = load_gqa(gqa["questions"])
     assert [q.raw_id for q in gset.items] == [_qid(i) for i in range(8)] and gset.split == "testdev_balanced"
+    items = gset.items
     # right: 0 (verify/attr), 1 (query/obj), 4 (compare/attr, "Yes."), 7 (verify/global); wrong: 2, 3, 5 ("Red!"), 6
     answers = {0: "yes", 1: "Cup", 2: "right", 3: "yes", 4: "Yes.", 5: "Red!", 6: "chair", 7: "no"}
-    preds = {gset.items[i].qid: a for i, a in answers.items()}
-    m = score_gqa(gset, preds)
+    preds = {items[i].id: a for i, a in answers.items()}
+    m = score_gqa(items, preds)
     assert m["accuracy"] == 50.0 and m["num_scored"] == 8 and m["missing_predictions"] == 0
     assert (m["binary"], m["open"]) == (60.0, round(100 / 3, 2))  # binary 3/5 (0, 4, 7), open 1/3 (1)
     assert m["per_structural_type"] == {
@@ -92,20 +97,23 @@ def test_score_by_hand(gqa):
         "verify": 100.0,
     }
     assert m["per_semantic_type"] == {"attr": 100.0, "cat": 0.0, "global": 100.0, "obj": 50.0, "rel": 0.0}
-    lmms = score_gqa(gset, preds, "lmms_eval")
+    lmms = score_gqa(items, preds, "lmms_eval")
     assert lmms["accuracy"] == 62.5  # "Red!" counts too
-    del preds[gset.items[7].qid]
-    assert score_gqa(gset, preds)["accuracy"] == 37.5 and score_gqa(gset, preds)["missing_predictions"] == 1
+    del preds[items[7].id]
+    assert score_gqa(items, preds)["accuracy"] == 37.5 and score_gqa(items, preds)["missing_predictions"] == 1
 
 
 def test_llava_jsonl_prompt_is_verbatim_and_lmms_eval_is_the_same_text(gqa):
-    gset = load_gqa(gqa["questions"], gqa["llava"], gqa["images"])
+    bench = GQA.of(questions=str(gqa["questions"]), llava_questions=str(gqa["llava"]), image_root=str(gqa["images"]))
+    gset = bench.question_set
     assert gset.format == "llava_jsonl" and set(gset.counts.values()) == {0}
     assert [q.raw_id for q in gset.items] == [_qid(i) for i in range(8)] and all(q.answer for q in gset.items)
     first = json.loads(gqa["llava"].read_text().splitlines()[0])["text"]
-    llava = GQABenchmark(gset).prompt_items()
-    assert llava[0].text == first and llava[0].image().size[0] >= 40
-    assert [p.text for p in GQABenchmark(gset, prompt="lmms_eval").prompt_items()] == [p.text for p in llava]
+    llava = [bench.prompt(q) for q in bench.questions]
+    assert llava[0] == first and bench.questions[0].load_image().size[0] >= 40
+    assert len(bench.requests()) == 8 and first in bench.requests()[0].prompt
+    lmms = GQA.of(False, questions=str(gqa["questions"]), llava_questions=str(gqa["llava"]), prompt="lmms_eval")
+    assert [lmms.prompt(q) for q in lmms.questions] == llava
 
 
 def test_run_then_score_agree(gqa, model, tmp_path):
@@ -124,7 +132,7 @@ def test_run_then_score_agree(gqa, model, tmp_path):
     answers = {row["question_id"]: row["answer"] for row in rows}
     doc = json.loads(gqa["questions"].read_text())
     for i in range(3):
-        doc[_qid(i)]["answer"] = answers[int(_qid(i))].strip().rstrip(".").lower()
+        doc[_qid(i)]["answer"] = convert_prediction(answers[int(_qid(i))])
     for i in range(3, 8):
         doc[_qid(i)]["answer"] = "not an answer"
     questions = tmp_path / "testdev_balanced_questions.json"
@@ -158,50 +166,128 @@ def test_llava_answer_file_and_limit(gqa, tmp_path):
     # --limit 4: one question of each structural type with room (largest remainders), the same every time
     limited = load_gqa(gqa["questions"], limit=4)
     assert len(limited.items) == 4 and len({q.structural for q in limited.items}) == 4
-    assert [q.qid for q in load_gqa(gqa["questions"], limit=4).items] == [q.qid for q in limited.items]
+    assert [q.id for q in load_gqa(gqa["questions"], limit=4).items] == [q.id for q in limited.items]
 
 
-def test_malformed_rows_are_counted_and_bad_files_are_one_line(tmp_path, capsys):
-    extra = {"9001": _entry(50, "query", "obj", "cup", balanced=False), "9002": {"question": "no image?"},
-             "9003": "not an object", "9004": {**_entry(51, "query", "obj", "cup"), "answer": 3}}  # fmt: skip
+def test_unbalanced_counted_and_a_file_broken_in_part_refused_naming_file_and_line(tmp_path, capsys):
+    # "02000" is question 2000 again once ids are normalised (as answer files name it): counted, the first kept
+    extra = {"9001": _entry(50, "query", "obj", "cup", balanced=False), "02000": _entry(52, "query", "obj", "cup")}
     files = write_gqa(tmp_path / "gqa", extra)
     gset = load_gqa(files["questions"], image_root=files["images"])
-    assert len(gset.items) == 8
-    assert gset.counts == {"malformed_questions": 3, "unbalanced": 1, "unannotated": 0, "duplicate_questions": 0,
-                           "missing_images": 0}  # fmt: skip
-    with files["llava"].open("a") as f:
-        f.write('{"question_id": "9999", "image": "n9.jpg", "text": "Unknown?"}\n{broken\n{"image": "n1.jpg"}\n')
-    gset = load_gqa(files["questions"], files["llava"])
-    assert (gset.counts["malformed_questions"], gset.counts["unannotated"], len(gset.items)) == (5, 2, 10)
+    assert len(gset.items) == 8 and gset.items[0].raw_id == "2000"
+    assert gset.counts == {"unbalanced": 1, "unannotated": 0, "duplicate_questions": 1, "missing_images": 0}
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"question_id": 2000, "answer": "yes"}\n')
+    out = ["--predictions", str(preds), "--out", str(tmp_path / "o")]
+    # An entry that is not a question, or a LLaVA line cut or of another shape, refuses the file in one line naming
+    # the file and the entry or line (issue 24: before, these were counted as malformed_questions and skipped).
+    doc = json.loads(files["questions"].read_text())
+    for bad, says in (("not an object", "question '9003'"), ({"question": "no image?"}, "question '9003'"),
+                      ({**_entry(51, "query", "obj", "cup"), "answer": 3}, "question '9003'")):  # fmt: skip
+        files["questions"].write_text(json.dumps({**doc, "9003": bad}))
+        assert main(["gqa", "score", "--questions", str(files["questions"]), *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(files["questions"]) in err and says in err, err
+    files["questions"].write_text(json.dumps(doc))
+    text = files["llava"].read_text()
+    lines = text.splitlines()
+    shapeless = "\n".join(lines[:3] + ['{"image": "n1.jpg", "text": "Q?"}'] + lines[3:])  # no question_id
+    for broken, says in ((text + '{"question_id": "9999", "ima', "1 unreadable line"), (shapeless, "line 4 is not")):
+        files["llava"].write_text(broken)
+        args = ["gqa", "score", "--questions", str(files["questions"]), "--llava-questions", str(files["llava"])]
+        assert main([*args, *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(files["llava"]) in err and says in err, err
     # a list instead of the id -> question object, a missing file, run without images: one line, exit 2
     bad = tmp_path / "testdev_balanced_questions.json"
     bad.write_text(json.dumps([{"question": "q", "imageId": "n1"}]))
-    preds = tmp_path / "p.jsonl"
-    preds.write_text('{"question_id": 1, "answer": "a"}\n')
     for path, says in ((bad, "not GQA's questions JSON"), (tmp_path / "nope.json", "no such GQA questions JSON")):
-        assert main(["gqa", "score", "--questions", str(path), "--predictions", str(preds), "--out", "o"]) == 2
+        assert main(["gqa", "score", "--questions", str(path), *out]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(path) in err and says in err, err
     assert main(["gqa", "run", "--questions", str(files["questions"]), "--model", "m", "--out", "o"]) == 2
     assert "--image-root" in capsys.readouterr().err
 
 
+def _score(files, preds: list, out, *extra: str) -> dict:
+    """`gqa score` of prediction rows (dicts, or raw lines as strings) against the fixture; its metrics.json."""
+    path = out.parent / f"{out.name}.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in preds))
+    assert main(["gqa", "score", "--questions", str(files["questions"]), "--predictions", str(path),
+                 "--out", str(out), *extra]) == 0  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_input_policy_on_predictions(gqa, tmp_path, capsys):
+    gold = {int(_qid(i)): kind[2] for i, kind in enumerate(KINDS)}
+    rows = [{"question_id": q, "answer": a} for q, a in gold.items()]
+    # duplicates keep the LAST answer, as eval.py's dict of predictions does: 2000 wrong then right, 2001 the reverse
+    rows += [{"question_id": 2000, "answer": "no"}, {"question_id": 2000, "answer": "yes"},
+             {"question_id": 2001, "answer": "plate"}]  # fmt: skip
+    rows[3] = {"question_id": 2003, "answer": None}  # null: counted, and missing (wrong)
+    rows += ["{torn", {"question_id": 77, "answer": "yes"}]  # a malformed line; an id of no question
+    m = _score(gqa, rows, tmp_path / "a")
+    err = capsys.readouterr().err
+    assert m["accuracy"] == 75.0 and m["missing_predictions"] == 1  # 6 of 8: 2001 ("plate") and 2003 (null) wrong
+    assert m["input"] == {"malformed_rows": 1, "duplicate_ids": 3, "null_answers": 1, "empty_answers": 0,
+                          "unknown_ids": 1, "missing_predictions": 1, "unannotated": 0}  # fmt: skip
+    assert "1 malformed rows skipped" in err and "3 ids answered more than once" in err and "1 null answers" in err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / "a.jsonl") in err
+    # " yes" is wrong under the official rule (no strip); strip_answers is the explicit leniency, named in metrics
+    spaced = [{"question_id": q, "answer": f" {a}\n"} for q, a in gold.items()]
+    assert _score(gqa, spaced, tmp_path / "b")["accuracy"] == 0.0
+    lenient = _score(gqa, spaced, tmp_path / "c", "--strip-answers")
+    assert lenient["accuracy"] == 100.0 and lenient["leniency"] == {"strip_answers": True}
+
+
+def test_unannotated_questions_are_counted_and_warned(tmp_path, capsys):
+    entry = _entry(60, "query", "obj", "cup")
+    del entry["answer"]
+    files = write_gqa(tmp_path / "gqa", {"9005": entry})
+    gset = load_gqa(files["questions"])
+    assert len(gset.items) == 9 and gset.counts["unannotated"] == 1
+    rows = [{"question_id": int(_qid(i)), "answer": kind[2]} for i, kind in enumerate(KINDS)]
+    m = _score(files, rows + [{"question_id": 9005, "answer": "cup"}], tmp_path / "o")
+    assert (m["accuracy"], m["num_scored"], m["num_questions"]) == (100.0, 8, 9)  # not scored, not dropped silently
+    assert m["input"]["unannotated"] == 1 and m["data_counts"]["unannotated"] == 1
+    assert "1 of 9 questions have no gold answer (not scored)" in capsys.readouterr().err
+    # a LLaVA line whose id the questions JSON lacks has no answer either
+    with files["llava"].open("a") as f:
+        f.write('{"question_id": "9999", "image": "n9.jpg", "text": "Unknown?"}\n')
+    assert load_gqa(files["questions"], files["llava"]).counts["unannotated"] == 2
+
+
+def test_lmms_eval_rule_is_exact_match_ignoring_case_and_punctuation(gqa, tmp_path):
+    # lmms_eval/api/metrics.py exact_match_hf_evaluate(ignore_case=True, ignore_punctuation=True), by hand:
+    # np.char.lower then translate(string.punctuation -> ""), no strip: "T-Shirt." -> "tshirt" == "tshirt";
+    # "Left!" -> "left"; " yes" -> " yes" != "yes"; "No." -> "no"
+    assert gqa_correct("T-Shirt.", "t-shirt", "lmms_eval") and gqa_correct("Left!", "left", "lmms_eval")
+    assert not gqa_correct(" yes", "yes", "lmms_eval") and not gqa_correct("yes", " yes", "official")
+    answers = ["Yes.", "C-U-P", "left!", " no", "yes", "Red", "chair", "NO"]  # wrong: " no", "chair"
+    rows = [{"question_id": int(_qid(i)), "answer": a} for i, a in enumerate(answers)]
+    m = _score(gqa, rows, tmp_path / "lmms", "--rule", "lmms_eval")
+    assert (m["accuracy"], m["rule"]) == (75.0, "lmms_eval") and "ignore_punctuation" in m["answer_rule"]
+    official = _score(gqa, rows, tmp_path / "official")
+    assert official["accuracy"] == 50.0 and official["rule"] == "official"  # "C-U-P", "left!" wrong too
+
+
 def test_suite_finds_llava_and_authors_layouts(tmp_path):
-    spec = benchmarks()["gqa"]
-    assert spec.published == {"superclass_table11": 60.96, "llava15_7b": 62.0} and spec.folder == "gqa"
+    cls = benchmarks()["gqa"]
+    assert cls.published == {"superclass_table11": 60.96, "llava15_7b": 62.0} and cls.folder == "gqa"
     files = write_gqa(tmp_path / "gqa")  # the authors' layout: questions JSON and images/ in the folder
-    assert spec.suite_args(tmp_path / "gqa") == {"questions": files["questions"], "image_root": files["images"],
-                                                 "llava_questions": files["llava"]}  # fmt: skip
+    assert cls.suite_config(tmp_path / "gqa") == {"questions": str(files["questions"]),
+                                                  "image_root": str(files["images"]),
+                                                  "llava_questions": str(files["llava"])}  # fmt: skip
     llava = tmp_path / "llava" / "gqa"  # LLaVA's: the GQA files under data/, its JSONL beside
     (llava / "data").mkdir(parents=True)
     files["questions"].rename(llava / "data" / "testdev_balanced_questions.json")
     files["images"].rename(llava / "data" / "images")
-    assert spec.suite_args(tmp_path / "gqa") is None
+    assert cls.suite_config(tmp_path / "gqa") is None
     files["llava"].rename(llava / "llava_gqa_testdev_balanced.jsonl")
-    values = spec.suite_args(llava)
-    assert values == {"questions": llava / "data" / "testdev_balanced_questions.json",
-                      "image_root": llava / "data" / "images",
-                      "llava_questions": llava / "llava_gqa_testdev_balanced.jsonl"}  # fmt: skip
+    values = cls.suite_config(llava)
+    assert values == {"questions": str(llava / "data" / "testdev_balanced_questions.json"),
+                      "image_root": str(llava / "data" / "images"),
+                      "llava_questions": str(llava / "llava_gqa_testdev_balanced.jsonl")}  # fmt: skip
 
 
 def write_gqa_parquet(folder: Path, gqa, drop=()) -> tuple[Path, Path]:
@@ -230,12 +316,10 @@ def write_gqa_parquet(folder: Path, gqa, drop=()) -> tuple[Path, Path]:
 
 
 def test_lmms_lab_parquet_run_and_lmms_eval_samples_by_doc_id(gqa, model, tmp_path, capsys):
-    from eval.vlm.benchmarks.gqa import load_gqa_parquet
-
     instructions, images = write_gqa_parquet(tmp_path / "GQA", gqa)
     gset, official = load_gqa_parquet(instructions, images), load_gqa(gqa["questions"])
-    assert [q.qid for q in gset.items] == [q.qid for q in official.items] and gset.split == "testdev_balanced"
-    assert gset.doc_rows[:3] == [official.items[0].qid, None, official.items[1].qid]
+    assert [q.id for q in gset.items] == [q.id for q in official.items] and gset.split == "testdev_balanced"
+    assert gset.doc_rows[:3] == [official.items[0].id, None, official.items[1].id]
     assert gset.counts["malformed_questions"] == 1 and gset.counts["missing_images"] == 0
     assert [q.structural for q in gset.items] == [q.structural for q in official.items]
     out = tmp_path / "run"

@@ -1,12 +1,20 @@
-"""VizWiz-VQA: the official annotation JSON and LLaVA's llava_test.jsonl, the VizWiz API accuracy, the EvalAI file."""
+"""VizWiz-VQA: the official annotation JSON and LLaVA's llava_test.jsonl, the VizWiz API accuracy, the EvalAI file, and
+the input policy (duplicates, malformed and null answers, unannotated questions, files broken in part)."""
 
 import json
 from pathlib import Path
 
 import pytest
-from eval.vlm.benchmarks.vizwiz import PROMPT_SUFFIX, VizWizBenchmark, load_vizwiz, score_vizwiz, vizwiz_accuracy
 
 from eval.cli import main
+from eval.vlm.benchmarks.vizwiz import (
+    PROMPT_SUFFIX,
+    VizWiz,
+    load_vizwiz,
+    load_vizwiz_parquet,
+    score_vizwiz,
+    vizwiz_accuracy,
+)
 from eval.vlm.registry import benchmarks
 
 # (answer_type, the annotators' answers); the first answer is the majority one
@@ -72,27 +80,30 @@ def test_vizwiz_accuracy_by_hand():
 
 def test_score_by_hand_per_answer_type(val):
     vset = load_vizwiz(val["annotations"])
-    assert vset.split == "val" and [q.qid for q in vset.items] == list(range(6)) and set(vset.counts.values()) == {0}
+    assert vset.split == "val" and [q.id for q in vset.items] == list(range(6)) and set(vset.counts.values()) == {0}
     preds = {0: "Basil leaves.", 1: "yes", 2: "Unanswerable", 3: "two", 4: "coca cola"}  # 5: no prediction
-    m = score_vizwiz(vset, preds)
+    m = score_vizwiz(vset.items, preds)
     accs = [1.0, 0.9, 1.0, 0.6, 0.0, 0.0]  # 4: "coca cola" is not the raw "Coca Cola"; 5: missing
     assert m["accuracy"] == round(100 * sum(accs) / 6, 2) and m["missing_predictions"] == 1
     assert m["per_answer_type"] == {"number": 60.0, "other": 50.0, "unanswerable": 100.0, "yes/no": 45.0}
     assert "per_question_type" not in m
-    assert score_vizwiz(vset, {**preds, 5: "No"}, "lmms_eval")["accuracy"] == round(100 * 5.9 / 6, 2)
+    assert score_vizwiz(vset.items, {**preds, 5: "No"}, "lmms_eval")["accuracy"] == round(100 * 5.9 / 6, 2)
 
 
 def test_prompts(val):
-    vset = load_vizwiz(val["annotations"], val["llava"], val["images"])
-    assert vset.format == "llava_jsonl" and set(vset.counts.values()) == {0} and vset.has_answers
+    bench = VizWiz.of(annotations=str(val["annotations"]), llava_questions=str(val["llava"]),
+                      image_root=str(val["images"]))  # fmt: skip
+    vset = bench.question_set
+    assert vset.format == "llava_jsonl" and set(vset.counts.values()) == {0} and bench.metrics({}) is not None
     first = json.loads(val["llava"].read_text().splitlines()[0])["text"]
-    items = VizWizBenchmark(vset).prompt_items()
-    assert items[0].text == first and first.endswith("respond with 'Unanswerable'.\nAnswer the question using a "
-                                                     "single word or phrase.")  # fmt: skip
-    lmms = VizWizBenchmark(vset, prompt="lmms_eval").prompt_items()[0].text
-    assert lmms == "What is in picture 0?" + PROMPT_SUFFIX  # lmms-eval capitalises the question
-    official = VizWizBenchmark(load_vizwiz(val["annotations"], image_root=val["images"])).prompt_items()
-    assert [p.text for p in official] == [p.text for p in items] and items[0].image().size[0] >= 40
+    texts = [bench.prompt(q) for q in bench.questions]
+    assert texts[0] == first and first.endswith("respond with 'Unanswerable'.\nAnswer the question using a "
+                                                "single word or phrase.")  # fmt: skip
+    lmms = VizWiz.of(False, annotations=str(val["annotations"]), prompt="lmms_eval")
+    assert lmms.prompt(lmms.questions[0]) == "What is in picture 0?" + PROMPT_SUFFIX  # lmms-eval capitalises
+    official = VizWiz.of(annotations=str(val["annotations"]), image_root=str(val["images"]))
+    assert [official.prompt(q) for q in official.questions] == texts
+    assert bench.questions[0].load_image().size[0] >= 40 and len(official.requests()) == 6
 
 
 def test_run_then_score_agree(val, model, tmp_path):
@@ -141,41 +152,112 @@ def test_test_split_writes_the_evalai_submission(tmp_path):
         assert (m["scored"], m["split"], m["files"]["submission_empty_answers"]) == (False, "test", "1")
 
 
-def test_malformed_rows_limit_and_bad_files(tmp_path, capsys):
+def test_limit_and_a_file_broken_in_part_refused_naming_file_and_row(tmp_path, capsys):
     files = write_vizwiz(tmp_path / "vizwiz", n=12)
-    doc = json.loads(files["annotations"].read_text())
-    doc += ["not a row", {"image": "VizWiz_val_00000099.jpg"}, {**doc[0], "answers": [{"answer": 3}]}]
-    files["annotations"].write_text(json.dumps(doc))
-    vset = load_vizwiz(files["annotations"], image_root=files["images"])
-    assert len(vset.items) == 12 and vset.counts["malformed_questions"] == 3 and vset.counts["missing_images"] == 0
-    with files["llava"].open("a") as f:
-        f.write('{broken\n{"question_id": 40, "image": "VizWiz_val_00000040.jpg", "text": "Where?"}\n')
-    vset = load_vizwiz(files["annotations"], files["llava"])
-    assert (vset.counts["malformed_questions"], vset.counts["unannotated"], len(vset.items)) == (4, 1, 13)
     # --limit 4 keeps one question of each answer type, the same ones every time
     limited = load_vizwiz(files["annotations"], limit=4)
     assert sorted(q.answer_type for q in limited.items) == ["number", "other", "unanswerable", "yes/no"]
-    assert [q.qid for q in load_vizwiz(files["annotations"], limit=4).items] == [q.qid for q in limited.items]
-    bad = tmp_path / "val.json"
-    bad.write_text(json.dumps({"annotations": doc}))
+    assert [q.id for q in load_vizwiz(files["annotations"], limit=4).items] == [q.id for q in limited.items]
     preds = tmp_path / "p.jsonl"
     preds.write_text('{"question_id": 1, "answer": "a"}\n')
-    assert main(["vizwiz", "score", "--annotations", str(bad), "--predictions", str(preds), "--out", "o"]) == 2
+    out = ["--predictions", str(preds), "--out", str(tmp_path / "o")]
+    # A row that is not a question refuses the file in one line naming the file and the row (issue 24: before,
+    # such rows were counted as malformed_questions and skipped)
+    doc = json.loads(files["annotations"].read_text())
+    for bad in ("not a row", {"image": "VizWiz_val_00000099.jpg"}, {**doc[0], "answers": [{"answer": 3}]}):
+        files["annotations"].write_text(json.dumps(doc + [bad]))
+        assert main(["vizwiz", "score", "--annotations", str(files["annotations"]), *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{files['annotations']}: row 12 is not" in err, err
+    files["annotations"].write_text(json.dumps(doc))
+    text = files["llava"].read_text()
+    lines = text.splitlines()
+    shapeless = "\n".join(lines[:2] + ['{"question_id": 2, "text": "Where?"}'] + lines[2:])  # no image
+    for broken, says in ((text + '{"question_id": 12, "ima', "1 unreadable line"), (shapeless, "line 3 is not")):
+        files["llava"].write_text(broken)
+        args = ["vizwiz", "score", "--annotations", str(files["annotations"]), "--llava-questions", str(files["llava"])]
+        assert main([*args, *out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(files["llava"]) in err and says in err, err
+    bad = tmp_path / "val.json"
+    bad.write_text(json.dumps({"annotations": doc}))
+    assert main(["vizwiz", "score", "--annotations", str(bad), *out]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bad) in err and "not VizWiz's annotation JSON" in err, err
     assert main(["vizwiz", "run", "--annotations", str(files["annotations"]), "--model", "m", "--out", "o"]) == 2
     assert "--image-root" in capsys.readouterr().err
 
 
+def _score(annotations: Path, preds: list, out: Path, *extra: str) -> dict:
+    """`vizwiz score` of prediction rows (dicts, or raw lines as strings); its metrics.json."""
+    path = out.parent / f"{out.name}.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in preds))
+    assert main(["vizwiz", "score", "--annotations", str(annotations), "--predictions", str(path),
+                 "--out", str(out), *extra]) == 0  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_input_policy_on_predictions(val, tmp_path, capsys):
+    # right answers: 0 "basil leaves" 1.0, 1 "no" 1.0, 2 "unanswerable" 1.0, 3 "two" 0.6, 4 "Coca Cola" 0.0, 5 "no" 1.0
+    right = ["basil leaves", "no", "unanswerable", "two", "Coca Cola", "no"]
+    rows = [{"question_id": i, "answer": a} for i, a in enumerate(right)]
+    # duplicates keep the LAST answer (vqaEval.py's dict): 0 wrong then right, 1 right then wrong ("maybe": 0)
+    rows += [{"question_id": 0, "answer": "pepper"}, {"question_id": 0, "answer": "basil leaves"},
+             {"question_id": 1, "answer": "maybe"}]  # fmt: skip
+    rows[2] = {"question_id": 2, "answer": None}  # null: counted, and missing (wrong)
+    rows += ["{torn", {"question_id": 77, "answer": "yes"}]  # a malformed line; an id of no question
+    m = _score(val["annotations"], rows, tmp_path / "a")
+    err = capsys.readouterr().err
+    assert m["accuracy"] == round(100 * (1 + 0 + 0 + 0.6 + 0 + 1) / 6, 2) and m["missing_predictions"] == 1
+    assert m["input"] == {"malformed_rows": 1, "duplicate_ids": 3, "null_answers": 1, "empty_answers": 0,
+                          "unknown_ids": 1, "missing_predictions": 1, "unannotated": 0}  # fmt: skip
+    assert "1 malformed rows skipped" in err and "3 ids answered more than once" in err and "1 null answers" in err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path / "a.jsonl") in err
+
+
+def test_val_questions_without_answers_are_counted_unannotated(tmp_path, capsys):
+    files = write_vizwiz(tmp_path / "vizwiz")
+    doc = json.loads(files["annotations"].read_text())
+    del doc[5]["answers"]
+    files["annotations"].write_text(json.dumps(doc))
+    vset = load_vizwiz(files["annotations"])
+    assert len(vset.items) == 6 and vset.counts["unannotated"] == 1
+    right = ["basil leaves", "no", "unanswerable", "2", "coca cola", "no"]
+    m = _score(files["annotations"], [{"question_id": i, "answer": a} for i, a in enumerate(right)], tmp_path / "o")
+    assert (m["num_scored"], m["num_questions"], m["input"]["unannotated"]) == (5, 6, 1)  # not scored, not dropped
+    assert m["accuracy"] == round(100 * (1 + 1 + 1 + 0.6 + 0) / 5, 2)  # "coca cola" is not the raw "Coca Cola"
+    assert "1 of 6 questions have no gold answer (not scored)" in capsys.readouterr().err
+    # a LLaVA line whose image no annotation row has is unannotated too
+    first = files["llava"].read_text().splitlines()[0]
+    with files["llava"].open("a") as f:  # and a repeated line is counted, the first kept
+        f.write('{"question_id": 40, "image": "VizWiz_val_00000040.jpg", "text": "Where?"}\n' + first + "\n")
+    both = load_vizwiz(files["annotations"], files["llava"])
+    assert (both.counts["unannotated"], both.counts["duplicate_questions"], len(both.items)) == (2, 1, 7)
+
+
+def test_lmms_eval_rule_by_hand(val, tmp_path):
+    # lmms_eval/tasks/vizwiz_vqa/utils.py vizwiz_vqa_process_results: EvalAIAnswerProcessor on the response and on
+    # every doc["answers"][i], then mean over i of min(1, matches among the others / 3). By hand on the fixture:
+    # 3 "two" -> "2"; all ten answers "2" after processing ("two" -> "2"): 1.0 (official: 0.6, raw "2" x2 only);
+    # 4 "coca cola" vs "Coca Cola" x10 -> both "coca cola": 1.0 (official: 0.0); 1 "Yes." -> "yes", 3 of 10: 0.9
+    rows = [{"question_id": 1, "answer": "Yes."}, {"question_id": 3, "answer": "two"},
+            {"question_id": 4, "answer": "coca cola"}]  # fmt: skip
+    m = _score(val["annotations"], rows, tmp_path / "lmms", "--rule", "lmms_eval")
+    assert m["accuracy"] == round(100 * (0.9 + 1 + 1) / 6, 2) and m["rule"] == "lmms_eval"
+    assert m["per_answer_type"] == {"number": 100.0, "other": 50.0, "unanswerable": 0.0, "yes/no": 45.0}
+    official = _score(val["annotations"], rows, tmp_path / "official")
+    assert official["accuracy"] == round(100 * (0.9 + 0.6 + 0) / 6, 2) and official["rule"] == "official"
+
+
 def test_suite_layouts(tmp_path):
-    spec = benchmarks()["vizwiz"]
-    assert spec.published == {"superclass_table11": 54.33, "llava15_7b": 50.0} and spec.folder == "vizwiz"
+    cls = benchmarks()["vizwiz"]
+    assert cls.published == {"superclass_table11": 54.33, "llava15_7b": 50.0} and cls.folder == "vizwiz"
     root = tmp_path / "vizwiz"
     val = write_vizwiz(root, "val", n=1)
-    assert spec.suite_args(root) == {"annotations": val["annotations"], "image_root": val["images"]}
+    assert cls.suite_config(root) == {"annotations": str(val["annotations"]), "image_root": str(val["images"])}
     test = write_vizwiz(root, "test", n=1)  # LLaVA's layout: llava_test.jsonl + test/ (+ test.json) comes first
-    assert spec.suite_args(root) == {"llava_questions": test["llava"], "image_root": test["images"],
-                                     "annotations": test["annotations"]}  # fmt: skip
+    assert cls.suite_config(root) == {"llava_questions": str(test["llava"]), "image_root": str(test["images"]),
+                                      "annotations": str(test["annotations"])}  # fmt: skip
 
 
 def write_vizwiz_parquet(files: dict[str, Path], folder: Path, split: str = "val", drop=()) -> Path:
@@ -203,25 +285,23 @@ def write_vizwiz_parquet(files: dict[str, Path], folder: Path, split: str = "val
 
 
 def _fields(vset):
-    return [(q.qid, q.image_name, q.question, q.answers, q.answer_type) for q in vset.items]
+    return [(q.id, q.image_name, q.question, q.answers, q.answer_type) for q in vset.items]
 
 
 def test_lmms_lab_parquet_gives_the_official_set(val, tmp_path, capsys):
-    from eval.vlm.benchmarks.vizwiz import load_vizwiz_parquet
-
     vset = load_vizwiz_parquet(write_vizwiz_parquet(val, tmp_path / "VizWiz-VQA"))
     official = load_vizwiz(val["annotations"])
     assert _fields(vset) == _fields(official) and (vset.split, vset.format) == ("val", "parquet")
     assert vset.counts == {"malformed_questions": 1, "unannotated": 0, "duplicate_questions": 0, "missing_images": 0}
     assert vset.doc_rows == [0, None, 1, 2, 3, 4, 5] and vset.items[2].load_image().size == (42, 40)
-    assert VizWizBenchmark(vset).question_index().doc_rows == vset.doc_rows
-    assert [q.qid for q in load_vizwiz_parquet(tmp_path / "VizWiz-VQA", limit=3).items] == [
-        q.qid for q in load_vizwiz(val["annotations"], limit=3).items
+    assert VizWiz.of(False, parquet=str(tmp_path / "VizWiz-VQA")).question_index().doc_rows == vset.doc_rows
+    assert [q.id for q in load_vizwiz_parquet(tmp_path / "VizWiz-VQA", limit=3).items] == [
+        q.id for q in load_vizwiz(val["annotations"], limit=3).items
     ]
     # test: no answers, the EvalAI submission keyed by the official image names
     test = write_vizwiz(tmp_path / "test", "test", n=3)
     tset = load_vizwiz_parquet(write_vizwiz_parquet(test, tmp_path / "pq", "test"), split="test")
-    assert _fields(tset) == _fields(load_vizwiz(test["annotations"])) and not tset.has_answers
+    assert _fields(tset) == _fields(load_vizwiz(test["annotations"])) and not any(q.answers for q in tset.items)
     bad = write_vizwiz_parquet(val, tmp_path / "bad", drop=("question",))
     assert main(["vizwiz", "score", "--parquet", str(bad), "--predictions", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
