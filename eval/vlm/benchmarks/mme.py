@@ -242,41 +242,34 @@ def mme_answer(text: str, rule: str = "official") -> str:
 
 def score_mme(items: Sequence[MMEItem], predictions: Mapping[QuestionId, str], rule: str = "official") -> dict:
     """Per subtask acc, acc+ and score (= 100 acc + 100 acc+), and the perception and cognition totals."""
-    tally: dict[str, dict[str, Any]] = {}
-    for item in items:
-        pred = predictions.get(item.id)
-        said = mme_answer(pred, rule) if pred is not None else "other"
-        t = tally.setdefault(item.subtask, {"right": 0, "questions": 0, "other": 0, "missing": 0, "images": {}})
-        right = said == item.truth
-        t["right"] += right
-        t["questions"] += 1
-        t["other"] += said == "other"
-        t["missing"] += pred is None
-        t["images"][item.image_id] = t["images"].get(item.image_id, True) and right
+    said = {i.id: "other" if predictions.get(i.id) is None else mme_answer(predictions[i.id], rule) for i in items}
     per_subtask: dict[str, dict[str, Any]] = {}
     totals: dict[str, float | None] = dict.fromkeys(MME_SUBTASKS)
     for name, group in SUBTASK_GROUP.items():
-        if name not in tally:
+        mine, images = [item for item in items if item.subtask == name], {}
+        for item in mine:
+            images[item.image_id] = images.get(item.image_id, True) and said[item.id] == item.truth
+        if not mine:
             continue
-        t = tally[name]
-        acc, acc_plus = t["right"] / t["questions"], sum(t["images"].values()) / len(t["images"])
+        acc, acc_plus = sum(said[i.id] == i.truth for i in mine) / len(mine), sum(images.values()) / len(images)
         score = 100 * acc + 100 * acc_plus
         totals[group] = (totals[group] or 0.0) + score
         per_subtask[name] = {"accuracy": percent(acc, 1), "accuracy_plus": percent(acc_plus, 1),
-                             "score": round(score, 2), "group": group, "questions": t["questions"],
-                             "images": len(t["images"]), "other": t["other"], "missing": t["missing"]}  # fmt: skip
+                             "score": round(score, 2), "group": group, "questions": len(mine), "images": len(images),
+                             "other": sum(said[i.id] == "other" for i in mine),
+                             "missing": sum(predictions.get(i.id) is None for i in mine)}  # fmt: skip
     ids = {item.id for item in items}
     return {
         "perception": round(totals["perception"], 2) if totals["perception"] is not None else None,
         "cognition": round(totals["cognition"], 2) if totals["cognition"] is not None else None,
         "total": round(sum(v for v in totals.values() if v is not None), 2),
-        "accuracy": percent(sum(t["right"] for t in tally.values()), len(items)),
+        "accuracy": percent(sum(said[i.id] == i.truth for i in items), len(items)),
         "num_questions": len(items),
-        "num_images": sum(len(t["images"]) for t in tally.values()),
+        "num_images": sum(t["images"] for t in per_subtask.values()),
         "subtasks_scored": len(per_subtask),
         "per_subtask": per_subtask,
-        "missing_predictions": sum(t["missing"] for t in tally.values()),
-        "other_answers": sum(t["other"] for t in tally.values()),
+        "missing_predictions": sum(t["missing"] for t in per_subtask.values()),
+        "other_answers": sum(t["other"] for t in per_subtask.values()),
         "answer_rule": ANSWER_RULE if rule == "official" else LMMS_RULE,
         "unknown_predictions": sum(1 for q in predictions if q not in ids),
     }
@@ -335,11 +328,11 @@ class MME(Benchmark):
     def submission(self, out_dir: Path, answers: Mapping[QuestionId, str]) -> dict[str, str]:
         """`eval_tool_answers/<subtask>.txt`: calculation.py's input lines (image, question, answer, response; an
         image's two lines adjacent, a response's tabs and line breaks made spaces, "" without a prediction)."""
-        by_image: dict[str, list[MMEItem]] = {}
+        first: dict[str, int] = {}  # an image's two lines adjacent, in the order its images first appear
         for item in self.questions:
-            by_image.setdefault(item.image_id, []).append(item)
+            first.setdefault(item.image_id, len(first))
         lines: dict[str, list[str]] = {}
-        for item in (item for pair in by_image.values() for item in pair):
+        for item in sorted(self.questions, key=lambda item: first[item.image_id]):
             response = re.sub(r"[\t\r\n]", " ", answers.get(item.id, ""))
             name = item.image_id.split("/")[-1]
             lines.setdefault(item.subtask, []).append(f"{name}\t{item.question}\t{item.answer}\t{response}\n")
@@ -361,11 +354,9 @@ class MME(Benchmark):
                 ids = by_image_question.setdefault((item.image_id, text.lower()), [])
                 if item.id not in ids:
                     ids.append(item.id)
-        rows = self.question_set.doc_rows
-        ambiguous = None if rows is not None else (
-            "MME's question_id names an image, shared by its two questions, so these ids are ambiguous: score them "
-            "with --parquet (lmms-lab's MME, the rows they ran on)")  # fmt: skip
-        return QuestionIndex([item.id for item in self.questions], rows, by_image_question, ambiguous)
+        rows, ids = self.question_set.doc_rows, [item.id for item in self.questions]
+        ambiguous = "MME's question_id names an image, shared by its two questions, so these ids are ambiguous: score "
+        return QuestionIndex(ids, rows, by_image_question, ambiguous + "them with --parquet" if rows is None else None)
 
     @classmethod
     def suite_config(cls, folder: Path) -> dict[str, Any] | None:
