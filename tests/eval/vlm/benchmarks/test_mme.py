@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from eval.vlm.benchmarks.mme import load_mme, mme_answer, score_mme
 
 from eval.cli import main
+from eval.vlm.benchmarks.mme import MME, load_mme, load_mme_parquet, mme_answer, score_mme
 from eval.vlm.registry import benchmarks
 from vlm.templates import SHORT_ANSWER_PROMPT
 
@@ -61,12 +61,12 @@ def test_answer_rule_as_calculation_py():
 def test_scores_hand_worked(mme):
     mset = load_mme(mme["release"])
     assert set(mset.counts.values()) == {0} and len(mset.items) == 12 and mset.format == "mme"
-    assert mset.items[0].question_id == "existence/0000.jpg#1" and mset.missing_subtasks[:2] == ["count", "position"]
-    answers = {i.question_id: i.truth.capitalize() for i in mset.items}
+    assert mset.items[0].id == "existence/0000.jpg#1" and mset.info["missing_subtasks"][:2] == ["count", "position"]
+    answers = {i.id: i.truth.capitalize() for i in mset.items}
     answers["existence/0001.jpg#2"] = "Yes"  # existence: 3 of 4 right, 1 of 2 images -> 75 + 50
     answers["code_reasoning/0200.png#1"] = "Maybe"  # code: image 0 both wrong (other, missing), image 1 right
     del answers["code_reasoning/0200.png#2"]
-    m = score_mme(mset, answers)
+    m = score_mme(mset.items, answers)
     sub = m["per_subtask"]
     assert (sub["existence"]["accuracy"], sub["existence"]["accuracy_plus"], sub["existence"]["score"]) == (75, 50, 125)
     assert sub["artwork"]["score"] == 200 and sub["code_reasoning"]["score"] == 50 + 50
@@ -75,18 +75,20 @@ def test_scores_hand_worked(mme):
     assert m["accuracy"] == round(100 * 9 / 12, 2) and m["num_images"] == 6 and m["subtasks_scored"] == 3
 
 
-def test_llava_jsonl_matched_and_prompts(mme):
-    from eval.vlm.benchmarks.mme import MMEBenchmark
+def _prompts(bench) -> dict:
+    return {item.id: bench.prompt(item) for item in bench.questions if item.image is not None}
 
+
+def test_llava_jsonl_matched_and_prompts(mme):
     a, b = load_mme(mme["release"]), load_mme(mme["release"], mme["llava"])
     assert b.format == "llava_jsonl" and set(b.counts.values()) == {0}
-    assert {i.question_id: i.answer for i in a.items} == {i.question_id: i.answer for i in b.items}
+    assert {i.id: i.answer for i in a.items} == {i.id: i.answer for i in b.items}
     two_space = next(i for i in b.items if "  " + YES_NO in i.question)  # found with the instruction's second space
     assert two_space.llava_text == f"{two_space.question.split('  ')[0]}\n{SHORT_ANSWER_PROMPT}"
-    llava = {p.id: p.text for p in MMEBenchmark(a).prompt_items()}
-    assert llava == {p.id: p.text for p in MMEBenchmark(b).prompt_items()}  # the JSONL text, verbatim, is the same
-    lmms = {p.id: p.text for p in MMEBenchmark(a, "lmms_eval").prompt_items()}
-    assert lmms[two_space.question_id] == two_space.question.split("  ")[0] + " \n" + SHORT_ANSWER_PROMPT
+    llava = _prompts(MME.of(data=str(mme["release"])))
+    assert llava == _prompts(MME.of(data=str(mme["release"]), llava_questions=str(mme["llava"])))  # JSONL text verbatim
+    lmms = _prompts(MME.of(data=str(mme["release"]), prompt="lmms_eval"))
+    assert lmms[two_space.id] == two_space.question.split("  ")[0] + " \n" + SHORT_ANSWER_PROMPT
     assert all(lmms[k] == v for k, v in llava.items() if not k.startswith(two_space.image_id))
 
 
@@ -96,28 +98,28 @@ def test_limit_keeps_both_questions_of_an_image(mme):
     assert mset.counts["unpaired_images"] == 0
 
 
-def test_malformed_rows_counted_and_bad_files_one_line(mme, tmp_path, capsys):
+def test_malformed_llava_rows_and_missing_images_counted_unannotated_warned(mme, tmp_path, capsys):
     import shutil
 
     release = tmp_path / "release"
     shutil.copytree(mme["release"], release)
-    with (release / "existence" / "0000.txt").open("a") as f:
-        f.write(f"Is there a cow in this image? {YES_NO}\tMaybe\nno tab here\n\n")
     (release / "existence" / "0001.jpg").unlink()
     rows = [json.dumps(r) for r in mme["rows"]] + ["{torn", json.dumps({"question_id": 5, "text": "x"}),
             json.dumps({**mme["rows"][0], "text": "Is there a cow?\n" + SHORT_ANSWER_PROMPT})]  # fmt: skip
     (tmp_path / "q.jsonl").write_text("\n".join(rows) + "\n")
     mset = load_mme(release, tmp_path / "q.jsonl")
     counts = mset.counts
-    assert (counts["malformed_lines"], counts["missing_images"], counts["malformed_questions"]) == (2, 1, 2)
-    assert counts["unannotated"] == 1 and len(mset.items) == 12
-    assert "1 questions have no answer" in capsys.readouterr().err  # a warning line, besides the count
-    from eval.vlm.benchmarks.mme import MMEBenchmark
-
-    assert len(MMEBenchmark(mset).prompt_items()) == 10  # the questions of the missing image are scored missing
+    assert (counts["missing_images"], counts["malformed_questions"], counts["unannotated"]) == (1, 2, 1)
+    assert len(mset.items) == 12
+    bench = MME.of(data=str(release), llava_questions=str(tmp_path / "q.jsonl"))
+    assert len(bench.requests()) == 10  # the questions of the missing image are scored missing
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"question_id": "existence/0000.jpg#1", "answer": "Yes"}) + "\n")
     score = ["mme", "score", "--data", str(release), "--predictions", str(preds), "--out", str(tmp_path / "o")]
+    assert main([*score, "--llava-questions", str(tmp_path / "q.jsonl")]) == 0
+    err = capsys.readouterr().err  # the question without an answer in the release: counted, warned, not scored
+    assert "1 of 12 questions have no gold answer" in err
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["input"]["unannotated"] == 1
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": 1, "prompt": "Is it?"}) + "\n")
     assert main([*score, "--llava-questions", str(tmp_path / "bad.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
@@ -130,11 +132,53 @@ def test_malformed_rows_counted_and_bad_files_one_line(mme, tmp_path, capsys):
     assert main(score) == 2 and "questions_answers_YN" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("", "line 1: empty file"),
+        ("\n\n", "line 1: empty file"),
+        (f"Is there a dog in this image? {YES_NO}\tYes\nIs there a cat in th", "line 2 is not"),  # cut mid-line
+        (f"Is there a dog in this image? {YES_NO}\tYes\n", "line 2: cut off after one question"),  # cut at a line end
+        (f"Is there a dog in this image? {YES_NO}\tYe", "line 1 is not"),  # cut inside the answer
+        (f"Is there a dog in this image? {YES_NO} Yes\nIs there a cat? {YES_NO} No\n", "line 1 is not"),  # no tabs
+        (
+            f"Is there a dog? {YES_NO}\tYes\nIs there a cat? {YES_NO}\tNo\nIs there a cow? {YES_NO}\tNo\n",
+            "line 3: a third question",
+        ),
+    ],
+)
+def test_a_subtask_txt_broken_in_part_is_refused_naming_it_and_the_line(mme, tmp_path, capsys, text, line):
+    # issue 25 item 6: never dropped silently, and the error names the .txt, not llava_mme.jsonl
+    import shutil
+
+    release = tmp_path / "release"
+    shutil.copytree(mme["release"], release)
+    (release / "artwork" / "questions_answers_YN" / "0101.txt").write_text(text)
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"question_id": "existence/0000.jpg#1", "answer": "Yes"}) + "\n")
+    for extra in ([], ["--llava-questions", str(mme["llava"])]):
+        cmd = [
+            "mme",
+            "score",
+            "--data",
+            str(release),
+            *extra,
+            "--predictions",
+            str(preds),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"0101.txt: {line}" in err and len(err.splitlines()) == 1 and "llava_mme" not in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
 def test_suite_finds_llava_layout(mme, tmp_path):
-    spec = benchmarks()["mme"]
-    assert (spec.folder, spec.headline, spec.published) == ("MME", "perception", {"llava15_7b": 1510.7})
-    assert spec.suite_args(mme["root"]) == {"data": mme["release"], "llava_questions": mme["llava"]}
-    assert spec.suite_args(mme["release"]) == {"data": mme["release"]} and spec.suite_args(tmp_path) is None
+    cls = benchmarks()["mme"]
+    assert (cls.folder, cls.headline, cls.published) == ("MME", "perception", {"llava15_7b": 1510.7})
+    assert cls.suite_config(mme["root"]) == {"data": str(mme["release"]), "llava_questions": str(mme["llava"])}
+    assert cls.suite_config(mme["release"]) == {"data": str(mme["release"])} and cls.suite_config(tmp_path) is None
 
 
 @pytest.fixture(scope="module")
@@ -203,15 +247,13 @@ def write_mme_parquet(folder: Path, mme, drop=()) -> Path:
 
 
 def test_lmms_lab_parquet_read_with_release_ids(mme, tmp_path, capsys):
-    from eval.vlm.benchmarks.mme import load_mme_parquet
-
     folder = write_mme_parquet(tmp_path / "MME", mme)
     mset, official = load_mme_parquet(folder), load_mme(mme["release"])
-    assert [i.question_id for i in mset.items] == [i.question_id for i in official.items]  # the same ids
+    assert [i.id for i in mset.items] == [i.id for i in official.items]  # the same ids
     assert [(i.answer, i.question, i.subtask) for i in mset.items] == [
         (i.answer, i.question, i.subtask) for i in official.items
     ]
-    assert mset.doc_rows[:3] == [official.items[0].question_id, None, official.items[1].question_id]
+    assert mset.doc_rows[:3] == [official.items[0].id, None, official.items[1].id]
     assert mset.counts["malformed_questions"] == 1 and mset.counts["unpaired_images"] == 0
     assert mset.items[0].load_image().size == official.items[0].load_image().size
     assert len(load_mme_parquet(folder, limit=4).items) == 4
@@ -221,9 +263,7 @@ def test_lmms_lab_parquet_read_with_release_ids(mme, tmp_path, capsys):
     assert "missing column 'category'" in err and "\n" not in err
 
 
-def test_parquet_run_and_lmms_eval_samples_by_doc_id(mme, model, tmp_path):
-    from eval.vlm.benchmarks.mme import load_mme_parquet
-
+def test_parquet_run_and_lmms_eval_samples_by_doc_id(mme, model, tmp_path, capsys):
     folder = write_mme_parquet(tmp_path / "MME", mme)
     out = tmp_path / "run"
     args = ["mme", "run", "--model", str(model), "--parquet", str(folder), "--out", str(out), "--device", "cpu",
@@ -244,3 +284,54 @@ def test_parquet_run_and_lmms_eval_samples_by_doc_id(mme, model, tmp_path):
         assert main(["mme", "score", *data, "--predictions", str(predictions), "--out", str(tmp_path / name)]) == 0
         scored = json.loads((tmp_path / name / "metrics.json").read_text())
         assert {k: scored[k] for k in keys} == {k: m[k] for k in keys} and scored["coverage"]["missing"] == 0
+    # lmms-eval's own metric field names the image (mme_process_results: {"question_id": doc["question_id"], ...}),
+    # shared by its two questions: exact with --parquet (by doc_id), refused against the release, never mis-scored
+    parquet = load_mme_parquet(folder)
+    named = [{**s, "mme_perception_score": {"question_id": parquet.items[0].image_id, "category": "x", "score": 0.0}}
+             for s in samples]  # fmt: skip
+    log.write_text("".join(json.dumps(s) + "\n" for s in named))
+    assert (
+        main(["mme", "score", "--parquet", str(folder), "--predictions", str(log), "--out", str(tmp_path / "c")]) == 0
+    )
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["per_subtask"] == m["per_subtask"]
+    capsys.readouterr()
+    for extra in ([], ["--llava-questions", str(mme["llava"])]):
+        cmd = ["mme", "score", "--data", str(mme["release"]), *extra, "--predictions", str(log)]
+        assert main([*cmd, "--out", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "ambiguous" in err and "--parquet" in err and len(err.splitlines()) == 1
+
+
+def test_lmms_eval_rule_as_its_parse_pred_ans():
+    # lmms_eval/tasks/mme/utils.py parse_pred_ans: lower(), strip(), "." removed; then "yes"/"no"; a single
+    # character: "y" -> yes, "n" -> no, else other; else "yes" then "no" in the first 4 characters, else other
+    cases = {
+        "Yes": ("yes", "yes"), "y": ("other", "yes"), "N.": ("other", "no"), "  yes": ("other", "yes"),
+        "Yes.": ("yes", "yes"), "No.": ("no", "no"), "x": ("other", "other"), "The answer is no": ("other", "other"),
+        "Y.E.S": ("other", "yes"), "n o": ("other", "other"), "\nno": ("no", "no"), "nyes": ("yes", "yes"),
+    }  # fmt: skip
+    got = {text: (mme_answer(text), mme_answer(text, "lmms_eval")) for text in cases}
+    assert got == cases
+
+
+def test_rule_and_input_policy_on_a_predictions_file(mme, tmp_path, capsys):
+    items = load_mme(mme["release"]).items
+    rows = [json.dumps({"question_id": i.id, "answer": i.truth[0]}) for i in items]  # "y"/"n": only lmms-eval reads
+    rows[0] = json.dumps({"question_id": items[0].id, "answer": "No"})  # a duplicate: the last row (right) is kept
+    rows += ['{"question_id": "existence/0000.jpg#2", "ans', json.dumps({"question_id": items[0].id, "answer": "Yes"})]
+    rows[1] = json.dumps({"question_id": items[1].id, "answer": None})  # null: counted missing
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("\n".join(rows) + "\n")
+    out = {}
+    for rule in ("official", "lmms_eval"):
+        cmd = ["mme", "score", "--data", str(mme["release"]), "--predictions", str(preds), "--rule", rule]
+        assert main([*cmd, "--out", str(tmp_path / rule)]) == 0
+        err = capsys.readouterr().err
+        assert "1 malformed rows skipped" in err and "1 ids answered more than once" in err and "1 null" in err
+        out[rule] = json.loads((tmp_path / rule / "metrics.json").read_text())
+    assert out["lmms_eval"]["input"] == {**out["official"]["input"], "malformed_rows": 1, "duplicate_ids": 1,
+                                         "null_answers": 1}  # fmt: skip
+    assert out["lmms_eval"]["missing_predictions"] == 1 and out["lmms_eval"]["rule"] == "lmms_eval"
+    # official: only the duplicate's last "Yes" is right (existence 0000 #1); lmms-eval: all but the null one
+    assert out["official"]["accuracy"] == round(100 * 1 / 12, 2) and out["lmms_eval"]["accuracy"] == round(1100 / 12, 2)
+    assert out["lmms_eval"]["per_subtask"]["existence"]["score"] == 75 + 50
