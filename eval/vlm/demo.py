@@ -14,16 +14,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from eval.vlm.base import run_benchmark
-from eval.vlm.benchmarks.mmbench import mmbench_benchmark
-from eval.vlm.benchmarks.pope import PopeBenchmark, load_pope
-from eval.vlm.benchmarks.scienceqa import OPTIONS, ScienceQABenchmark, load_scienceqa
-from eval.vlm.benchmarks.vqav2 import vqav2_benchmark
-from eval.vlm.generation import GenerationConfig
+from eval.vlm.benchmarks.mmbench import MMBench
+from eval.vlm.benchmarks.pope import Pope
+from eval.vlm.benchmarks.scienceqa import OPTIONS, ScienceQA
+from eval.vlm.benchmarks.vqav2 import VQAv2
 from eval.vlm.synthetic import write_synthetic_benchmark
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
+SETS = ("vqav2", "mmbench", "pope", "scienceqa")
 
 
 def _question_text(prompt: str) -> str:
@@ -48,24 +47,24 @@ def blind_answers(train_json: str | Path) -> tuple[dict[str, str], str]:
 
 
 def _blind_vqa(bench: Any, prior: dict[str, str], fallback: str) -> dict[Any, str]:
-    return {item.question_id: prior.get(item.question.strip().lower(), fallback) for item in bench.vset.items}
+    return {item.id: prior.get(item.question.strip().lower(), fallback) for item in bench.questions}
 
 
 def _blind_mmbench(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
     """For each row, the letter of the option a blind model would pick (its prior answer), else A."""
     answers = {}
-    for row in bench.mset.rows:
+    for row in bench.questions:
         guess = prior.get(row.question.strip().lower())
-        answers[row.index] = row.letters[row.options.index(guess)] if guess in row.options else "A"
+        answers[row.id] = row.letters[row.options.index(guess)] if guess in row.options else "A"
     return answers
 
 
 def _blind_scienceqa(bench: Any, prior: dict[str, str]) -> dict[Any, str]:
     """For each problem, the letter of the option a blind model would pick (its prior answer), else A."""
     answers = {}
-    for problem in bench.sset.problems:
+    for problem in bench.questions:
         guess = prior.get(problem.question.strip().lower())
-        answers[problem.qid] = OPTIONS[problem.choices.index(guess)] if guess in problem.choices else "A"
+        answers[problem.id] = OPTIONS[problem.choices.index(guess)] if guess in problem.choices else "A"
     return answers
 
 
@@ -73,7 +72,7 @@ def circular_chance(bench: Any) -> float:
     """CircularEval accuracy (percent) of guessing a letter at random for every copy: mean over questions of
     the product of 1/#options over the question's copies."""
     groups: dict[int, float] = {}
-    for row in bench.mset.rows:
+    for row in bench.questions:
         groups[row.base] = groups.get(row.base, 1.0) / len(row.options)
     return 100 * sum(groups.values()) / max(1, len(groups))
 
@@ -85,24 +84,21 @@ def score_synthetic_vlm(
     """VQAv2, circular MMBench and ScienceQA accuracy of the model and of the text-only baseline, POPE accuracy of
     the model and of always-"yes" (percent), on the held-out sets of `eval.vlm.synthetic.write_synthetic_benchmark`."""
     out = Path(out_dir)
-    vqa_files = write_synthetic_benchmark("vqav2", out / "vqav2", num_images, image_size)
-    tsv = write_synthetic_benchmark("mmbench", out / "mmbench", num_images, image_size)["tsv"]
-    vqa = vqav2_benchmark(vqa_files["questions"], vqa_files["annotations"], vqa_files["image_root"])
-    mmb = mmbench_benchmark(tsv)
-    cfg = GenerationConfig(batch_size=batch_size, max_new_tokens=8, device="cpu", progress=False)
-    vqa_metrics = run_benchmark(vqa, model_dir, out / "vqav2" / "results", cfg) or {}
-    mmb_metrics = run_benchmark(mmb, model_dir, out / "mmbench" / "results", cfg) or {}
-    pope_files = write_synthetic_benchmark("pope", out / "pope", num_images, image_size)
-    pope = PopeBenchmark(load_pope(pope_files["annotation_dir"], None, pope_files["image_root"]))
-    sqa_files = write_synthetic_benchmark("scienceqa", out / "scienceqa", num_images, image_size)
-    sqa = ScienceQABenchmark(load_scienceqa(sqa_files["problems"], None, sqa_files["image_root"]))
-    pope_metrics = run_benchmark(pope, model_dir, out / "pope" / "results", cfg) or {}
-    sqa_metrics = run_benchmark(sqa, model_dir, out / "scienceqa" / "results", cfg) or {}
+    gen = {"batch_size": batch_size, "max_new_tokens": 8, "device": "cpu"}
+    files = {name: write_synthetic_benchmark(name, out / name, num_images, image_size) for name in SETS}
+    vqa = VQAv2.of(**{k: str(v) for k, v in files["vqav2"].items()}, **gen)
+    mmb = MMBench.of(tsv=str(files["mmbench"]["tsv"]), **gen)
+    pope = Pope.of(**{k: str(v) for k, v in files["pope"].items()}, **gen)
+    sqa = ScienceQA.of(**{k: str(v) for k, v in files["scienceqa"].items()}, **gen)
+    vqa_metrics, mmb_metrics, pope_metrics, sqa_metrics = (
+        bench.generate(model_dir, out / name / "results", progress=False) or {}
+        for name, bench in zip(SETS, (vqa, mmb, pope, sqa))
+    )
     prior, fallback = blind_answers(train_json)
-    blind_vqa = vqa.score(_blind_vqa(vqa, prior, fallback)) or {}
-    blind_mmb = mmb.score(_blind_mmbench(mmb, prior)) or {}
-    always_yes = pope.score({item.question_id: "yes" for item in pope.pset.items}) or {}
-    blind_sqa = sqa.score(_blind_scienceqa(sqa, prior)) or {}
+    blind_vqa = vqa.metrics(_blind_vqa(vqa, prior, fallback)) or {}
+    blind_mmb = mmb.metrics(_blind_mmbench(mmb, prior)) or {}
+    always_yes = pope.metrics({item.id: "yes" for item in pope.questions}) or {}
+    blind_sqa = sqa.metrics(_blind_scienceqa(sqa, prior)) or {}
     return {
         "pope_accuracy": pope_metrics.get("accuracy"),
         "pope_f1_mean": pope_metrics.get("f1_mean"),
@@ -114,6 +110,6 @@ def score_synthetic_vlm(
         "mmbench_accuracy": mmb_metrics.get("accuracy"),
         "mmbench_text_only_accuracy": blind_mmb.get("accuracy"),
         "mmbench_random_chance": circular_chance(mmb),
-        "vqav2_questions": len(vqa.vset.items),
+        "vqav2_questions": len(vqa.questions),
         "mmbench_questions": mmb_metrics.get("num_questions"),
     }
