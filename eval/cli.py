@@ -38,9 +38,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.probes import fewshot as fewshot_recipes
+from eval.probes import linear_probe as linear_probe_recipes
 from eval.probes.probe import ProbeSource, fewshot, linear_probe, load_probe_encoder
-from eval.probes.probe import fewshot as fewshot_recipes
-from eval.probes.probe import linear_probe as linear_probe_recipes
 from eval.vlm.cli import add_vlm_commands, show
 from pretrain.data.labelled import load_split
 from pretrain.features import FeatureConfig, extract_features

@@ -194,13 +194,17 @@ class Benchmark(Evaluator):
         out.update(data_counts=dict(qset.counts), **qset.info)
         return {**out, **self.describe_extra()}
 
+    def prompt_items(self) -> list[PromptItem]:
+        """The questions asked (those with an image), in file order, as the benchmark words them."""
+        return [PromptItem(item.id, self.prompt(item), item.load_image) for item in self.questions if item.image]
+
     def requests(self) -> list[Request]:
-        """Each question that has an image, in the model's chat template with one `<image>`."""
+        """Each question asked, in the model's chat template with one `<image>`."""
         template = check_template(self.config.template)
         limit = self.config.max_new_tokens or self.max_new_tokens
-        asked = [item for item in self.questions if item.image is not None]
-        prompts = [generation_prompt(self.prompt(item), template, image=True) for item in asked]
-        return [Request(item.id, text, item.load_image, limit) for item, text in zip(asked, prompts)]
+        return [
+            Request(p.id, generation_prompt(p.text, template, image=True), p.image, limit) for p in self.prompt_items()
+        ]
 
     def finish(self, answers: Mapping[QuestionId, str], out_dir: Path, extra: dict, stats: Mapping) -> dict:
         """Apply the input policy, score, write the submission files and metrics.json; the metrics."""
@@ -219,7 +223,7 @@ class Benchmark(Evaluator):
             metrics["leniency"] = {"strip_answers": True}
         scores = self.metrics(answers)
         metrics["scored"] = scores is not None
-        metrics.update(scores if scores is not None else {"accuracy": None, "num_predictions": len(answers)})
+        metrics.update(scores if scores is not None else {self.headline: None, "num_predictions": len(answers)})
         metrics["files"] = self.submission(out_dir, answers)
         write_metrics(out_dir, metrics)
         return metrics

@@ -30,12 +30,12 @@ def show(value: Any) -> Any:
     return "-" if value is None else value
 
 
-def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
+def _print_vlm_metrics(metrics: dict[str, Any], headline: str) -> None:
     """The headline row and every per-category breakdown (`per_*` keys) as Markdown tables."""
-    header = ["benchmark", "split", "prompt", "accuracy", "questions", "missing"]
-    row = [metrics["benchmark"], metrics.get("split", "-"), metrics.get("prompt", "-"), show(metrics.get("accuracy"))]
-    row += [metrics.get("num_questions", "-"), metrics.get("missing_predictions", "-")]
-    if metrics["benchmark"] == "mmbench":
+    header = ["benchmark", "split", "prompt", "rule", headline, "questions", "missing"]
+    row = [metrics["benchmark"], metrics.get("split", "-"), metrics.get("prompt", "-"), metrics.get("rule", "-")]
+    row += [show(metrics.get(headline)), metrics.get("num_questions", "-"), metrics.get("missing_predictions", "-")]
+    if "circular" in metrics:  # MMBench
         header += ["unparsed", "single-pass", "circular"]
         row += [metrics.get("unparsed", "-"), show(metrics.get("accuracy_single_pass")), metrics["circular"]]
     elif "normalization" in metrics:
@@ -53,16 +53,18 @@ def _print_vlm_metrics(metrics: dict[str, Any]) -> None:
 
 def _cmd_vlm_run(args: argparse.Namespace) -> int:
     check_template(args.template)  # before the data is read
-    metrics = _benchmark(args, images=True).generate(args.model, args.out, progress=not args.no_progress)
+    bench = _benchmark(args, images=True)
+    metrics = bench.generate(args.model, args.out, progress=not args.no_progress)
     if metrics is not None:
-        _print_vlm_metrics(metrics)
+        _print_vlm_metrics(metrics, bench.headline)
         print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
 
 def _cmd_vlm_score(args: argparse.Namespace) -> int:
-    metrics = _benchmark(args, images=False).score(args.predictions, args.out)
-    _print_vlm_metrics(metrics)
+    bench = _benchmark(args, images=False)
+    metrics = bench.score(args.predictions, args.out)
+    _print_vlm_metrics(metrics, bench.headline)
     print(f"metrics: {args.out / 'metrics.json'}")
     return 0
 
@@ -83,7 +85,7 @@ def add_vlm_commands(sub: Any) -> None:
             "--log_samples output (*_samples_<task>.jsonl); the format is detected",
         )
         for p, fn in ((run, _cmd_vlm_run), (score, _cmd_vlm_score)):
-            add_config_args(p, cls.Config)
+            add_config_args(p, cls.Config, {"rule": cls.rules})
             p.add_argument("--out", required=True, type=Path, help="run directory: metrics.json, submission files")
             p.set_defaults(fn=fn, bench=name)
     add_suite_command(sub)

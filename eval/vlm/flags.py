@@ -70,14 +70,16 @@ def _flag_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
     return {**kwargs, "choices": f.metadata.get("choices")}
 
 
-def add_config_args(parser: argparse.ArgumentParser, config: type) -> None:
+def add_config_args(parser: argparse.ArgumentParser, config: type, choices: dict[str, Any] | None = None) -> None:
     """One flag per field of the dataclass `config` (`--image-root` for image_root), except the generation
-    settings (`add_generation_args`) and settings with `cli: False`."""
+    settings (`add_generation_args`) and settings with `cli: False`; `choices` overrides a field's choices."""
     hints = typing.get_type_hints(config)
     for f in dataclasses.fields(config):
         if f.metadata.get("generation") or f.metadata.get("cli") is False:
             continue
         kwargs = {k: v for k, v in _flag_kwargs(f, hints[f.name]).items() if v is not None or k == "default"}
+        if f.name in (choices or {}):
+            kwargs["choices"] = list(choices[f.name])
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
 
 

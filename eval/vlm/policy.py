@@ -36,7 +36,7 @@ WORDS = {
     "empty_answers": "{n} empty answers (scored as given)",
     "missing_predictions": "{n} of {questions} questions have no prediction (counted wrong)",
     "unknown_ids": "{n} of {predictions} predictions are for no question of the set (ignored)",
-    "unannotated": "{n} of {questions} questions have no gold answer (not scored)",
+    "unannotated": "{n} questions have no gold answer (not scored)",
 }
 
 
@@ -62,8 +62,8 @@ def input_counts(
 ) -> dict[str, int]:
     """The `input` block of metrics.json: every policy case under its one name."""
     counts = {key: int(file_stats.get(key, 0)) for key in FILE_KEYS}
-    counts["unknown_ids"] = coverage["predictions"] - coverage["matched"]
     counts["missing_predictions"] = coverage["questions"] - coverage["matched"]
+    counts["unknown_ids"] = coverage["predictions"] - coverage["matched"]
     counts["unannotated"] = int(data_counts.get("unannotated", 0))
     return counts
 

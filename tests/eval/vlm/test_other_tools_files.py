@@ -5,11 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from eval.vlm.benchmarks.mmbench import load_mmbench
 
 from eval.cli import main
-from eval.vlm.benchmarks.textvqa import textvqa_benchmark
-from eval.vlm.benchmarks.vqav2 import vqav2_benchmark
+from eval.vlm.benchmarks.mmbench import load_mmbench
+from eval.vlm.benchmarks.textvqa import TextVQA
+from eval.vlm.benchmarks.vqav2 import VQAv2
 from eval.vlm.synthetic import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2
 from vlm.templates import SHORT_ANSWER_PROMPT
 
@@ -71,11 +71,13 @@ def _run(model, out, *args):
 def test_llava_vqav2_question_jsonl_runs_like_the_official_file(sets, model, tmp_path):
     files = sets["vqav2"]
     llava = _llava_vqav2_questions(files, tmp_path / "llava_vqav2_mscoco_val2014.jsonl")
-    bench = vqav2_benchmark(llava, files["annotations"], files["image_root"] / "val2014")  # LLaVA's --image-folder
+    bench = VQAv2.of(
+        questions=str(llava), annotations=str(files["annotations"]), image_root=str(files["image_root"] / "val2014")
+    )  # LLaVA's --image-folder
     texts = [json.loads(line)["text"] for line in llava.read_text().splitlines()]
     assert [p.text for p in bench.prompt_items()] == texts  # LLaVA's text verbatim, the instruction once
     assert all(p.text.count(SHORT_ANSWER_PROMPT) == 1 for p in bench.prompt_items())
-    assert bench.vset.split == "val2014" and set(bench.vset.counts.values()) == {0}
+    assert bench.question_set.split == "val2014" and set(bench.question_set.counts.values()) == {0}
     ann = ["--annotations", str(files["annotations"])]
     official = ["vqav2", "run", "--questions", str(files["questions"]), "--image-root", str(files["image_root"])]
     assert _run(model, tmp_path / "official", *official, *ann) == 0
@@ -92,12 +94,12 @@ def test_llava_vqav2_question_jsonl_runs_like_the_official_file(sets, model, tmp
 def test_llava_textvqa_question_jsonl_is_matched_to_the_official_ids(sets, model, tmp_path, capsys):
     files = sets["textvqa"]
     llava = _llava_textvqa_questions(files, tmp_path / "llava_textvqa_val_v051_ocr.jsonl")
-    official = textvqa_benchmark(files["data"], files["image_root"])
-    bench = textvqa_benchmark(llava, files["image_root"], annotations=files["data"])
-    assert [i.question_id for i in bench.vset.items] == [i.question_id for i in official.vset.items]
-    assert [i.answers for i in bench.vset.items] == [i.answers for i in official.vset.items]
+    official = TextVQA.of(data=str(files["data"]), image_root=str(files["image_root"]))
+    bench = TextVQA.of(data=str(llava), image_root=str(files["image_root"]), annotations=str(files["data"]))
+    assert [i.id for i in bench.questions] == [i.id for i in official.questions]
+    assert [i.answers for i in bench.questions] == [i.answers for i in official.questions]
     assert [p.text for p in bench.prompt_items()] == [p.text for p in official.prompt_items()]
-    assert bench.vset.split == "val" and bench.vset.counts["unannotated"] == 0
+    assert bench.question_set.split == "val" and bench.question_set.counts["unannotated"] == 0
     base = ["textvqa", "run", "--image-root", str(files["image_root"])]
     assert _run(model, tmp_path / "official", *base, "--data", str(files["data"])) == 0
     assert _run(model, tmp_path / "llava", *base, "--data", str(llava), "--annotations", str(files["data"])) == 0
@@ -113,7 +115,7 @@ def test_llava_textvqa_question_jsonl_is_matched_to_the_official_ids(sets, model
 
 def _answers(items, wrong_every: int = 3) -> dict:
     """A plausible answer per question: the majority GT, except every `wrong_every`-th, which is wrong."""
-    return {i.question_id: "zebra" if k % wrong_every == 0 else max(i.answers, key=i.answers.count).upper()
+    return {i.id: "zebra" if k % wrong_every == 0 else max(i.answers, key=i.answers.count).upper()
             for k, i in enumerate(items)}  # fmt: skip
 
 
@@ -124,16 +126,16 @@ def _score(args, out: Path) -> dict:
 
 def test_vqav2_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_path, capsys):
     files = sets["vqav2"]
-    items = vqav2_benchmark(files["questions"], files["annotations"]).vset.items
+    items = VQAv2.of(images=False, questions=str(files["questions"]), annotations=str(files["annotations"])).questions
     answers = _answers(items)
     ours = _write_jsonl(tmp_path / "ours.jsonl", [{"question_id": q, "answer": a} for q, a in answers.items()])
     llava = _write_jsonl(tmp_path / "llava.jsonl", [
-        {"question_id": i.question_id, "prompt": f"{i.question}\n{SHORT_ANSWER_PROMPT}", "text": answers[i.question_id],
+        {"question_id": i.id, "prompt": f"{i.question}\n{SHORT_ANSWER_PROMPT}", "text": answers[i.id],
          "answer_id": f"id{k}", "model_id": "llava-v1.5-7b", "metadata": {}} for k, i in enumerate(items)
     ])  # fmt: skip
-    logs = [{"doc_id": k, "doc": {"question_id": i.question_id, "question": i.question,
+    logs = [{"doc_id": k, "doc": {"question_id": i.id, "question": i.question,
              "answers": [{"answer": a} for a in i.answers]}, "target": "x", "arguments": [i.question],
-             "resps": [[answers[i.question_id]]], "filtered_resps": [answers[i.question_id]], "exact_match": 0.0}
+             "resps": [[answers[i.id]]], "filtered_resps": [answers[i.id]], "exact_match": 0.0}
             for k, i in enumerate(items)]  # fmt: skip
     old_lmms = tmp_path / "vqav2_val.json"  # lmms-eval 0.1-0.2: one pretty-printed JSON, samples under "logs"
     old_lmms.write_text(json.dumps({"args": {}, "model_configs": {}, "logs": logs, "time": "0"}, indent=4))
@@ -147,7 +149,7 @@ def test_vqav2_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_pat
         )  # fmt: skip
         assert got["missing_predictions"] == 0 and got["coverage"]["matched"] == len(items)
     # lmms-eval >= 0.4 drops `doc`; vqav2_val then names a question only by doc_id, its row in lmms-lab's split
-    new = [{"doc_id": k, "target": "x", "filtered_resps": answers[i.question_id], "token_counts": [None],
+    new = [{"doc_id": k, "target": "x", "filtered_resps": answers[i.id], "token_counts": [None],
             "doc_hash": "h", "exact_match": 0.0, "input": i.question} for k, i in enumerate(items)]  # fmt: skip
     new_lmms = _write_jsonl(tmp_path / "20260101_samples_vqav2_val.jsonl", new)
     capsys.readouterr()
@@ -157,7 +159,7 @@ def test_vqav2_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_pat
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     image = next((files["image_root"] / "val2014").glob("*.jpg")).read_bytes()
-    rows = [{"question_id": i.question_id, "question": i.question, "image": {"bytes": image, "path": None},
+    rows = [{"question_id": i.id, "question": i.question, "image": {"bytes": image, "path": None},
              "image_id": 0, "answers": [{"answer": a} for a in i.answers], "answer_type": i.answer_type,
              "question_type": i.question_type} for i in items]  # fmt: skip
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "validation-00000-of-00001.parquet")
@@ -168,19 +170,19 @@ def test_vqav2_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_pat
 
 def test_textvqa_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_path):
     files = sets["textvqa"]
-    items = textvqa_benchmark(files["data"]).vset.items
+    items = TextVQA.of(images=False, data=str(files["data"])).questions
     answers = _answers(items)
     ours = _write_jsonl(tmp_path / "ours.jsonl", [{"question_id": q, "answer": a} for q, a in answers.items()])
     # LLaVA's: question_id is the image id, the question is the prompt's first line (eval_textvqa.py's key)
     llava = _write_jsonl(tmp_path / "llava.jsonl", [
         {"question_id": i.image_id, "prompt": f"{i.question}\n{OCR}{', '.join(i.ocr_tokens)}\n{SHORT_ANSWER_PROMPT}",
-         "text": answers[i.question_id], "answer_id": "a", "model_id": "llava-v1.5-7b", "metadata": {}}
+         "text": answers[i.id], "answer_id": "a", "model_id": "llava-v1.5-7b", "metadata": {}}
         for i in items
     ])  # fmt: skip
     # lmms-eval 0.7: no `doc`, the answer a string, the question id in textvqa_val's `submission` metric
     lmms = _write_jsonl(tmp_path / "20260101_samples_textvqa_val.jsonl", [
-        {"doc_id": k, "target": "['a']", "filtered_resps": answers[i.question_id], "token_counts": [None],
-         "doc_hash": "h", "exact_match": 0.0, "submission": {"question_id": i.question_id, "answer": "x"},
+        {"doc_id": k, "target": "['a']", "filtered_resps": answers[i.id], "token_counts": [None],
+         "doc_hash": "h", "exact_match": 0.0, "submission": {"question_id": i.id, "answer": "x"},
          "input": i.question} for k, i in enumerate(items)
     ])  # fmt: skip
     base = ["textvqa", "score", "--data", str(files["data"])]
@@ -196,17 +198,17 @@ def test_textvqa_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_p
 
 
 def test_mmbench_answer_files_of_llava_and_lmms_eval_score_like_ours(sets, tmp_path):
-    rows = load_mmbench(sets["mmbench"]).rows
-    answers = {r.index: (r.answer if k % 4 else "A" if r.answer != "A" else "B") for k, r in enumerate(rows)}
+    rows = load_mmbench(sets["mmbench"]).items
+    answers = {r.id: (r.answer if k % 4 else "A" if r.answer != "A" else "B") for k, r in enumerate(rows)}
     ours = _write_jsonl(tmp_path / "ours.jsonl", [{"question_id": q, "answer": a} for q, a in answers.items()])
     llava = _write_jsonl(tmp_path / "llava.jsonl", [  # model_vqa_mmbench.py's rows
-        {"question_id": r.index, "round_id": 0, "prompt": r.question, "text": answers[r.index], "options": r.options,
+        {"question_id": r.id, "round_id": 0, "prompt": r.question, "text": answers[r.id], "options": r.options,
          "option_char": list(r.letters), "answer_id": "a", "model_id": "llava-v1.5-7b", "metadata": {}} for r in rows
     ])  # fmt: skip
     lmms = _write_jsonl(tmp_path / "20260101_samples_mmbench_en_dev.jsonl", [
-        {"doc_id": k, "target": r.answer, "filtered_resps": answers[r.index], "token_counts": [None], "doc_hash": "h",
-         "gpt_eval_score": {"index": r.index, "question": r.question, "prediction": answers[r.index]},
-         "submission": {"index": r.index}, "input": r.question} for k, r in enumerate(rows)
+        {"doc_id": k, "target": r.answer, "filtered_resps": answers[r.id], "token_counts": [None], "doc_hash": "h",
+         "gpt_eval_score": {"index": r.id, "question": r.question, "prediction": answers[r.id]},
+         "submission": {"index": r.id}, "input": r.question} for k, r in enumerate(rows)
     ])  # fmt: skip
     base = ["mmbench", "score", "--tsv", str(sets["mmbench"])]
     want = _score([*base, "--predictions", str(ours)], tmp_path / "o")
@@ -245,10 +247,10 @@ def test_predictions_that_cannot_be_right_are_refused(sets, tmp_path, capsys, be
 
 def _question_ids(sets, bench: str) -> list:
     if bench == "mmbench":
-        return [r.index for r in load_mmbench(sets["mmbench"]).rows]
+        return [r.id for r in load_mmbench(sets["mmbench"]).items]
     if bench == "vqav2":
-        return [i.question_id for i in vqav2_benchmark(sets["vqav2"]["questions"]).vset.items]
-    return [i.question_id for i in textvqa_benchmark(sets["textvqa"]["data"]).vset.items]
+        return [i.id for i in VQAv2.of(images=False, questions=str(sets["vqav2"]["questions"])).questions]
+    return [i.id for i in TextVQA.of(images=False, data=str(sets["textvqa"]["data"])).questions]
 
 
 @pytest.mark.parametrize("bench", ["vqav2", "textvqa", "mmbench"])

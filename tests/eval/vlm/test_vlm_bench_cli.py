@@ -4,11 +4,11 @@ import json
 import shutil
 
 import pytest
-from eval.vlm.benchmarks.mmbench import load_mmbench, mmbench_benchmark
 
 from eval.cli import main
-from eval.vlm.benchmarks.textvqa import textvqa_benchmark
-from eval.vlm.benchmarks.vqav2 import load_vqav2, vqav2_benchmark
+from eval.vlm.benchmarks.mmbench import MMBench, load_mmbench
+from eval.vlm.benchmarks.textvqa import TextVQA
+from eval.vlm.benchmarks.vqav2 import VQAv2, load_vqav2
 from eval.vlm.predictions import read_predictions
 from eval.vlm.synthetic import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2
 
@@ -32,19 +32,25 @@ def _truth(path):
 
 
 def test_synthetic_sets_load_with_zero_skips(sets):
-    vqa = vqav2_benchmark(sets["vqav2"]["questions"], sets["vqav2"]["annotations"], sets["vqav2"]["image_root"])
-    assert set(vqa.vset.counts.values()) == {0} and len(vqa.prompt_items()) == 24
-    assert all(len(item.answers) == 10 for item in vqa.vset.items)
+    vqa = VQAv2.of(
+        questions=str(sets["vqav2"]["questions"]),
+        annotations=str(sets["vqav2"]["annotations"]),
+        image_root=str(sets["vqav2"]["image_root"]),
+    )
+    assert set(vqa.question_set.counts.values()) == {0} and len(vqa.prompt_items()) == 24
+    assert all(len(item.answers) == 10 for item in vqa.questions)
     assert vqa.prompt_items()[0].image().size == (64, 64)
-    test = vqav2_benchmark(sets["test"]["questions"], None, sets["test"]["image_root"])
-    assert test.vset.split == "test-dev2015" and set(test.vset.counts.values()) == {0}  # test2015 images found
-    text = textvqa_benchmark(sets["textvqa"]["data"], sets["textvqa"]["image_root"])
-    assert set(text.vset.counts.values()) == {0} and len(text.prompt_items()) == 16
+    test = VQAv2.of(questions=str(sets["test"]["questions"]), image_root=str(sets["test"]["image_root"]))
+    assert test.question_set.split == "test-dev2015" and set(test.question_set.counts.values()) == {
+        0
+    }  # test2015 images found
+    text = TextVQA.of(data=str(sets["textvqa"]["data"]), image_root=str(sets["textvqa"]["image_root"]))
+    assert set(text.question_set.counts.values()) == {0} and len(text.prompt_items()) == 16
     assert "\nReference OCR token: " in text.prompt_items()[0].text
     for key, circular in (("mmbench", "rotated"), ("mmbench_circular", "tsv")):
-        mm = mmbench_benchmark(sets[key])
-        assert mm.mset.circular == circular and set(mm.mset.counts.values()) == {0}
-        assert len(mm.prompt_items()) == len(mm.mset.rows) > 6
+        mm = MMBench.of(tsv=str(sets[key]))
+        assert mm.question_set.info["circular"] == circular and set(mm.question_set.counts.values()) == {0}
+        assert len(mm.prompt_items()) == len(mm.questions) > 6
 
 
 def test_vqav2_score_jsonl_and_json_list(sets, tmp_path, capsys):
@@ -106,9 +112,9 @@ def test_textvqa_score(sets, tmp_path):
 def test_mmbench_score(sets, tmp_path, capsys):
     mset = load_mmbench(sets["mmbench_circular"])
     styles = ["{}", "({})", "{}.", "The answer is {}."]
-    preds = {r.index: styles[i % 4].format(r.answer) for i, r in enumerate(mset.rows)}
-    wrong = next(r for r in mset.rows if r.index >= 1_000_000)
-    preds[wrong.index] = "A" if wrong.answer != "A" else "B"
+    preds = {r.id: styles[i % 4].format(r.answer) for i, r in enumerate(mset.items)}
+    wrong = next(r for r in mset.items if r.id >= 1_000_000)
+    preds[wrong.id] = "A" if wrong.answer != "A" else "B"
     rows = [{"question_id": k, "answer": v} for k, v in preds.items()]
     (tmp_path / "p.json").write_text(json.dumps(rows))
     args = ["mmbench", "score", "--tsv", str(sets["mmbench_circular"]), "--predictions", str(tmp_path / "p.json")]
@@ -116,7 +122,7 @@ def test_mmbench_score(sets, tmp_path, capsys):
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["accuracy"] == round(100 * 5 / 6, 2) and m["accuracy_single_pass"] == 100.0
     assert (m["circular"], m["num_questions"], m["unparsed"], m["missing_predictions"]) == ("tsv", 6, 0, 0)
-    assert m["per_category"][mset.rows[[r.index for r in mset.rows].index(wrong.base)].category] < 100.0
+    assert m["per_category"][mset.items[[r.id for r in mset.items].index(wrong.base)].category] < 100.0
     assert (tmp_path / "o" / "submission.tsv").is_file()
     assert "| mmbench" in capsys.readouterr().out
 
@@ -126,8 +132,8 @@ def test_missing_images_and_bad_files(sets, tmp_path, capsys):
     root = tmp_path / "images"
     shutil.copytree(files["image_root"], root)
     next((root / "val2014").glob("*.jpg")).unlink()
-    bench = vqav2_benchmark(files["questions"], files["annotations"], root)
-    assert bench.vset.counts["missing_images"] == 4 and len(bench.prompt_items()) == 20
+    bench = VQAv2.of(questions=str(files["questions"]), annotations=str(files["annotations"]), image_root=str(root))
+    assert bench.question_set.counts["missing_images"] == 4 and len(bench.prompt_items()) == 20
     (tmp_path / "q.json").write_text(json.dumps({"data_subtype": "val2014", "qs": []}))
     args = ["vqav2", "score", "--questions", str(tmp_path / "q.json"), "--predictions", str(tmp_path / "q.json")]
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
@@ -162,22 +168,22 @@ def test_parquet_loader(sets, tmp_path):
     ]
     rows[3]["image"] = {"bytes": None, "path": None}
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "textvqa.parquet")
-    bench = textvqa_benchmark(parquet=tmp_path / "textvqa.parquet")
-    assert len(bench.vset.items) == 4 and bench.vset.counts["missing_images"] == 1
+    bench = TextVQA.of(parquet=str(tmp_path / "textvqa.parquet"))
+    assert len(bench.questions) == 4 and bench.question_set.counts["missing_images"] == 1
     assert bench.prompt_items()[0].image().size == (64, 64)
     preds = {d["question_id"]: d["answers"][0] for d in doc["data"][:3]}
-    assert bench.score(preds)["missing_predictions"] == 1
+    assert bench.metrics(preds)["missing_predictions"] == 1
 
 
 def test_requests_use_the_vicuna_prompt(sets):
     from vlm.templates import generation_prompt
 
-    bench = mmbench_benchmark(sets["mmbench"], prompt="llava")
+    bench = MMBench.of(tsv=str(sets["mmbench"]), prompt="llava")
     requests = bench.requests()
     item = bench.prompt_items()[0]
     assert requests[0].id == item.id and requests[0].prompt == generation_prompt(item.text, "vicuna_v1", image=True)
     assert requests[0].prompt.count("<image>") == 1 and requests[0].max_new_tokens == 16
-    assert bench.requests(max_new_tokens=4)[0].max_new_tokens == 4
+    assert MMBench.of(tsv=str(sets["mmbench"]), max_new_tokens=4).requests()[0].max_new_tokens == 4
 
 
 def test_run_generates_resumably_and_score_agrees(sets, tmp_path, capsys):
@@ -203,7 +209,7 @@ def test_run_generates_resumably_and_score_agrees(sets, tmp_path, capsys):
     assert main(["mmbench", "run", "--model", str(model), "--tsv", str(sets["mmbench"]), "--out", str(mmb),
                  "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
     mmb_metrics = json.loads((mmb / "metrics.json").read_text())
-    rotated = load_mmbench(sets["mmbench"]).rows  # no copies in the file: each question rotated here, once per option
+    rotated = load_mmbench(sets["mmbench"]).items  # no copies in the file: each question rotated here, once per option
     assert mmb_metrics["num_rows"] == len(rotated) > 6 and mmb_metrics["num_questions"] == 6
     assert (mmb / "submission.tsv").is_file()
     # a rerun into the same --out with another prompt layout or token limit is refused, not mixed in
@@ -303,8 +309,8 @@ def test_parquet_folder_needs_a_split(sets, tmp_path, capsys):
     assert "holds the splits ['test', 'validation']; choose one with --split" in _one_line_error(capsys)
     assert main([*args, "--split", "testdev"]) == 2
     assert "no 'testdev' parquet files" in _one_line_error(capsys)
-    bench = textvqa_benchmark(parquet=folder, split="validation")
-    assert (len(bench.vset.items), bench.vset.split) == (5, "validation")
-    assert [i.question_id for i in bench.vset.items] == [d["question_id"] for d in doc["data"][:5]]
+    bench = TextVQA.of(parquet=str(folder), split="validation")
+    assert (len(bench.questions), bench.question_set.split) == (5, "validation")
+    assert [i.id for i in bench.questions] == [d["question_id"] for d in doc["data"][:5]]
     assert main([*args, "--split", "test"]) == 0
     assert json.loads((tmp_path / "o" / "metrics.json").read_text())["split"] == "test"
