@@ -56,7 +56,8 @@ def _flag_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
         hint = args[0]
-    kwargs: dict[str, Any] = {"help": f.metadata.get("help")}
+    text = f.metadata.get("help")
+    kwargs: dict[str, Any] = {"help": text.replace("%", "%%") if text else None}  # argparse %-formats help
     if hint is bool:
         return {**kwargs, "action": "store_true"}
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -36,7 +36,7 @@ WORDS = {
     "empty_answers": "{n} empty answers (scored as given)",
     "missing_predictions": "{n} of {questions} questions have no prediction (counted wrong)",
     "unknown_ids": "{n} of {predictions} predictions are for no question of the set (ignored)",
-    "unannotated": "{n} questions have no gold answer (not scored)",
+    "unannotated": "{n} of {questions} questions have no gold answer (not scored)",
 }
 
 

@@ -44,7 +44,7 @@ class ChartQA(ScoredBenchmark):
     """ChartQA: relaxed accuracy (5% numeric tolerance) over the human and augmented questions."""
 
     name = "chartqa"
-    description = "ChartQA test: relaxed accuracy (5% on numbers), human + augmented; lmms-eval's prompt"
+    description = "ChartQA test: relaxed accuracy (5 percent on numbers), human + augmented; lmms-eval's prompt"
     Config = ChartQAConfig
     headline = "relaxed_accuracy"
     published = chartqa.PUBLISHED

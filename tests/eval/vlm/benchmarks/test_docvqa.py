@@ -96,7 +96,7 @@ def test_the_test_split_writes_the_rrc_submission(data, tmp_path, capsys):
                  str(tmp_path / "o")]) == 2  # fmt: skip
     assert "--split" in capsys.readouterr().err  # two splits in the folder: one is chosen
     m = _score(tmp_path, ["--parquet", str(data["parquet"]), "--split", "test"], preds)
-    assert m["scored"] is False and "anls" not in m and m["input"]["unannotated"] == 0  # a test split, not a gap
+    assert m["scored"] is False and m["anls"] is None and m["input"]["unannotated"] == 0  # a test split, not a gap
     rows = json.loads(Path(m["files"]["rrc_submission"]).read_text())
     assert rows == [{"questionId": 101, "answer": "2,000"}, {"questionId": 102, "answer": ""},
                     {"questionId": 103, "answer": "x"}, {"questionId": 104, "answer": ""}]  # fmt: skip
