@@ -161,8 +161,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from pretrain.export import import_encoder
 
-    arch = {"config": args.arch_config, "model_name": args.arch}
-    out = import_encoder(args.source, args.model, args.out, **arch, pool=args.pool)
+    arch = {"config": args.arch_config, "model_name": args.arch, "pool": args.pool}
+    out = import_encoder(args.source, args.model, args.out, **arch, idf_batch_size=args.idf_batch_size)
     print(f"encoder artifact: {out}")
     return 0
 
@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p.add_argument("--pool", choices=["avg", "token"], default=None, help="default: the source's (CLIP: token)")
+    p.add_argument(
+        "--idf-batch-size",
+        type=int,
+        default=None,
+        help="an official SuperClass checkpoint's global batch size (its IDF smoothing; default 16384, the paper's)",
+    )
     p.set_defaults(fn=_cmd_import)
     return parser
 
