@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.exports.common import from_pretrained_complete
 from pretrain.runtime.errors import ConfigError
 
 
@@ -80,7 +81,7 @@ def load_lm(name: str, dtype: torch.dtype | None = None) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=False, dtype=dtype)
+        return from_pretrained_complete(AutoModelForCausalLM, name, "causal LM", trust_remote_code=False, dtype=dtype)
     except OSError as exc:
         raise ConfigError(f"cannot load the LM '{name}': {str(exc).splitlines()[0]}") from None
 

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pretrain.encoder import Encoder, load_encoder
+from pretrain.exports.common import from_pretrained_complete
 from pretrain.features import encoder_identity
 from pretrain.labels import LabelConfig, build_tokenizer
 from pretrain.models.clip import LOGIT_SCALE_INIT, build_text_tower, reshape_logit_scale
@@ -99,7 +100,7 @@ def _hf_model(path: str | Path, pretrained: bool) -> nn.Module:
         raise ConfigError(f"text.hf_path: {path} has no config.json (expected a local HF model directory)")
     try:
         if pretrained:
-            return AutoModel.from_pretrained(str(path), trust_remote_code=False)
+            return from_pretrained_complete(AutoModel, str(path), "text tower", trust_remote_code=False)
         return AutoModel.from_config(AutoConfig.from_pretrained(str(path), trust_remote_code=False))
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"text.hf_path: cannot load {path}: {str(exc).splitlines()[0]}") from None

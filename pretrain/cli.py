@@ -39,23 +39,55 @@ def _is_spec_key(spec: object, parts: list[str]) -> bool:
     return len(parts) == 1 or _is_spec_key(getattr(spec, parts[0]), parts[1:])
 
 
+def _check_override_keys(spec_keys: list[str], overrides: list[str]) -> None:
+    """An override that names neither a sweep key nor a key of the arms' recipes is a one-line error listing both."""
+    from pretrain.recipes import PretrainRecipe
+
+    recipe_keys = sorted(f.name for f in dataclasses.fields(PretrainRecipe))
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.split(".")[0] not in recipe_keys:
+            raise UserError(
+                f"sweep: unknown key {key!r} (sweep keys: {', '.join(spec_keys)}; "
+                f"recipe keys, laid over every run: {', '.join(recipe_keys)})"
+            )
+
+
+def _sweep_spec(args: argparse.Namespace) -> object:
+    """The sweep named by `args` with its key=value overrides: spec keys set the spec, the rest every run's recipe."""
+    from pretrain.runtime.config import resolve
+    from pretrain.sweeps import SWEEPS, SweepSpec
+
+    if "=" in args.name:  # `sweep seeds=[0]`: an override in the name's place; the default sweep
+        args.overrides.insert(0, args.name)
+        args.name = "demo_fair"
+    spec_keys = [o for o in args.overrides if _is_spec_key(SweepSpec(), o.split("=", 1)[0].split("."))]
+    spec = resolve(SWEEPS.get(args.name), args.config, spec_keys)
+    recipe_overrides = [o for o in args.overrides if o not in spec_keys]
+    _check_override_keys(sorted(f.name for f in dataclasses.fields(SweepSpec)), recipe_overrides)
+    spec.overrides += recipe_overrides
+    return spec
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from pretrain.runtime.config import resolve, to_yaml
-    from pretrain.sweeps import SWEEPS, SweepSpec, commands, plan, report_only, run_sweep
+    from pretrain.runtime.config import to_yaml
+    from pretrain.sweeps import SWEEPS, check_probe_data, commands, plan, report_only, run_sweep
 
     if args.list:
         print(SWEEPS.listing())
         return 0
-    # keys of the spec (seeds=..., samples=...) set the spec; any other key=value is laid over every run's recipe
-    spec_keys = [o for o in args.overrides if _is_spec_key(SweepSpec(), o.split("=", 1)[0].split("."))]
-    spec = resolve(SWEEPS.get(args.name), args.config, spec_keys)
-    spec.overrides += [o for o in args.overrides if o not in spec_keys]
+    spec = _sweep_spec(args)
     if args.print_spec:
         print(to_yaml(spec), end="")
         return 0
     if args.out is None:
         raise UserError("sweep: --out is required (the sweep's folder: runs, data, report)")
+    check_out_dir(args.out, "runs/, data/, sweep.md, sweep.json and the plots")
+    if args.data:  # checked before anything trains, also where it goes unused (--print-commands, --report-only)
+        check_probe_data(spec, args.data)
     if args.print_commands:
+        if args.nproc < 1:
+            raise UserError(f"--nproc {args.nproc}: expected at least 1 process per node")
         print("\n".join(commands(plan(spec, args.out), args.nproc)))
         return 0
     if args.report_only:
@@ -129,8 +161,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from pretrain.export import import_encoder
 
-    arch = {"config": args.arch_config, "model_name": args.arch}
-    out = import_encoder(args.source, args.model, args.out, **arch, pool=args.pool)
+    arch = {"config": args.arch_config, "model_name": args.arch, "pool": args.pool}
+    out = import_encoder(args.source, args.model, args.out, **arch, idf_batch_size=args.idf_batch_size)
     print(f"encoder artifact: {out}")
     return 0
 
@@ -205,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     p.add_argument("--pool", choices=["avg", "token"], default=None, help="default: the source's (CLIP: token)")
+    p.add_argument(
+        "--idf-batch-size",
+        type=int,
+        default=None,
+        help="an official SuperClass checkpoint's global batch size (its IDF smoothing; default 16384, the paper's)",
+    )
     p.set_defaults(fn=_cmd_import)
     return parser
 

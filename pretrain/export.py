@@ -2,7 +2,7 @@
 
 usage: superclass pretrain export --model ENCODER_DIR --to hf|open_clip|timm --out DIR
        superclass pretrain import --from hf|open_clip --model PATH --out ENCODER_DIR [--arch NAME] [--arch-config JSON]
-           [--pool P]
+           [--pool P] [--idf-batch-size B]
 
 Exports (each gives the artifact's features, max abs diff <= 1e-4 in fp32, tested):
     hf         HF `CLIPVisionModel` directory + `CLIPImageProcessor` (LLaVA, vLLM, lmms-eval); pooled feature via
@@ -10,7 +10,9 @@ Exports (each gives the artifact's features, max abs diff <= 1e-4 in fp32, teste
     open_clip  OpenCLIP `VisionTransformer` weights + `open_clip_config.json`; `load_open_clip_visual(dir)`
     timm       timm state dict + `timm_config.json` (any artifact, CNNs too); `load_timm(dir)`
 Imports: an HF `CLIPVisionModel` / `CLIPModel` directory, or an OpenCLIP checkpoint (directory, or weights file
-with a model config JSON or open_clip model name). Projections are not part of the backbone and are left out;
+with a model config JSON or open_clip model name); a checkpoint of the official SuperClass code (x-cls/superclass)
+is recognised by its keys and brings its head and IDF statistics (pretrain/exports/official.py). Projections are
+not part of the backbone and are left out;
 the provenance says so. QuickGELU (OpenAI weights) is carried as `act: quick_gelu`.
 
 The formats live in `pretrain/exports/` (hf.py, openclip.py, timm_format.py; mapping.py holds the weight-name
@@ -71,16 +73,21 @@ def import_encoder(
     config: str | Path | None = None,
     model_name: str | None = None,
     pool: str | None = None,
+    idf_batch_size: int | None = None,
 ) -> Path:
     """Write the CLIP vision tower at `path` (format `source`: hf | open_clip) as an encoder artifact `out`.
 
     `config` / `model_name`: the OpenCLIP model config when `path` is a bare weights file. `pool`: "avg" or
-    "token"; default: what the source records (`superclass_pool` / `pool_type`), else "token" (CLIP's).
+    "token"; default: what the source records (`superclass_pool` / `pool_type`; avg for a checkpoint of the
+    official SuperClass code), else "token" (CLIP's). `idf_batch_size`: an official checkpoint's global batch size.
     """
     if source == "hf":
-        if config or model_name:
-            raise UserError("--config / --model apply to --from open_clip only (an HF directory has its config.json)")
+        if config or model_name or idf_batch_size:
+            raise UserError(
+                "--arch-config / --arch / --idf-batch-size apply to --from open_clip only "
+                "(an HF directory has its config.json)"
+            )
         return import_hf(path, out, pool=pool)
     if source == "open_clip":
-        return import_open_clip(path, out, config=config, model_name=model_name, pool=pool)
+        return import_open_clip(path, out, config, model_name, pool, idf_batch_size)
     raise UserError(f"--from: unknown import format '{source}' (expected one of {list(IMPORT_FORMATS)})")

@@ -24,6 +24,9 @@ class ModelConfig:
     image_size: int = 0  # 0 = the preset's; also the training crop size
     pool: Literal["", "avg", "token"] = ""  # "" = the method's default (SuperClass: avg over patches, CLIP: token)
     text: str = "text_b"  # CLIP only: text tower preset (text_tiny, text_b, text_l)
+    # an encoder artifact to start from (e.g. an imported official SuperClass checkpoint): its backbone, and for
+    # SuperClass its head and online IDF statistics when it has them; "" = random init. Resume still wins.
+    init_from: str = ""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import nn
 
 from pretrain.data.stream import build_loader
 from pretrain.data.transforms import TransformConfig
-from pretrain.encoder import default_preprocess
+from pretrain.encoder import default_preprocess, load_encoder
 from pretrain.labels import CaptionTokenizer, IDFWeights, build_tokenizer
 from pretrain.models.backbone import build_backbone
 from pretrain.models.clip import CLIPModel
@@ -78,6 +78,32 @@ def build_task(recipe: PretrainRecipe, tokenizer: CaptionTokenizer, dist_info: D
     return CLIPTask(model, arch, dist_info.rank, dist_info.world_size, provenance=provenance, preprocess=preprocess)
 
 
+def init_from_artifact(task: nn.Module, recipe: PretrainRecipe, tokenizer: CaptionTokenizer) -> None:
+    """Start `task` from the encoder artifact `model.init_from`: its backbone, and for SuperClass its head and
+    online IDF statistics (when it has a head; a CLIP artifact starts only the backbone)."""
+    where = f"model.init_from {recipe.model.init_from}"
+    encoder = load_encoder(recipe.model.init_from)
+    arch = resolve_arch(recipe)
+    if encoder.arch != arch:
+        diff = [f"{k} {v} (recipe: {getattr(arch, k)})" for k, v in vars(encoder.arch).items() if getattr(arch, k) != v]
+        raise ConfigError(f"{where}: its architecture differs from the recipe's: {', '.join(diff)}")
+    backbone = task.backbone if isinstance(task, SuperClassTask) else task.model.backbone
+    backbone.load_state_dict(encoder.backbone.state_dict())
+    loaded = encoder.load_head() if isinstance(task, SuperClassTask) else None
+    if loaded is None:
+        return
+    head, idf = loaded
+    trained_with = encoder.config["provenance"].get("tokenizer")
+    if head.vocab_size != tokenizer.vocab_size or trained_with not in (None, tokenizer.name):
+        raise ConfigError(
+            f"{where}: its head has {head.vocab_size} labels of tokenizer {trained_with!r}; this recipe's "
+            f"labels are {tokenizer.vocab_size} of {tokenizer.name!r} (set labels.tokenizer to match)"
+        )
+    task.head.load_state_dict(head.state_dict())
+    if task.idf.mode == "online" and {"doc_freq", "num_steps", "batch_size"} <= set(idf):
+        task.idf.load_state_dict({k: idf[k] for k in ("doc_freq", "num_steps", "batch_size")})
+
+
 def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
@@ -87,6 +113,8 @@ def train(recipe: PretrainRecipe) -> Path:
         tokenizer = build_tokenizer(recipe.labels)
         seed_everything(recipe.run.seed)  # identical initial weights on every rank
         task = build_task(recipe, tokenizer, dist_info)
+        if recipe.model.init_from:
+            init_from_artifact(task, recipe, tokenizer)
         seed_everything(recipe.run.seed + dist_info.rank)
         arch = resolve_arch(recipe)
         data_cfg = dataclasses.replace(

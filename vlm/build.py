@@ -29,7 +29,7 @@ import torch.nn as nn
 from PIL import Image
 
 from pretrain.encoder import CONFIG_FILE, Encoder, load_encoder
-from pretrain.exports.common import CLIP_ACTS, write_export
+from pretrain.exports.common import CLIP_ACTS, from_pretrained_complete, write_export
 from pretrain.exports.hf import hf_image_processor, hf_vision_config
 from pretrain.exports.mapping import timm_to_hf
 from pretrain.runtime.errors import ConfigError, UserError
@@ -229,7 +229,7 @@ def load_llava(
     path = Path(path)
     if not _is_llava_dir(path):
         raise UserError(f"{path / 'config.json'}: missing or not a LLaVA config (expected model_type 'llava')")
-    model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype or "auto")
+    model = from_pretrained_complete(LlavaForConditionalGeneration, path, "LLaVA model", dtype=dtype or "auto")
     return model.to(device).eval(), AutoProcessor.from_pretrained(path)
 
 
@@ -300,7 +300,7 @@ def _language_model(name: str, dtype: Any) -> tuple[nn.Module, Any]:
         raise UserError(f"vlm model.llm {name!r}: the path does not exist (expected a causal-LM directory)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        lm = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False)
+        lm = from_pretrained_complete(AutoModelForCausalLM, name, "causal LM", dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"vlm model.llm {name!r}: cannot load a causal LM and tokenizer ({first})") from None

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from pretrain.exports.common import read_json, write_export
+from pretrain.exports.common import from_pretrained_complete, read_json, write_export
 from pretrain.exports.hf import write_clip_vision_dir
 from pretrain.runtime.atomic import write_file_atomically
 from pretrain.runtime.checkpoint import read_weights
@@ -59,6 +59,7 @@ LLAVA_ARCH = "LlavaLlamaForCausalLM"
 LLAVA_MODEL_TYPE = "llava_llama"
 PROJECTOR_FILE = "mm_projector.bin"
 TOWER_DIR = "vision_tower"
+CLIP_TYPES = ("clip_vision_model", "clip")  # what CLIPVisionModel.from_pretrained reads (a CLIPModel: its tower)
 MAX_LENGTH = 2048  # LLaVA-1.5's model_max_length
 _PROJECTOR = {"linear_1": "0", "linear_2": "2"}  # HF LlavaMultiModalProjector -> LLaVA's nn.Sequential indices
 _OURS = "model.multi_modal_projector."
@@ -253,14 +254,14 @@ def load_llava_layout(src: str | Path, vision_tower: str = "") -> tuple[Any, Any
     cfg_file = src / "config.json"
     cfg = _check_llava_config(read_json(cfg_file), cfg_file)
     tower_name = vision_tower or cfg["mm_vision_tower"]
+    where = "--vision-tower" if vision_tower else f"{cfg_file}: mm_vision_tower"
     try:
-        tower = CLIPVisionModel.from_pretrained(tower_name)
+        check_clip_tower(tower_name, where)
+        tower = from_pretrained_complete(CLIPVisionModel, tower_name, "CLIP vision tower")
         clip = CLIPImageProcessor.from_pretrained(tower_name)
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"{cfg_file}: mm_vision_tower {tower_name!r} cannot be loaded as a CLIP tower ({first})"
-        ) from None
+        raise UserError(f"{where} {tower_name!r} cannot be loaded as a CLIP tower ({first})") from None
     weights = read_llava_weights(src)
     text = {k: v for k, v in cfg.items() if k not in _LLAVA_KEYS and k not in ("architectures", "model_type")}
     dtype = _dtype(cfg.get("torch_dtype") or cfg.get("dtype"))
@@ -291,6 +292,16 @@ def load_llava_layout(src: str | Path, vision_tower: str = "") -> tuple[Any, Any
     )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), llava_processor(clip, tokenizer, model.config, aspect)
+
+
+def check_clip_tower(name: str, where: str) -> None:
+    """A one-line UserError when the config of `name` (folder or hub id) is not a CLIP or CLIP vision model: HF
+    would load another model's folder into CLIPVisionModel with every weight newly initialised."""
+    from transformers import PretrainedConfig
+
+    model_type = PretrainedConfig.get_config_dict(name)[0].get("model_type")
+    if model_type not in CLIP_TYPES:
+        raise UserError(f"{where} {name!r}: not a CLIP vision tower (model_type {model_type})")
 
 
 def _local_folder(src: str | Path) -> Path:

@@ -111,3 +111,18 @@ def as_float32(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def missing_tensor(file: Path, exc: KeyError, expected: str) -> UserError:
     """The UserError for a tensor a key mapping needed but `file` lacks."""
     return UserError(f"{file}: missing tensor {exc.args[0]!r} (expected {expected} weights)")
+
+
+def from_pretrained_complete(cls: Any, source: str | Path, what: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source, **kwargs)`, refused in one line when its load report names weights as missing
+    or of another shape (transformers initialises those at random and says so only in a log): nothing imported,
+    exported or built may save such weights."""
+    model, info = cls.from_pretrained(source, output_loading_info=True, **kwargs)
+    fresh = sorted(info.get("missing_keys") or []) + sorted(str(m[0]) for m in info.get("mismatched_keys") or [])
+    if fresh:
+        more = f" and {len(fresh) - 2} more" if len(fresh) > 2 else ""
+        raise UserError(
+            f"{source}: {len(fresh)} weights of the {what} are not in it and would be newly initialised "
+            f"({', '.join(fresh[:2])}{more})"
+        )
+    return model

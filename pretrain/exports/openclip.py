@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from pretrain.exports.common import (
     write_export,
 )
 from pretrain.exports.mapping import open_clip_to_timm, timm_to_open_clip
+from pretrain.exports.official import PAPER_BATCH_SIZE, is_official_superclass, official_parts, warning_line
 from pretrain.models.presets import ArchConfig
 from pretrain.runtime.atomic import plain_tensors
 from pretrain.runtime.errors import UserError
@@ -153,22 +155,35 @@ def import_open_clip(
     config: str | Path | None = None,
     model_name: str | None = None,
     pool: str | None = None,
+    idf_batch_size: int | None = None,
 ) -> Path:
     """Write the vision tower of an OpenCLIP checkpoint as an artifact `out`; returns `out`.
 
     `path`: an OpenCLIP directory (open_clip_config.json + weights) or a weights file (.safetensors / .bin / .pt);
     a file needs `config` (a model config JSON, bare or as {"model_cfg", "preprocess_cfg"}) or `model_name` (known
     to open_clip, e.g. "ViT-B-16-quickgelu"). `pool`: default the config's pool_type ("tok" -> "token").
+    A checkpoint of the official SuperClass code (`pretrain.exports.official`) comes in with its average pooling,
+    its head and IDF statistics (`idf_batch_size`: its run's global batch size) and `method: superclass`.
     """
     path = Path(path)
     full, where, weights = _resolve(path, config, model_name)
-    model_cfg = full.get("model_cfg", full)
-    arch = _open_clip_arch(model_cfg, where, pool)
-    backbone, projection = _open_clip_backbone(weights, read_state_dict(weights), arch, where)
+    model_cfg, tensors = full.get("model_cfg", full), read_state_dict(weights)
+    official = is_official_superclass(tensors)
+    arch = _open_clip_arch(model_cfg, where, pool or ("avg" if official else None))  # SuperClass pools by average
+    backbone, projection = _open_clip_backbone(weights, tensors, arch, where)
     preprocess = full.get(EXACT_KEY) or _open_clip_preprocess(full.get("preprocess_cfg") or {}, arch, where)
-    source = {"format": "open_clip", "path": str(weights.absolute()), "config": str(where)}
-    provenance = {"method": "clip", "source": source, "projection": projection}
-    return save_encoder(out, backbone, arch, preprocess, provenance)
+    source = {"format": "superclass_official" if official else "open_clip", "path": str(weights.absolute())}
+    provenance: dict[str, Any] = {"method": "clip", "source": {**source, "config": str(where)}}
+    head_state = None
+    if official:
+        parts = official_parts(weights, tensors, arch.width, idf_batch_size or PAPER_BATCH_SIZE)
+        provenance.update(parts.provenance)
+        head_state = parts.head_state
+        line = warning_line(weights, parts, idf_batch_size is not None)
+        if line:
+            print(line, file=sys.stderr)
+    provenance["projection"] = projection
+    return save_encoder(out, backbone, arch, preprocess, provenance, head_state=head_state)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -202,9 +217,12 @@ def _resolve(path: Path, config: str | Path | None, model_name: str | None) -> t
 
         model_cfg = open_clip.get_model_config(model_name)
         if model_cfg is None:
-            raise UserError(f"--model: open_clip knows no model '{model_name}' (see open_clip.list_models())")
+            raise UserError(
+                f"--arch: open_clip knows no model '{model_name}' (see open_clip.list_models()); for a config of "
+                f"the official SuperClass code or your own, pass its JSON with --arch-config {model_name}.json"
+            )
         return model_cfg, f"open_clip model '{model_name}'", path
-    raise UserError(f"{path}: a weights file needs --config MODEL_CONFIG.json or --model NAME")
+    raise UserError(f"{path}: a weights file needs --arch-config MODEL_CONFIG.json or --arch NAME")
 
 
 def _open_clip_arch(model_cfg: dict[str, Any], where: str, pool: str | None) -> ArchConfig:

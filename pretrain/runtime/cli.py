@@ -28,11 +28,15 @@ def hide_aliases(action: argparse.Action) -> argparse.Action:
 
 
 def check_out_dir(out: str | Path, writes: str) -> Path:
-    """`--out` is always a folder: a path with a file suffix (the old file form) or an existing file is a one-line
-    error naming what the folder will hold (`writes`)."""
+    """`--out` is always a folder: a path with a file suffix (the old file form), an existing file or a path under
+    one is a one-line error naming what the folder will hold (`writes`). Every command with a folder `--out` calls
+    it before any work."""
     out = Path(out)
     if out.suffix in (".json", ".jsonl", ".safetensors") or out.is_file():
         raise UserError(f"--out {out}: --out is a folder now (this command writes {writes} inside it)")
+    file = next((p for p in out.parents if p.is_file()), None)
+    if file is not None:
+        raise UserError(f"--out {out}: {file} is a file, so no folder can be made under it")
     return out
 
 

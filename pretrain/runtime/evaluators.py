@@ -78,6 +78,8 @@ def evaluators() -> dict[str, type[Evaluator]]:
 def build_evaluator(name: str, settings: dict[str, Any] | None = None, where: str = "evals") -> Evaluator:
     """The evaluator `name` with its Config filled from `settings` (one-line ConfigErrors naming `where`)."""
     known = evaluators()
+    if not name:
+        raise ConfigError(f"{where}: no name (expected name: one of {sorted(known)})")
     if name not in known:
         raise ConfigError(f"{where}: unknown evaluator {name!r} (expected one of {sorted(known)})")
     cls = known[name]

@@ -195,11 +195,26 @@ class Trainer:
                 self.config_yaml,
                 self.run.keep_checkpoints,
             )
-            if hasattr(self.task, "export_artifact"):
-                self.evals.note_artifact(self.task.export_artifact(self.run_dir, model_state, self.samples_seen))
+            self._export(model_state)
         barrier()
         self.last_checkpoint = ckpt.step_dir(self.run_dir, self.step)
         return path
+
+    def _export(self, model_state: dict[str, torch.Tensor]) -> None:
+        """Rank 0: refresh the task's artifact from a full state dict, and note its step for `run.evals`."""
+        if hasattr(self.task, "export_artifact"):
+            path = self.task.export_artifact(self.run_dir, model_state, self.samples_seen)
+            self.evals.note_artifact(path, self.step)
+
+    def _refresh_stale_artifact(self) -> None:
+        """After a resume: export again when the artifact lags the restored step (a kill came between the
+        checkpoint and the export, or during the export), so the due evaluations read this step's weights."""
+        stale = self.dist.is_main and not self.evals.artifact_is_current(self.step)
+        if hasattr(self.task, "export_artifact") and not all_reduce_min_flag(not stale, self.dist.device):
+            model_state = self.model_state()  # a collective under FSDP: every rank takes part
+            if self.dist.is_main:
+                self._export(model_state)
+            barrier()
 
     def restore(self, path: Path) -> None:
         """Load a checkpoint written by `save` so that training continues exactly."""
@@ -346,6 +361,7 @@ class Trainer:
         self._start()
         logger = MetricsLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard)
         if self.step > 0:  # resumed: an evaluation due at this checkpoint that a kill cut off runs now
+            self._refresh_stale_artifact()
             self._evaluate(logger)
         on_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal works only there
         previous = signal.signal(signal.SIGTERM, self._request_stop) if on_main_thread else None

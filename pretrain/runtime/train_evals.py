@@ -11,7 +11,10 @@ and writes into `<run>/evals/<name>/step_<N>/`. The row `{"step", "eval", <headl
 took and the share of the run's time spent evaluating so far.
 Resume-safe: a row is written only when its evaluation finished, and an evaluation that is due at the step a
 run resumes from and has no row (the kill came during it) runs again before training continues; a row is never
-written twice.
+written twice. Every row reads the weights of the step it is logged under: the note `evals/artifact.json` records
+the step of the last export, a resumed run whose artifact lags its checkpoint (a kill between the checkpoint and
+the export, or during the export) exports it again from the restored weights first, and an evaluation refuses an
+artifact of another step.
 """
 
 from __future__ import annotations
@@ -64,17 +67,25 @@ class TrainingEvals:
     def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def note_artifact(self, path: Path | None) -> None:
-        """Remember where the task exported its artifact (rank 0), so a resumed run can evaluate it."""
+    def note_artifact(self, path: Path | None, step: int) -> None:
+        """Remember where the task exported its artifact and of which step (rank 0), so a resumed run can check it."""
         if self.is_main and path is not None and self.entries:
-            write_text_atomically(self.run_dir / "evals" / ARTIFACT_NOTE, json.dumps({"path": str(path)}) + "\n")
+            note = json.dumps({"path": str(path), "step": step}) + "\n"
+            write_text_atomically(self.run_dir / "evals" / ARTIFACT_NOTE, note)
 
-    def artifact(self) -> Path | None:
+    def artifact(self) -> tuple[Path, int] | None:
+        """(path, step) of the last export, or None before the first (or from a note without a step)."""
         note = self.run_dir / "evals" / ARTIFACT_NOTE
         try:
-            return Path(json.loads(note.read_text())["path"])
+            data = json.loads(note.read_text())
+            return Path(data["path"]), int(data["step"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def artifact_is_current(self, step: int) -> bool:
+        """Whether the last export holds the weights of `step` (always true for a run without evaluations)."""
+        note = self.artifact()
+        return not self.entries or (note is not None and note[1] == step)
 
     def due(self, step: int, final: bool) -> list[int]:
         """Indices of the entries due at a checkpoint of `step` (`final`: the run's last step)."""
@@ -89,13 +100,16 @@ class TrainingEvals:
         """Rank 0: run the due evaluations that have no row yet on the last artifact; log one row each."""
         if not self.is_main or not self.entries:
             return []
-        artifact, done, rows = self.artifact(), self.done(), []
-        if artifact is None:
+        note, done, rows = self.artifact(), self.done(), []
+        if note is None:
             return []
+        artifact, exported = note
         for i in self.due(step, final):
             entry, evaluator = self.entries[i], self.evaluators[i]
             if (step, entry.name) in done:
                 continue
+            if exported != step:  # the loop re-exports on resume; evaluating another step's weights is a bug
+                raise RuntimeError(f"{artifact} holds step {exported}, not step {step}: refusing to evaluate it")
             start = time.perf_counter()
             with local_only():  # rank 0 alone: the evaluator's trainers and caches must not wait for the others
                 metrics = evaluator.run(artifact, self.run_dir / "evals" / entry.name / f"step_{step}")

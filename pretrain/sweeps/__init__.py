@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pretrain.runtime.errors import ConfigError
 from pretrain.sweeps.report import aggregate, select, write_report
-from pretrain.sweeps.run import PlannedRun, commands, load_results, plan, probe_data, run_all
+from pretrain.sweeps.run import PlannedRun, check_probe_data, commands, load_results, plan, probe_data, run_all
 from pretrain.sweeps.spec import (
     SWEEPS,
     Arm,
@@ -48,7 +49,13 @@ def report_only(spec: SweepSpec, out: str | Path, name: str = "") -> dict[str, A
     """Rewrite the report from the finished runs' result.json files (nothing trains)."""
     out = Path(out)
     runs = plan(spec, out)
-    return write_report(spec, load_results(runs), len(runs), out, name)
+    results = load_results(runs)
+    if not results:
+        raise ConfigError(
+            f"sweep --report-only: none of the {len(runs)} runs under {out / 'runs'} has finished (no result.json); "
+            "run the sweep without --report-only first"
+        )
+    return write_report(spec, results, len(runs), out, name)
 
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "SweepSpec",
     "SyntheticProbeData",
     "aggregate",
+    "check_probe_data",
     "commands",
     "get_sweep",
     "load_results",

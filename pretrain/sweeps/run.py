@@ -19,11 +19,13 @@ from typing import Any
 from pretrain.recipes import PretrainRecipe, get_recipe
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.config import resolve
+from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import total_steps
 from pretrain.runtime.metrics import read_metrics
 from pretrain.sweeps.spec import SweepSpec
 
 RESULT_FILE = "result.json"
+TRAIN_SPLIT = "train"  # the split the probes fit on
 
 
 @dataclass
@@ -205,12 +207,24 @@ def write_synthetic_folder(root: Path, spec: SweepSpec) -> Path:
     return root
 
 
+def check_probe_data(spec: SweepSpec, data: str, flag: str = "--data") -> str:
+    """`data` if it is a folder with the probes' splits (train, val and test class folders), else a one-line error
+    before anything trains."""
+    root, splits = Path(data), f"{TRAIN_SPLIT}/, {spec.val_split}/ and {spec.test_split}/"
+    if not root.is_dir():
+        problem = "not a folder" if root.exists() else "does not exist"
+        raise ConfigError(f"{flag} {data}: {problem} (expected a labelled folder with {splits} class folders)")
+    missing = [s for s in (TRAIN_SPLIT, spec.val_split, spec.test_split) if not (root / s).is_dir()]
+    if missing:
+        names = ", ".join(f"{m}/" for m in missing)
+        raise ConfigError(f"{flag} {data}: no {names} split (the probes fit, select and report on {splits})")
+    return str(root)
+
+
 def probe_data(spec: SweepSpec, out: Path, data: str | None) -> str:
     """The labelled folder the probes read: --data, else the spec's, else its synthetic task under OUT/data."""
-    from pretrain.runtime.errors import ConfigError
-
     if data or spec.data:
-        return str(data or spec.data)
+        return check_probe_data(spec, str(data or spec.data), "--data" if data else "sweep data:")
     if spec.synthetic.attribute:
         return str(write_synthetic_folder(out / "data" / spec.synthetic.attribute, spec))
     raise ConfigError("sweep: no labelled data for the probes (pass --data ROOT with train/val/test class folders)")

@@ -248,7 +248,8 @@ def test_open_clip_weight_errors_are_one_line(open_clip_model, tmp_path):
         match="missing tensor 'ln_pre.weight'",
         **kw,
     )
-    one_line_error(import_encoder, "open_clip", tmp_path / "ls.safetensors", tmp_path / "o", match="needs --config")
+    out = tmp_path / "o"
+    one_line_error(import_encoder, "open_clip", tmp_path / "ls.safetensors", out, match="needs --arch-config")
     one_line_error(
         import_encoder,
         "open_clip",

@@ -214,3 +214,33 @@ def test_chat(parts: dict, saved: str, capsys: pytest.CaptureFixture) -> None:
     assert chat_prompt([], "q1") == generation_prompt("q1")
     assert vlm_main(["chat", "--model", saved, "--image", str(parts["root"] / "missing.png"), "--prompt", "x"]) == 2
     assert "missing.png: does not exist" in capsys.readouterr().err
+
+
+def _without(folder, dest, drop: str):
+    """A copy of the HF folder `folder` whose weights lack the tensors whose names contain `drop`."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    weights = load_file(str(dest / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if drop not in k}
+    assert len(kept) < len(weights)
+    save_file(kept, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    return dest
+
+
+def test_no_build_or_export_saves_weights_the_load_report_calls_missing(parts, saved, tmp_path, capsys) -> None:
+    """transformers initialises missing weights at random and says so only in a log; build/export refuse them."""
+    llm = _without(parts["llm"], tmp_path / "llm", "layers.1.mlp.down_proj")
+    argv = ["build", "--encoder", str(parts["encoder"]), "--llm", str(llm), "--out", str(tmp_path / "built")]
+    assert vlm_main(argv) == 2
+    err = capsys.readouterr().err.strip()  # transformers' "Loading weights" bar, then our one line
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: ")
+    assert "layers.1.mlp.down_proj.weight" in err and "newly initialised" in err
+    llava = _without(saved, tmp_path / "llava", "multi_modal_projector.linear_2")
+    assert vlm_main(["export", "--model", str(llava), "--to", "llava", "--out", str(tmp_path / "exported")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: ")
+    assert "multi_modal_projector.linear_2" in err and "newly initialised" in err
+    assert not (tmp_path / "built").exists() and not (tmp_path / "exported").exists()

@@ -6,12 +6,13 @@ These run without the `llava` package; tests/vlm/test_vlm_llava_parity.py checks
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from eval_fixtures import tiny_encoder
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, AutoTokenizer, CLIPVisionModel
 from vlm_fixtures import noise_image, sentencepiece_llama, tiny_llm
 
@@ -140,6 +141,30 @@ def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
         cfg = {"model_type": "llava_llama", "mm_vision_tower": "x", "mm_projector_type": "linear"}
         (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
         import_llava_layout(tmp_path / "hf", tmp_path / "o")
+
+
+def test_a_vision_tower_that_is_not_a_clip_tower_is_refused(built: Path, tmp_path: Path, capsys) -> None:
+    """--vision-tower on a LLaVA folder: HF would load it into CLIPVisionModel with every weight random."""
+    src = tmp_path / "llava_src"
+    src.mkdir()
+    cfg = {"model_type": "llava_llama", "mm_vision_tower": "x", "mm_projector_type": "mlp2x_gelu"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    args = ["import", "--model", str(src), "--from", "llava", "--out", str(tmp_path / "o")]
+    assert vlm_main([*args, "--vision-tower", str(built)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("not a CLIP vision tower (model_type llava)")
+    tower = tmp_path / "tower"  # a CLIP tower that lacks a weight: refused, not filled in at random
+    export_llava = tmp_path / "exported"
+    assert vlm_main(["export", "--model", str(built), "--to", "llava", "--out", str(export_llava)]) == 0
+    shutil.copytree(export_llava / "vision_tower", tower)
+    capsys.readouterr()  # the export's progress bars
+    weights = load_file(str(tower / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if "layers.0.mlp.fc1" not in k}, str(tower / "model.safetensors"))
+    assert vlm_main([*args, "--vision-tower", str(tower)]) == 2
+    err = capsys.readouterr().err.strip()  # transformers' "Loading weights" bar, then our one line
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: ")
+    assert "layers.0.mlp.fc1" in err and "newly initialised" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_missing_llm_path_says_so(root: Path, capsys: pytest.CaptureFixture) -> None:

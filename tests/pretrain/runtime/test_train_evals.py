@@ -83,6 +83,8 @@ def test_eval_settings_are_checked_before_training(folder, tmp_path):
         _run(tmp_path / "a", "run.steps=2", _evals([{"name": "nope"}]))
     with pytest.raises(ConfigError, match=r"run.evals\[0\]: zeroshot reads a lit model, but this run exports"):
         _run(tmp_path / "b", "run.steps=2", _evals([{"name": "zeroshot", "settings": {"data": str(folder)}}]))
+    with pytest.raises(ConfigError, match=r"run.evals\[0\]: no name \(expected name: one of \[.*'fewshot'"):
+        _run(tmp_path / "c", "run.steps=2", _evals([{"every": 2}]))
     assert not (tmp_path / "a" / "metrics.jsonl").exists() and not (tmp_path / "b" / "metrics.jsonl").exists()
 
 
