@@ -44,7 +44,7 @@ from eval.probes.probe import ProbeSource, fewshot, linear_probe, load_probe_enc
 from eval.vlm.cli import add_vlm_commands, show
 from pretrain.data.labelled import load_split
 from pretrain.features import FeatureConfig, extract_features
-from pretrain.runtime.cli import add_recipe_args, hide_aliases, run_subcommand
+from pretrain.runtime.cli import add_recipe_args, check_out_dir, hide_aliases, run_subcommand
 from pretrain.runtime.config import parse_override, resolve, to_yaml
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import build_evaluator, describe_evaluators
@@ -200,7 +200,7 @@ def _add_evaluator_commands(sub: Any) -> None:
 
 
 def _cmd_run_evaluator(args: argparse.Namespace) -> int:
-
+    check_out_dir(args.out, "metrics.json and the raw predictions")
     settings: dict[str, Any] = {}
     for item in args.overrides:
         settings.update(parse_override(item))

@@ -96,6 +96,8 @@ def test_out_must_be_a_folder(vqa, tmp_path, capsys):
     args = ["vqav2", "score", "--questions", str(files["questions"]), "--predictions", str(preds)]
     assert main([*args, "--out", str(tmp_path / "metrics.json")]) == 2
     assert "--out is a folder" in capsys.readouterr().err
+    assert main(["run", "vqav2", "--model", "m", "--out", str(tmp_path / "x.json"), "synthetic=2"]) == 2
+    assert "--out is a folder" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 
 
 @pytest.fixture(scope="module")
