@@ -220,6 +220,7 @@ def _write_tokenizer(tokenizer: Any, source: Path, out: Path, vocab: int) -> Non
     tok_file = out / "tokenizer.json"
     data = json.loads(tok_file.read_text())
     data["added_tokens"] = [t for t in data.get("added_tokens", []) if t["id"] < vocab]
+    data["model"] = merges_as_strings(data.get("model") or {})
     tok_file.write_text(json.dumps(data, ensure_ascii=False) + "\n")
     cfg_file = out / "tokenizer_config.json"
     config = _legacy_tokenizer(json.loads(cfg_file.read_text()))
@@ -229,6 +230,18 @@ def _write_tokenizer(tokenizer: Any, source: Path, out: Path, vocab: int) -> Non
     config.update(special if PAD_TOKEN not in kept else {**special, "pad_token": PAD_TOKEN})
     config.pop("chat_template", None)
     cfg_file.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def merges_as_strings(model: dict[str, Any]) -> dict[str, Any]:
+    """A BPE model with its merges as "a b" strings, the form every tokenizers release reads: 0.20 and later write
+    ["a", "b"] pairs, which the LLaVA codebase's pinned tokenizers 0.15 refuses ("data did not match any variant of
+    untagged enum ModelWrapper"). Pairs with a space inside a token have no string form and stay pairs."""
+    merges = model.get("merges")
+    if model.get("type") != "BPE" or not merges or not isinstance(merges[0], list):
+        return model
+    if any(" " in part for pair in merges for part in pair):
+        return model
+    return {**model, "merges": [" ".join(pair) for pair in merges]}
 
 
 def _clip_image_processor(processor: Any) -> Any:

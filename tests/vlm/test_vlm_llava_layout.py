@@ -199,3 +199,20 @@ def test_stage1_writes_mm_projector_bin_that_stage2_starts_from(root: Path, tmp_
     model, _, _ = build_model(recipe, Path("unused.json"), is_main=True)
     for key, value in trained.items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_bpe_llm_exports_merges_every_tokenizers_release_reads(root: Path, tmp_path: Path) -> None:
+    """tokenizers >= 0.20 saves BPE merges as ["a", "b"] pairs; the LLaVA codebase's pinned 0.15 reads only "a b"
+    strings (issue 26: "data did not match any variant of untagged enum ModelWrapper"), so the export writes those."""
+    encoder = root / "encoder" if (root / "encoder").exists() else tiny_encoder(root / "encoder")
+    llm = tiny_llm(tmp_path / "bpe_llm")
+    assert isinstance(json.loads((llm / "tokenizer.json").read_text())["model"]["merges"][0], list)  # as saved
+    built, out = tmp_path / "built", tmp_path / "llava-v1.5-bpe"
+    assert vlm_main(["build", "--encoder", str(encoder), "--llm", str(llm), "--out", str(built)]) == 0
+    assert vlm_main(["export", "--model", str(built), "--to", "llava", "--out", str(out)]) == 0
+    merges = json.loads((out / "tokenizer.json").read_text())["model"]["merges"]
+    assert merges and all(isinstance(m, str) and len(m.split(" ")) == 2 for m in merges)
+    text = "USER: What colour is the circle? ASSISTANT: a blue square on the left</s>"
+    assert (
+        AutoTokenizer.from_pretrained(out)(text)["input_ids"] == AutoTokenizer.from_pretrained(llm)(text)["input_ids"]
+    )
