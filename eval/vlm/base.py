@@ -110,7 +110,7 @@ class Benchmark(Evaluator):
     folder: ClassVar[str] = ""  # its folder under a suite's --data-root
     files: ClassVar[str] = ""  # where its files come from (README, `missing` rows of a suite)
     rules: ClassVar[tuple[str, ...]] = ("official",)  # + "lmms_eval" where lmms-eval scores it differently
-    suites: ClassVar[tuple[str, ...]] = ()  # suites it joins beyond eval.vlm.suite's lists
+    suites: ClassVar[tuple[str, ...]] = ()  # suites it joins beyond the lists in eval.vlm.registry.SUITES
     max_new_tokens: ClassVar[int] = DEFAULT_MAX_NEW_TOKENS
     max_new_tokens_help: ClassVar[str] = "default: 16, ample for the short answer or letter asked for"
     prompt_layout: ClassVar[str] = "llava"  # the `prompt` recorded when the Config has no `prompt` setting
@@ -196,7 +196,9 @@ class Benchmark(Evaluator):
 
     def prompt_items(self) -> list[PromptItem]:
         """The questions asked (those with an image), in file order, as the benchmark words them."""
-        return [PromptItem(item.id, self.prompt(item), item.load_image) for item in self.questions if item.image]
+        return [
+            PromptItem(item.id, self.prompt(item), item.load_image) for item in self.questions if item.image is not None
+        ]
 
     def requests(self) -> list[Request]:
         """Each question asked, in the model's chat template with one `<image>`."""
