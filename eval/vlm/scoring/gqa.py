@@ -42,7 +42,7 @@ def gqa_correct(prediction: str, answer: str, rule: str = "official") -> bool:
     raise ValueError(f"unknown GQA rule '{rule}' (expected one of {list(RULE_TEXT)})")
 
 
-def score_gqa(items: Sequence[Any], predictions: Mapping[Hashable, str], rule: str = "official") -> dict:
+def score_gqa(items: Sequence[Any], predictions: Mapping[Hashable, str], rule: str = "official") -> dict[str, Any]:
     """Accuracy (percent) overall, binary/open and per structural and semantic type, as GQA's eval.py computes it,
     over the annotated questions."""
     scores, kinds, structural, semantic, missing = [], [], [], [], 0
