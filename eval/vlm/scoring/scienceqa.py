@@ -58,7 +58,9 @@ def _right(problem: Any, pred: str | None, rule: str) -> bool:
     return letter is not None and letter in OPTIONS[: len(problem.choices)] and OPTIONS.index(letter) == problem.answer
 
 
-def score_scienceqa(problems: Sequence[Any], predictions: Mapping[Hashable, str], rule: str = "official"):
+def score_scienceqa(
+    problems: Sequence[Any], predictions: Mapping[Hashable, str], rule: str = "official"
+) -> dict[str, Any]:
     """Accuracy (percent) by `rule`, overall and per subject, context modality and grade band; unannotated left out."""
     names = {"subject": SUBJECTS, "context": CONTEXTS, "grade": tuple(GRADE_BANDS)}
     groups = {kind: {name: [0, 0] for name in kind_names} for kind, kind_names in names.items()}
