@@ -15,21 +15,15 @@ file. `--parquet`: lmms-lab's GQA (lmms_eval/tasks/gqa/gqa.yaml, utils.py): test
 `imageId`, `question`, `answer`, ...; a row's position is lmms-eval's doc_id) and testdev_balanced_images
 (`--parquet-images`, needed by run; `id` = imageId, `image`).
 
-Rules. `official` (what LLaVA-1.5 reports): LLaVA's scripts/convert_gqa_for_eval.py writes each answer as
-`text.rstrip('.').lower()` into `{tier}_predictions.json`, and GQA's eval.py (run by scripts/v1_5/eval/gqa.sh with
---tier testdev_balanced) counts `prediction == answer`, exactly: no whitespace is stripped, so " yes" is wrong
-(`strip_answers=true` is the explicit leniency). "binary" are the non-`query` structural types, "open" the `query`
-ones; accuracy per `types.structural` and `types.semantic`. `lmms_eval`: gqa.yaml's `exact_match` with ignore_case
-and ignore_punctuation (lmms_eval/api/metrics.py `exact_match_hf_evaluate`: both sides lower-cased, every
-`string.punctuation` character removed, no strip). Validity, plausibility, consistency and distribution need files
-not distributed for testdev: left out. Prompt: `llava` (LLaVA's text) or `lmms_eval` (gqa_doc_to_text: the same).
+Prompt: `llava` (LLaVA's text) or `lmms_eval` (gqa_doc_to_text: the same). Rules (`official`: LLaVA's
+convert_gqa_for_eval.py, then GQA's eval.py exact match; `lmms_eval`: gqa.yaml's exact_match) and accuracy overall,
+binary/open and per structural and semantic type: eval.vlm.scoring.gqa.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +32,7 @@ from typing import Any, Literal
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import LLAVA_QUESTION_KEYS, ImageFinder, parquet_image, parquet_rows, read_json
 from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.scoring.common import grouped_percent, percent
+from eval.vlm.scoring.gqa import RULE_TEXT, convert_prediction, score_gqa
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.atomic import write_text_atomically
@@ -47,15 +41,8 @@ from pretrain.runtime.evaluators import register
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
 
-RULE_TEXT = {
-    "official": "LLaVA's convert_gqa_for_eval.py (rstrip('.'), lower-case; no strip), then GQA eval.py's exact "
-    "match against the answer",
-    "lmms_eval": "lmms-eval's exact_match with ignore_case and ignore_punctuation (both sides lower-cased, "
-    "string.punctuation removed)",
-}
 EXPECTED = "{imageId, question, answer, types, ...}"
 LLAVA_EXPECTED = "LLaVA's llava_gqa_testdev_balanced.jsonl: {question_id, image, text} per line"
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
 PARQUET_COLUMNS = ("id", "imageId", "question", "answer")  # lmms-lab/GQA testdev_balanced_instructions
 IMAGE_COLUMNS = ("id", "image")  # lmms-lab/GQA testdev_balanced_images (lmms_eval/tasks/gqa/utils.py)
 COUNTS = ("unbalanced", "unannotated", "duplicate_questions", "missing_images")  # the loaders' data counts
@@ -216,48 +203,6 @@ def load_gqa_parquet(path: str | Path, images: str | Path | None = None, limit: 
             counts["missing_images"] += item.image is None
     source = str(path) + (f" + {images}" if images is not None else "")
     return QuestionSet(source, items, counts, f"{split}_balanced", "parquet", doc_ids)
-
-
-def convert_prediction(text: str) -> str:
-    """An answer as LLaVA's convert_gqa_for_eval.py writes it for eval.py: `rstrip('.').lower()`, nothing more."""
-    return text.rstrip(".").lower()
-
-
-def gqa_correct(prediction: str, answer: str, rule: str = "official") -> bool:
-    """Whether `prediction` counts as `answer` under the official rule (or lmms-eval's; see the module docstring)."""
-    if rule == "official":
-        return convert_prediction(prediction) == answer
-    if rule == "lmms_eval":
-        return prediction.lower().translate(_PUNCTUATION) == answer.lower().translate(_PUNCTUATION)
-    raise ValueError(f"unknown GQA rule '{rule}' (expected one of {list(RULE_TEXT)})")
-
-
-def score_gqa(items: Sequence[GQAItem], predictions: Mapping[QuestionId, str], rule: str = "official") -> dict:
-    """Accuracy (percent) overall, binary/open and per structural and semantic type, as GQA's eval.py computes it,
-    over the annotated questions."""
-    scores, kinds, structural, semantic, missing = [], [], [], [], 0
-    for item in items:
-        if item.answer is None:
-            continue
-        pred = predictions.get(item.id)
-        missing += pred is None
-        score = float(pred is not None and gqa_correct(pred, item.answer, rule))
-        scores.append(score)
-        kinds.append((("open" if item.structural == "query" else "binary",), score))  # eval.py: open iff query
-        structural.append(((str(item.structural),), score))
-        semantic.append(((str(item.semantic),), score))
-    ids, kind = {item.id for item in items}, grouped_percent(kinds)
-    return {
-        "accuracy": percent(sum(scores), len(scores)),
-        "binary": kind.get("binary"),
-        "open": kind.get("open"),
-        "num_scored": len(scores),
-        "per_structural_type": grouped_percent(structural),
-        "per_semantic_type": grouped_percent(semantic),
-        "num_questions": len(items),
-        "missing_predictions": missing,
-        "unknown_predictions": sum(1 for qid in predictions if qid not in ids),
-    }
 
 
 @dataclass

@@ -35,8 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import first_file
 from eval.vlm.ids import CIRCULAR_OFFSET, LETTERS, QuestionId
-from eval.vlm.scoring.common import grouped_percent, percent
-from eval.vlm.scoring.mmbench import extract_choice, lmms_eval_choice
+from eval.vlm.scoring.mmbench import extract_choice, score_mmbench
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import DataError, UserError
@@ -202,44 +201,6 @@ def load_mmbench(path: str | Path, circular: str = "auto", limit: int | None = N
     counts.update(copies_left_out=left_out, unannotated=sum(r.answer is None for r in rows))
     split = next((r.split for r in rows if r.split), "unknown")
     return QuestionSet(str(path), rows, counts, split, "tsv", info={"circular": how})
-
-
-def score_mmbench(
-    rows: Sequence[MMBenchRow], predictions: Mapping[int, str], circular: str, rule: str = "official"
-) -> dict[str, Any]:
-    """CircularEval accuracy (percent) overall, per category and l2-category; single-pass accuracy beside it."""
-    read = lmms_eval_choice if rule == "lmms_eval" else extract_choice
-    missing = unparsed = 0
-    groups: dict[int, tuple[MMBenchRow, bool]] = {}
-    single = [0, 0]
-    for row in sorted(rows, key=lambda r: r.id):
-        if row.answer is None:
-            continue
-        pred = predictions.get(row.id)
-        letter = read(pred, row.options) if pred is not None else None
-        missing += pred is None
-        unparsed += pred is not None and letter is None
-        right = letter == row.answer
-        main, hit = groups.get(row.base, (row, True))
-        groups[row.base] = (main, hit and right)
-        if row.id < CIRCULAR_OFFSET:
-            single[0] += right
-            single[1] += 1
-    ids = {r.id for r in rows}
-    return {
-        "accuracy": percent(sum(hit for _, hit in groups.values()), len(groups)),
-        "accuracy_single_pass": percent(*single),
-        "circular": circular,
-        "num_questions": len(groups),
-        "num_rows": sum(1 for r in rows if r.answer is not None),
-        "per_category": grouped_percent(([m.category], hit) for m, hit in groups.values()),
-        "per_l2_category": grouped_percent(
-            ([m.l2_category] if m.l2_category is not None else [], h) for m, h in groups.values()
-        ),
-        "missing_predictions": missing,
-        "unparsed": unparsed,
-        "unknown_predictions": sum(1 for i in predictions if i not in ids),
-    }
 
 
 def submission_rows(rows: Sequence[MMBenchRow], predictions: Mapping[int, str]) -> list[dict[str, Any]]:

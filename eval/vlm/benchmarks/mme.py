@@ -1,34 +1,30 @@
-"""MME: 10 perception and 4 cognition subtasks of yes/no question pairs, from the official release folder, LLaVA's
-llava_mme.jsonl or lmms-lab's parquet, scored as the official eval_tool/calculation.py scores them.
+"""MME: yes/no question pairs of 10 perception and 4 cognition subtasks, scored as the official calculation.py does.
 
 usage: superclass eval mme run --model DIR --data MME/MME_Benchmark_release_version
            [--llava-questions MME/llava_mme.jsonl] --out OUT [--prompt lmms_eval] [--rule lmms_eval]
        superclass eval mme run --model DIR --parquet MME/data --out OUT [--split test]
 
 Files. `MME_Benchmark_release_version` (BradyFU/Awesome-Multimodal-Large-Language-Models, Evaluation branch): one
-folder per subtask, its `.txt` files in `questions_answers_YN/` beside `images/`, or beside each image (`get_gt` of
-LLaVA's convert_answer_to_mme.py). A `.txt` is named after its image and holds two `question<TAB>Yes|No` lines;
-one that is empty, cut off or not tab-separated is refused naming it and the line. LLaVA's `llava_mme.jsonl` rows
-(`question_id` = "<subtask>/[images/]<image>", shared by an image's two questions) take their answers by (subtask,
-image, question + " Please answer yes or no.", one space or two) as convert_answer_to_mme.py does, else are
-`unannotated`. Ids: "<image id>#<the question's .txt line>"; LLaVA's answer rows are matched by (image id, question).
-`--parquet`: lmms-lab's MME (lmms_eval/tasks/mme/utils.py: question_id = the image's path, question, answer,
-category, image), ids "<question_id>#<n>" (n: the row's order among its image's), the row lmms-eval's doc_id; its
-samples name an image, not a question, so they are scored only with `--parquet`.
+folder per subtask, its `.txt` files (named after their image, two `question<TAB>Yes|No` lines each) in
+`questions_answers_YN/` beside `images/`, or beside each image (`get_gt` of LLaVA's convert_answer_to_mme.py).
+LLaVA's `llava_mme.jsonl` rows (`question_id` = "<subtask>/[images/]<image>", shared by an image's two questions)
+take their answers by (subtask, image, question) as convert_answer_to_mme.py does, else are `unannotated`. Ids:
+"<image id>#<the question's .txt line>". `--parquet`: lmms-lab's MME (lmms_eval/tasks/mme/utils.py: question_id =
+the image's path, question, answer, category, image), ids "<question_id>#<n>" (n: the row's order among its
+image's), the row lmms-eval's doc_id; its samples name an image, so they are scored only with `--parquet`.
 
 Prompt: `llava` (scripts/v1_5/eval/mme.sh): the JSONL text verbatim, else the question without "Please answer yes or
 no." + "\n" + SHORT_ANSWER_PROMPT; `lmms_eval`: mme_doc_to_text (stripped, that sentence removed, same post_prompt).
-Rules: `official`: calculation.py `parse_pred_ans`; `lmms_eval`: lmms_eval/tasks/mme/utils.py `parse_pred_ans` (also
-strips, drops ".", reads "y"/"n"); see `mme_answer`. Per subtask acc, acc+ (images with both right), score = 100 acc
-+ 100 acc+; `perception` sums the 10 perception scores (headline; LLaVA-1.5-7B 1510.7), `cognition` the 4 others. A
-missing prediction is "other". `OUT/eval_tool_answers/<subtask>.txt` is calculation.py's `--results_dir` input.
+Rules and scores (acc, acc+, score per subtask; headline `perception`, LLaVA-1.5-7B 1510.7): eval.vlm.scoring.mme.
+`OUT/eval_tool_answers/<subtask>.txt` is calculation.py's `--results_dir` input.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +33,7 @@ from eval.vlm.answers import QuestionIndex
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import parquet_image, parquet_rows
 from eval.vlm.ids import QuestionId
-from eval.vlm.scoring.common import percent
+from eval.vlm.scoring.mme import SUBTASK_GROUP, score_mme
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.atomic import write_text_atomically
@@ -46,23 +42,12 @@ from pretrain.runtime.evaluators import register
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import SHORT_ANSWER_PROMPT
 
-# calculation.py's eval_type_dict, in its order
-MME_SUBTASKS = {
-    "perception": (
-        "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
-    ),
-    "cognition": ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning"),
-}  # fmt: skip
-SUBTASK_GROUP = {name: group for group, names in MME_SUBTASKS.items() for name in names}
 YES_NO = "Please answer yes or no."
 _YES_NO_TAIL = re.compile(r"\s*" + re.escape(YES_NO) + r"\s*$")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 TXT_LINES = "two 'question<TAB>Yes|No' lines (one image's pair, as calculation.py reads them)"
 LLAVA_KEYS = ("question_id", "image", "text")
 PARQUET_COLUMNS = ("question_id", "question", "answer", "category", "image")  # lmms_eval/tasks/mme/utils.py reads
-ANSWER_RULE = ("MME eval_tool/calculation.py parse_pred_ans on the lower-cased answer: exactly yes/no, else 'yes' in "
-               "its first 4 characters -> yes, else 'no' in them -> no, else other (wrong)")  # fmt: skip
-LMMS_RULE = "lmms-eval mme parse_pred_ans: lower, strip, '.' removed; yes/no, y/n, else the first-4-characters test"
 
 
 @dataclass
@@ -153,11 +138,9 @@ def _from_llava(path: Path, items: list[MMEItem], counts: dict[str, int]) -> lis
             if (subtask, key, question) not in truth:
                 question = question.replace(" " + YES_NO, "  " + YES_NO)
         item = truth.get((subtask, key, question))
-        if item is None:
-            counts["unannotated"] += 1
-        elif item.id in used:
-            counts["duplicate_questions"] += 1
-        else:
+        counts["unannotated"] += item is None
+        counts["duplicate_questions"] += item is not None and item.id in used
+        if item is not None and item.id not in used:
             used.add(item.id)
             out.append(replace(item, llava_text=text))
     return out
@@ -170,16 +153,12 @@ def _subset(items: list[MMEItem], limit: int | None, counts: dict[str, int]) -> 
     images = (limit + 1) // 2 if limit else None
     keep = set(fixed_subset(list(subtask_of), images, key=subtask_of.get))
     items = [item for item in items if item.image_id in keep]
-    per_image: dict[str, int] = {}
-    for item in items:
-        per_image[item.image_id] = per_image.get(item.image_id, 0) + 1
-    counts["unpaired_images"] = sum(n != 2 for n in per_image.values())
+    counts["unpaired_images"] = sum(n != 2 for n in Counter(item.image_id for item in items).values())
     return items
 
 
 def load_mme(data: str | Path, questions: str | Path | None = None, limit: int | None = None) -> QuestionSet:
-    """The release folder's questions (or LLaVA's JSONL answered from it); `limit` keeps about that many questions:
-    a fixed subset of (limit + 1) // 2 images, stratified by subtask, each with both its questions."""
+    """The release folder's questions (or LLaVA's JSONL answered from it); `limit`: about that many (`_subset`)."""
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (expected MME_Benchmark_release_version with one folder per subtask)")
@@ -227,52 +206,6 @@ def load_mme_parquet(path: str | Path, limit: int | None = None, split: str | No
     items = _subset(items, limit, counts)
     missing = [s for s in SUBTASK_GROUP if all(item.subtask != s for item in items)]
     return QuestionSet(str(path), items, counts, "test", "parquet", doc_rows, {"missing_subtasks": missing})
-
-
-def mme_answer(text: str, rule: str = "official") -> str:
-    """The answer read as yes, no or other: calculation.py's `parse_pred_ans`, or lmms-eval's (`rule`)."""
-    text = text.lower().strip().replace(".", "") if rule == "lmms_eval" else text.lower()
-    if text in ("yes", "no"):
-        return text
-    if rule == "lmms_eval" and len(text) == 1:
-        return {"y": "yes", "n": "no"}.get(text, "other")
-    prefix = text[:4]
-    return "yes" if "yes" in prefix else "no" if "no" in prefix else "other"
-
-
-def score_mme(items: Sequence[MMEItem], predictions: Mapping[QuestionId, str], rule: str = "official") -> dict:
-    """Per subtask acc, acc+ and score (= 100 acc + 100 acc+), and the perception and cognition totals."""
-    said = {i.id: "other" if predictions.get(i.id) is None else mme_answer(predictions[i.id], rule) for i in items}
-    per_subtask: dict[str, dict[str, Any]] = {}
-    totals: dict[str, float | None] = dict.fromkeys(MME_SUBTASKS)
-    for name, group in SUBTASK_GROUP.items():
-        mine, images = [item for item in items if item.subtask == name], {}
-        for item in mine:
-            images[item.image_id] = images.get(item.image_id, True) and said[item.id] == item.truth
-        if not mine:
-            continue
-        acc, acc_plus = sum(said[i.id] == i.truth for i in mine) / len(mine), sum(images.values()) / len(images)
-        score = 100 * acc + 100 * acc_plus
-        totals[group] = (totals[group] or 0.0) + score
-        per_subtask[name] = {"accuracy": percent(acc, 1), "accuracy_plus": percent(acc_plus, 1),
-                             "score": round(score, 2), "group": group, "questions": len(mine), "images": len(images),
-                             "other": sum(said[i.id] == "other" for i in mine),
-                             "missing": sum(predictions.get(i.id) is None for i in mine)}  # fmt: skip
-    ids = {item.id for item in items}
-    return {
-        "perception": round(totals["perception"], 2) if totals["perception"] is not None else None,
-        "cognition": round(totals["cognition"], 2) if totals["cognition"] is not None else None,
-        "total": round(sum(v for v in totals.values() if v is not None), 2),
-        "accuracy": percent(sum(said[i.id] == i.truth for i in items), len(items)),
-        "num_questions": len(items),
-        "num_images": sum(t["images"] for t in per_subtask.values()),
-        "subtasks_scored": len(per_subtask),
-        "per_subtask": per_subtask,
-        "missing_predictions": sum(t["missing"] for t in per_subtask.values()),
-        "other_answers": sum(t["other"] for t in per_subtask.values()),
-        "answer_rule": ANSWER_RULE if rule == "official" else LMMS_RULE,
-        "unknown_predictions": sum(1 for q in predictions if q not in ids),
-    }
 
 
 def llava_question(question: str) -> str:
@@ -328,9 +261,7 @@ class MME(Benchmark):
     def submission(self, out_dir: Path, answers: Mapping[QuestionId, str]) -> dict[str, str]:
         """`eval_tool_answers/<subtask>.txt`: calculation.py's input lines (image, question, answer, response; an
         image's two lines adjacent, a response's tabs and line breaks made spaces, "" without a prediction)."""
-        first: dict[str, int] = {}  # an image's two lines adjacent, in the order its images first appear
-        for item in self.questions:
-            first.setdefault(item.image_id, len(first))
+        first = {image_id: n for n, image_id in enumerate(dict.fromkeys(item.image_id for item in self.questions))}
         lines: dict[str, list[str]] = {}
         for item in sorted(self.questions, key=lambda item: first[item.image_id]):
             response = re.sub(r"[\t\r\n]", " ", answers.get(item.id, ""))
@@ -365,7 +296,5 @@ class MME(Benchmark):
         data = release if release.is_dir() else folder
         if not any((data / s).is_dir() for s in SUBTASK_GROUP):
             return None
-        values = {"data": str(data)}
-        if (folder / "llava_mme.jsonl").is_file():
-            values["llava_questions"] = str(folder / "llava_mme.jsonl")
-        return values
+        llava = folder / "llava_mme.jsonl"
+        return {"data": str(data), "llava_questions": str(llava)} if llava.is_file() else {"data": str(data)}

@@ -17,15 +17,13 @@ Prompt `llava`: the `text` of LLaVA's JSONL verbatim, else built as LLaVA's docs
 "A. <choice>" lines, LETTER_ANSWER_PROMPT (`llava_prompt_differs` counts JSONL texts that differ). `lmms_eval`:
 lmms-eval's `seed_doc_to_text`, always built: the same text.
 
-Rules. `official`: LLaVA's scripts/convert_seed_for_submission.py `eval_single(..., eval_only_type='image')`: right
-when the answer *is* the letter (`row['text'] == question_data['answer']`). `lmms_eval`: lmms-eval's
-`seed_process_result` + `seed_aggregation_result` (the stripped answer's first character, lower-cased, is the
-letter). No prediction is wrong. Accuracy in percent over the annotated questions (pooled) and per dimension.
+Rules (`official`: LLaVA's convert_seed_for_submission.py; `lmms_eval`: lmms-eval's seed_process_result) and
+accuracy, pooled and per dimension: eval.vlm.scoring.seedbench.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +31,7 @@ from typing import Any, Literal
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import parquet_image, parquet_image_name, parquet_rows, read_json
 from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.scoring.common import percent
+from eval.vlm.scoring.seedbench import LETTERS, score_seedbench
 from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import DataError, UserError
@@ -41,7 +39,6 @@ from pretrain.runtime.evaluators import register
 from pretrain.runtime.jsonl import read_jsonl_file
 from vlm.templates import multiple_choice_prompt
 
-LETTERS = "ABCD"
 CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
 IMAGE_FOLDER = "SEED-Bench-image"
 PARQUET_COLUMNS = ("question_id", "question", *CHOICE_KEYS, "answer", "data_type", "image")
@@ -53,10 +50,6 @@ DIMENSIONS = {
     5: "Instances Counting", 6: "Spatial Relation", 7: "Instance Interaction", 8: "Visual Reasoning",
     9: "Text Understanding", 10: "Action Recognition", 11: "Action Prediction", 12: "Procedure Understanding",
 }  # fmt: skip
-METRIC_RULES = {
-    "official": "LLaVA convert_seed_for_submission.py: right when the answer text equals the answer letter exactly",
-    "lmms_eval": "lmms-eval seed_process_result: the stripped answer's first character equals the letter (any case)",
-}
 
 
 @dataclass
@@ -231,38 +224,6 @@ def seed_prompt(q: SeedQuestion, layout: str = "llava") -> str:
     if layout == "llava" and q.llava_text is not None:
         return q.llava_text
     return multiple_choice_prompt(q.question, q.options)
-
-
-def lmms_eval_right(text: str, answer: str) -> bool:
-    """lmms-eval's seedbench: the stripped answer, cut to its first character, equals the letter (any case)."""
-    pred = text.strip()
-    pred = pred[0] if len(pred) > 1 else pred
-    return pred.lower().strip() == answer.lower().strip()
-
-
-def score_seedbench(questions: Sequence[SeedQuestion], predictions: Mapping[QuestionId, str],
-                    rule: str = "official") -> dict[str, Any]:  # fmt: skip
-    """Accuracy (percent) by `rule`: pooled over the annotated image questions and per dimension."""
-    tallies: dict[int, list[int]] = {}
-    names = {q.dimension: q.dimension_name for q in questions}
-    hits = total = missing = unparsed = 0
-    for q in (q for q in questions if q.answer is not None):
-        pred = predictions.get(q.id)
-        lmms = rule == "lmms_eval"  # else convert_seed_for_submission.py's row['text'] == question_data['answer']
-        right = pred is not None and lmms_eval_right(pred, q.answer) if lmms else pred == q.answer
-        missing += pred is None
-        unparsed += pred is not None and pred not in LETTERS
-        hits, total = hits + right, total + 1
-        tally = tallies.setdefault(q.dimension, [0, 0])
-        tally[0], tally[1] = tally[0] + right, tally[1] + 1
-    out = {
-        "accuracy": percent(hits, total),
-        "num_questions": total,
-        "per_dimension": {names[d]: percent(*tallies[d]) for d in sorted(tallies)},
-        "missing_predictions": missing,
-        "metric_rule": METRIC_RULES[rule],
-    }
-    return {**out, "unparsed": unparsed} if rule == "official" else out  # unparsed: not exactly one letter A-D
 
 
 @dataclass

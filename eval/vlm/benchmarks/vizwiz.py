@@ -19,13 +19,9 @@ Prompt: `llava` is LLaVA-1.5's (the JSONL's text verbatim, else the question + "
 insufficient, respond with 'Unanswerable'.\nAnswer the question using a single word or phrase."); `lmms_eval` is
 vizwiz_vqa_doc_to_text (`question.capitalize()` and the same two lines).
 
-Rules. `official`: the VQA accuracy of the VizWiz API's vqaEval.py (vizwiz.org; a copy: TRI-ML/vlm-evaluation
-vlm_eval/util/evaluation/vizwiz/eval.py) on the answer as submitted (LLaVA's scripts/convert_vizwiz_for_submission.py
-applies the EvalAI processor): the prediction's punctuation and digit/article processing (`eval.vlm.vqa_metric`),
-compared with the raw annotator answers; acc = mean over the 10 leave-one-out subsets of min(1, matches / 3),
-percent, overall and per answer type. `lmms_eval`: vizwiz_vqa_process_results, the EvalAI processor on the
-prediction and every annotator answer, then the same formula. A split without answers (test) gets `submission.json`
-for EvalAI, `[{"image", "answer"}]` as LLaVA's converter writes it ("" where unanswered).
+Rules (`official`: the VizWiz API's vqaEval.py on the answer as submitted; `lmms_eval`: vizwiz_vqa_process_results)
+and VQA accuracy overall and per answer type: eval.vlm.scoring.vizwiz. A split without answers (test) gets
+`submission.json` for EvalAI, `[{"image", "answer"}]` as LLaVA's converter writes it ("" where unanswered).
 """
 
 from __future__ import annotations
@@ -40,8 +36,9 @@ from typing import Any, Literal
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import LLAVA_QUESTION_KEYS, ImageFinder, parquet_image, parquet_rows, read_json
 from eval.vlm.ids import QuestionId, norm_id
+from eval.vlm.scoring.vizwiz import RULE_TEXT, score_vizwiz
 from eval.vlm.subset import fixed_subset
-from eval.vlm.vqa_metric import ScoredQuestion, aggregate, evalai_normalize, official_normalize, vqa_accuracy
+from eval.vlm.vqa_metric import evalai_normalize
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
@@ -51,11 +48,6 @@ from vlm.templates import SHORT_ANSWER_PROMPT
 
 UNANSWERABLE_PROMPT = "When the provided information is insufficient, respond with 'Unanswerable'."
 PROMPT_SUFFIX = f"\n{UNANSWERABLE_PROMPT}\n{SHORT_ANSWER_PROMPT}"
-RULE_TEXT = {
-    "official": "prediction as submitted (EvalAI processor), then VizWiz vqaEval.py: punctuation and digit/article "
-    "processing of the prediction only, compared with the raw annotator answers",
-    "lmms_eval": "lmms-eval's vizwiz_vqa: the EvalAI processor on the prediction and every annotator answer",
-}
 PARQUET_COLUMNS = ("question_id", "question", "image")  # lmms_eval/tasks/vizwiz_vqa/utils.py reads these (+ answers)
 EXPECTED = "{image, question, answers: [{answer, answer_confidence}], answer_type, ...}"
 LLAVA_EXPECTED = "LLaVA's llava_test.jsonl: {question_id, image, text} per line"
@@ -217,37 +209,6 @@ def load_vizwiz_parquet(path: str | Path, limit: int | None = None, split: str |
     items = _annotated_subset(items, limit, counts)
     counts["missing_images"] = sum(item.image is None for item in items)
     return QuestionSet(str(path), items, counts, shard_split if split == "unknown" else split, "parquet", doc_rows)
-
-
-def vizwiz_accuracy(prediction: str, answers: list[str], rule: str = "official") -> float:
-    """One question's VQA accuracy in [0, 1] under the VizWiz API's rule (or lmms-eval's; see the module docstring)."""
-    if rule == "lmms_eval":
-        return vqa_accuracy(prediction, answers, "evalai")
-    if rule != "official":
-        raise ValueError(f"unknown VizWiz rule '{rule}' (expected one of {list(RULE_TEXT)})")
-    if not answers:
-        raise ValueError("a VizWiz question needs at least one annotator answer")
-    pred = official_normalize(evalai_normalize(prediction))  # the submitted answer, as vqaEval.py processes it
-    # The leave-one-out average of vqa_metric.vqa_accuracy, against the raw answers (which vqa_accuracy would
-    # process): leaving out a matching answer leaves matches - 1 among the other nine.
-    matches = sum(a == pred for a in answers)
-    return sum(min(1.0, (matches - (a == pred)) / 3.0) for a in answers) / len(answers)
-
-
-def score_vizwiz(items: Sequence[VizWizItem], predictions: Mapping[QuestionId, str], rule: str = "official") -> dict:
-    """VQA accuracy (percent) overall and per answer type over the annotated questions."""
-    scored, missing = [], 0
-    for item in items:
-        if item.answers is None:
-            continue
-        pred = predictions.get(item.id)
-        missing += pred is None
-        scored.append(ScoredQuestion(vizwiz_accuracy(pred or "", item.answers, rule), item.answer_type))
-    result = aggregate(scored)
-    result.pop("per_question_type")
-    ids = {item.id for item in items}
-    unknown = sum(1 for qid in predictions if qid not in ids)
-    return {**result, "num_questions": len(items), "missing_predictions": missing, "unknown_predictions": unknown}
 
 
 @dataclass

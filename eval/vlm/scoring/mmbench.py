@@ -9,14 +9,18 @@
   and, where it reads nothing, `extract_mcq_answer` of tasks/_task_utils/mcq_extract.py with the question's letters.
   That last step picks one letter from hedges: "A or B" is A (a leading letter outranks a trailing one), "The answer
   is A or B" is B. CircularEval is the same in both: a question counts when every copy is read right.
+`score_mmbench` reads rows with `id` (a copy's: index + k * CIRCULAR_OFFSET), `base`, `options`, `answer` (None:
+unannotated), `category` and `l2_category`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from eval.vlm.ids import LETTERS
+from eval.vlm.ids import CIRCULAR_OFFSET, LETTERS
+from eval.vlm.scoring.common import grouped_percent, percent
 
 _WRAPPED_LETTER = re.compile(r"[(\[]?([A-E])[)\]]?[.:,)]?")
 _STATED_LETTER = re.compile(r"\b(?i:answer|option|choice)\b(?:\s+(?i:is))?\s*[:\-]?\s*[(\[]?([A-E])\b(?![-'])")
@@ -161,3 +165,41 @@ def lmms_eval_choice(text: str, options: Sequence[str]) -> str | None:
     answer = text.strip()
     letter = lmms_infer_option(answer) or lmms_infer_text(answer, options)
     return letter or lmms_extract_mcq(answer, sorted(LETTERS[: min(len(options), 4)])) or None
+
+
+def score_mmbench(
+    rows: Sequence[Any], predictions: Mapping[int, str], circular: str, rule: str = "official"
+) -> dict[str, Any]:
+    """CircularEval accuracy (percent) overall, per category and l2-category; single-pass accuracy beside it."""
+    read = lmms_eval_choice if rule == "lmms_eval" else extract_choice
+    missing = unparsed = 0
+    groups: dict[int, tuple[Any, bool]] = {}
+    single = [0, 0]
+    for row in sorted(rows, key=lambda r: r.id):
+        if row.answer is None:
+            continue
+        pred = predictions.get(row.id)
+        letter = read(pred, row.options) if pred is not None else None
+        missing += pred is None
+        unparsed += pred is not None and letter is None
+        right = letter == row.answer
+        main, hit = groups.get(row.base, (row, True))
+        groups[row.base] = (main, hit and right)
+        if row.id < CIRCULAR_OFFSET:
+            single[0] += right
+            single[1] += 1
+    ids = {r.id for r in rows}
+    return {
+        "accuracy": percent(sum(hit for _, hit in groups.values()), len(groups)),
+        "accuracy_single_pass": percent(*single),
+        "circular": circular,
+        "num_questions": len(groups),
+        "num_rows": sum(1 for r in rows if r.answer is not None),
+        "per_category": grouped_percent(([m.category], hit) for m, hit in groups.values()),
+        "per_l2_category": grouped_percent(
+            ([m.l2_category] if m.l2_category is not None else [], h) for m, h in groups.values()
+        ),
+        "missing_predictions": missing,
+        "unparsed": unparsed,
+        "unknown_predictions": sum(1 for i in predictions if i not in ids),
+    }

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from eval.vlm.benchmarks.gqa import GQA, convert_prediction, gqa_correct, load_gqa, load_gqa_parquet, score_gqa
+from eval.vlm.benchmarks.gqa import GQA, load_gqa, load_gqa_parquet
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.gqa import convert_prediction, gqa_correct, score_gqa
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 # (structural, semantic, answer); "query" is open, every other structural type binary (eval.py)

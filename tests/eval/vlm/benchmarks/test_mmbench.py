@@ -15,11 +15,10 @@ from eval.vlm.benchmarks.mmbench import (
     MMBenchRow,
     circular_rows,
     load_mmbench,
-    score_mmbench,
     submission_rows,
     write_submission,
 )
-from eval.vlm.scoring.mmbench import extract_choice, lmms_eval_choice
+from eval.vlm.scoring.mmbench import extract_choice, lmms_eval_choice, score_mmbench
 from pretrain.runtime.errors import DataError, UserError
 
 HEADER = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "l2-category", "split"]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from eval.vlm.benchmarks.mme import MME, load_mme, load_mme_parquet, mme_answer, score_mme
+from eval.vlm.benchmarks.mme import MME, load_mme, load_mme_parquet
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.mme import mme_answer, score_mme
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 YES_NO = "Please answer yes or no."

@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from eval.vlm.benchmarks.pope import (
-    LLAVA_ID_OFFSET,
-    SPLITS,
-    binary_metrics,
-    load_pope,
-    load_pope_parquet,
-    pope_answer,
-    score_pope,
-)
+from eval.vlm.benchmarks.pope import LLAVA_ID_OFFSET, load_pope, load_pope_parquet
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.pope import SPLITS, binary_metrics, pope_answer, score_pope
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 OBJECTS = ("dog", "car", "person", "chair", "cup", "bus")

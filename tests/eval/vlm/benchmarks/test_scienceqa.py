@@ -7,15 +7,9 @@ import pytest
 from PIL import Image
 
 from eval.cli import main
-from eval.vlm.benchmarks.scienceqa import (
-    ScienceQA,
-    llava_letter,
-    lmms_eval_right,
-    load_scienceqa,
-    load_scienceqa_parquet,
-    scienceqa_prompt,
-)
+from eval.vlm.benchmarks.scienceqa import ScienceQA, load_scienceqa, load_scienceqa_parquet, scienceqa_prompt
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.scienceqa import llava_letter, lmms_eval_right
 from vlm.templates import LETTER_ANSWER_PROMPT, generation_prompt
 
 HINT5 = "The passage below describes an experiment.\n\nBrody put one nail into each of six test tubes."

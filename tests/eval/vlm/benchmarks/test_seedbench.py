@@ -7,14 +7,9 @@ import pytest
 from PIL import Image
 
 from eval.cli import main
-from eval.vlm.benchmarks.seedbench import (
-    SeedBench,
-    lmms_eval_right,
-    load_seedbench,
-    load_seedbench_parquet,
-    seed_prompt,
-)
+from eval.vlm.benchmarks.seedbench import SeedBench, load_seedbench, load_seedbench_parquet, seed_prompt
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.seedbench import lmms_eval_right
 from vlm.templates import LETTER_ANSWER_PROMPT, generation_prompt
 
 QUESTION_TYPE = {"Scene Understanding": 1, "Instance Identity": 2, "Instance Attributes": 3, "Instance Location": 4,

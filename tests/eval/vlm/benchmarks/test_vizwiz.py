@@ -7,15 +7,9 @@ from pathlib import Path
 import pytest
 
 from eval.cli import main
-from eval.vlm.benchmarks.vizwiz import (
-    PROMPT_SUFFIX,
-    VizWiz,
-    load_vizwiz,
-    load_vizwiz_parquet,
-    score_vizwiz,
-    vizwiz_accuracy,
-)
+from eval.vlm.benchmarks.vizwiz import PROMPT_SUFFIX, VizWiz, load_vizwiz, load_vizwiz_parquet
 from eval.vlm.registry import benchmarks
+from eval.vlm.scoring.vizwiz import score_vizwiz, vizwiz_accuracy
 
 # (answer_type, the annotators' answers); the first answer is the majority one
 ROWS = [("other", ["basil leaves"] * 8 + ["basil"] * 2), ("yes/no", ["yes"] * 3 + ["no"] * 7),
