@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from eval.vlm.answers import QuestionIndex
 from eval.vlm.base import QuestionSet
-from eval.vlm.benchmarks.vqa import (
+from eval.vlm.files import ImageFinder, field_list, is_llava_questions, read_json, read_llava_questions
+from eval.vlm.ids import QuestionId
+from eval.vlm.subset import fixed_subset
+from eval.vlm.vqa import (
     VQABenchmark,
     VQAConfig,
     VQAItem,
@@ -23,9 +26,6 @@ from eval.vlm.benchmarks.vqa import (
     llava_split,
     textvqa_item,
 )
-from eval.vlm.files import ImageFinder, field_list, is_llava_questions, read_json, read_llava_questions
-from eval.vlm.ids import QuestionId
-from eval.vlm.subset import fixed_subset
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.evaluators import register
 from vlm.templates import SHORT_ANSWER_PROMPT
@@ -138,7 +138,7 @@ class TextVQAConfig(VQAConfig):
     )
     prompt: Literal["llava", "lmms_eval"] = field(default="llava", metadata={"help": "llava: with OCR tokens"})
     normalize: Literal["official", "always", "evalai"] = field(
-        default="evalai", metadata={"help": "answer normalisation (eval.vlm.vqa_metric)"}
+        default="evalai", metadata={"help": "answer normalisation (eval.vlm.scoring.vqa)"}
     )
 
 

@@ -37,8 +37,8 @@ from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import LLAVA_QUESTION_KEYS, ImageFinder, parquet_image, parquet_rows, read_json
 from eval.vlm.ids import QuestionId, norm_id
 from eval.vlm.scoring.vizwiz import RULE_TEXT, score_vizwiz
+from eval.vlm.scoring.vqa import evalai_normalize
 from eval.vlm.subset import fixed_subset
-from eval.vlm.vqa_metric import evalai_normalize
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from eval.vlm.base import QuestionSet
-from eval.vlm.benchmarks.vqa import (
+from eval.vlm.files import ImageFinder, field_list, first_file, is_llava_questions, read_json, read_llava_questions
+from eval.vlm.ids import QuestionId, norm_id
+from eval.vlm.subset import fixed_subset
+from eval.vlm.vqa import (
     VQABenchmark,
     VQAConfig,
     VQAItem,
@@ -21,9 +24,6 @@ from eval.vlm.benchmarks.vqa import (
     llava_item,
     llava_split,
 )
-from eval.vlm.files import ImageFinder, field_list, first_file, is_llava_questions, read_json, read_llava_questions
-from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.subset import fixed_subset
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.evaluators import register
 

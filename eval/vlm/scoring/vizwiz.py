@@ -2,11 +2,11 @@
 
 Rules. `official`: the VQA accuracy of the VizWiz API's vqaEval.py (vizwiz.org; a copy: TRI-ML/vlm-evaluation
 vlm_eval/util/evaluation/vizwiz/eval.py) on the answer as submitted (LLaVA's scripts/convert_vizwiz_for_submission.py
-applies the EvalAI processor): the prediction's punctuation and digit/article processing (`eval.vlm.vqa_metric`),
+applies the EvalAI processor): the prediction's punctuation and digit/article processing (`eval.vlm.scoring.vqa`),
 compared with the raw annotator answers; acc = mean over the 10 leave-one-out subsets of min(1, matches / 3),
 percent, overall and per answer type. `lmms_eval`: vizwiz_vqa_process_results, the EvalAI processor on the
 prediction and every annotator answer, then the same formula. `score_vizwiz` reads questions with `id`, `answers`
-(the annotators' strings; None: unannotated) and `answer_type`. Pure, like `eval.vlm.vqa_metric` it builds on.
+(the annotators' strings; None: unannotated) and `answer_type`. Pure, like `eval.vlm.scoring.vqa` it builds on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from eval.vlm.vqa_metric import ScoredQuestion, aggregate, evalai_normalize, official_normalize, vqa_accuracy
+from eval.vlm.scoring.vqa import ScoredQuestion, aggregate, evalai_normalize, official_normalize, vqa_accuracy
 
 RULE_TEXT = {
     "official": "prediction as submitted (EvalAI processor), then VizWiz vqaEval.py: punctuation and digit/article "

@@ -109,7 +109,7 @@ def test_run_then_score_agree(val, model, tmp_path):
     assert len(rows) == 6 and json.loads((out / "metrics.json").read_text())["scored"]
     # Annotate questions 0-1 with the model's own answer (processed as vqaEval.py does) x10, the rest with "zzz":
     # the rerun generates nothing and scores 2/6; `score` on the predictions file gives the same numbers.
-    from eval.vlm.vqa_metric import evalai_normalize, official_normalize
+    from eval.vlm.scoring.vqa import evalai_normalize, official_normalize
 
     answers = {row["question_id"]: row["answer"] for row in rows}
     doc = json.loads(val["annotations"].read_text())

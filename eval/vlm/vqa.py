@@ -33,8 +33,7 @@ from eval.vlm.answers import OCR_PREFIX
 from eval.vlm.base import BenchConfig, Benchmark, QuestionSet
 from eval.vlm.files import ImageFinder, parquet_image, parquet_rows
 from eval.vlm.ids import QuestionId, norm_id
-from eval.vlm.subset import fixed_subset
-from eval.vlm.vqa_metric import (
+from eval.vlm.scoring.vqa import (
     NORMALIZATION_RULES,
     ScoredQuestion,
     aggregate,
@@ -42,6 +41,7 @@ from eval.vlm.vqa_metric import (
     evalai_normalize,
     vqa_accuracy,
 )
+from eval.vlm.subset import fixed_subset
 from pretrain.data.shards import open_rgb  # the shared decoder (16-bit images scaled, not clipped)
 from pretrain.runtime.atomic import write_text_atomically
 from pretrain.runtime.errors import DataError, UserError
@@ -230,7 +230,7 @@ class VQAConfig(BenchConfig):
     parquet: str | None = field(default=None, metadata={"help": "an lmms-lab parquet file or folder instead"})
     split: str | None = field(default=None, metadata={"help": "--parquet folder: the split's file-name prefix"})
     normalize: Literal["official", "always", "evalai"] = field(
-        default="official", metadata={"help": "answer normalisation (eval.vlm.vqa_metric)"}
+        default="official", metadata={"help": "answer normalisation (eval.vlm.scoring.vqa)"}
     )
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eval.vlm.vqa_metric import (
+from eval.vlm.scoring.vqa import (
     ScoredQuestion,
     aggregate,
     evalai_normalize,
@@ -101,7 +101,7 @@ def test_official_mode_scores_the_submitted_answer():
 
 
 def test_official_vqav2_score_of_yes_is_100():
-    from eval.vlm.benchmarks.vqa import VQAItem, score_vqa, submission_rows
+    from eval.vlm.vqa import VQAItem, score_vqa, submission_rows
 
     items = [VQAItem(1, "Is it?", None, answers=["yes"] * 10)]
     assert score_vqa(items, {1: "Yes"}, "official")["accuracy"] == 100.0
