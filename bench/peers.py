@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,22 +112,28 @@ def _run_one(name: str, fn: Callable[[], dict[str, Any]]) -> PeerRow:
 
 def run_rows(names: list[str], sizes: dict[str, Any], device: torch.device, given: dict[str, str]) -> list[PeerRow]:
     """Run the named comparisons (skipping those whose peer interpreter is missing), in ROWS order."""
-    rows: list[PeerRow] = []
+    return list(iter_rows(names, sizes, device, given))
+
+
+def iter_rows(
+    names: list[str], sizes: dict[str, Any], device: torch.device, given: dict[str, str]
+) -> Iterator[PeerRow]:
+    """`run_rows`, each row as soon as it is measured (bench/gpu_acceptance.py keeps those done before a timeout)."""
     llava_fixture: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="peers_") as tmp:
         for name in [r for r in ROWS if r in names]:
             try:
                 python = peer_python(name, given)
             except LookupError as exc:
-                rows.append(PeerRow(name, detail=f"skipped: {exc}"))
                 print(f"[peers] {name}: skipped: {exc}", flush=True)
+                yield PeerRow(name, detail=f"skipped: {exc}")
                 continue
             if name == "openclip":
-                rows.append(_run_one(name, lambda: peer_openclip.compare(sizes["openclip"], device)))
+                yield _run_one(name, lambda: peer_openclip.compare(sizes["openclip"], device))
                 continue
             compare = {"llava_eval": peer_llava.compare_eval, "llava_train": peer_llava.compare_train}.get(name)
             if compare is None:
-                rows.append(PeerRow(name, detail="skipped: not built yet (see the report of issue 27)"))
+                yield PeerRow(name, detail="skipped: not built yet (see the report of issue 27)")
                 continue
 
             def with_fixture(compare: Callable = compare, python: str = python) -> dict[str, Any]:
@@ -135,8 +141,7 @@ def run_rows(names: list[str], sizes: dict[str, Any], device: torch.device, give
                     llava_fixture.update(peer_llava.build_fixture(Path(tmp), sizes["llava"]))
                 return compare(llava_fixture, sizes["llava"], device, python)
 
-            rows.append(_run_one(name, with_fixture))
-    return rows
+            yield _run_one(name, with_fixture)
 
 
 def table(rows: list[PeerRow]) -> str:
