@@ -73,7 +73,7 @@ REAL = {
     "peers": {"openclip": {"arch": "vit_b16", "text": "text_b", "batch": 256, "steps": 4, "rounds": 3},
               "llava": {"tower": "vit_b16", "llm": {"hidden_size": 1024, "intermediate_size": 2816,
                         "num_hidden_layers": 12, "num_attention_heads": 16}, "questions": 128, "max_new_tokens": 8,
-                        "eval_batch": 32, "train_batch": 8, "steps": 4, "rounds": 2}},  # peers.py's full shapes
+                        "eval_batch": 32, "repeats": 1, "train_batch": 8, "steps": 4, "rounds": 2}},
 }  # fmt: skip
 DRY = {
     "pretrain": {"arch": "vit_tiny", "text": "text_tiny", "batch": 8, "steps": 1, "rounds": 1, "warmup": 1},

@@ -10,6 +10,8 @@ bench/peer_llava_side.py on the export, we run the HF directory:
 - train: `vlm.data` (LlavaSamples + collate) and `LlavaTask` on the shared Trainer vs train.py's dataset, collator
   and `LlavaLlamaForCausalLM` on the same LLaVA JSON rows; equal when the token ids, label masks and pixels agree
   and the first step's losses are within 1e-4 (fp32).
+lmms-eval's row uses the same HF directory and questions (bench/peer_lmms_side.py under its venv's interpreter).
+Answer rows run theirs and ours in turn `repeats` times (the machine's load drifts) and take the median rates.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN
 from vlm.tiny_lm import sentencepiece_tokenizer
 
 SIDE = Path(__file__).with_name("peer_llava_side.py")
+LMMS_SIDE = Path(__file__).with_name("peer_lmms_side.py")
 LLAVA_IMAGE_ID = -200  # LLaVA's IMAGE_TOKEN_INDEX
 SHORT = "\nAnswer the question using a single word or phrase."
 QUESTIONS = ["What colour is the circle?", "How many squares are there?", "Is there a green triangle?",
@@ -49,15 +53,16 @@ ANSWERS = ["red", "2", "a blue square on the left", "green", "3 squares and a ci
 LR = 2e-5  # LLaVA-1.5 finetune.sh
 
 
-def run_side(python: str, mode: str, request: dict[str, Any], work: Path) -> dict[str, Any]:
-    """bench/peer_llava_side.py under the LLaVA venv's interpreter; its saved output."""
-    (work / f"{mode}_request.json").write_text(json.dumps(request))
-    out = work / f"{mode}_theirs.pt"
+def run_side(python: str, script: Path, mode: str, request: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A peer's side script (`mode`) under the peer venv's interpreter; its saved output."""
+    (work / f"{script.stem}_{mode}.json").write_text(json.dumps(request))
+    out = work / f"{script.stem}_{mode}.pt"
     env = {**os.environ, "PYTHONPATH": ""}  # their torch and transformers, never ours
-    done = subprocess.run([python, str(SIDE), mode, str(work / f"{mode}_request.json"), str(out)],
+    done = subprocess.run([python, str(script), mode, str(work / f"{script.stem}_{mode}.json"), str(out)],
                           capture_output=True, text=True, env=env, timeout=1800)  # fmt: skip
     if done.returncode != 0:
-        raise RuntimeError(f"the LLaVA codebase's {mode} run failed: {done.stderr.strip()[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{script.name} {mode} failed: {last}\n{done.stderr.strip()[-2000:]}")
     return torch.load(out, weights_only=True)
 
 
@@ -118,39 +123,77 @@ def build_fixture(root: Path, sizes: dict[str, Any]) -> dict[str, Path]:
             "train": root / "train.json"}  # fmt: skip
 
 
-def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
-    """`superclass eval vqav2 run` vs model_vqa_loader's loop: answers and questions/s (model loading left out)."""
-    work = fixture["hf"].parent
-    dtype = "float32" if device.type == "cpu" else "float16"  # LLaVA's eval runs fp16 on GPUs
+def our_answers(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, out: Path) -> dict[str, Any]:
+    """`superclass eval vqav2 run` on the HF directory into `out`: {question_id: answer} and questions/s."""
+    precision = "fp32" if device.type == "cpu" else "fp16"  # LLaVA's eval runs fp16 on GPUs
     cmd = [sys.executable, "-m", "superclass", "eval", "vqav2", "run", "--model", str(fixture["hf"]),
-           "--questions", str(fixture["questions"]), "--image-root", str(fixture["images"]),
-           "--out", str(work / "ours_eval"), "--batch-size", str(sizes["eval_batch"]),
-           "--max-new-tokens", str(sizes["max_new_tokens"]), "--device", str(device),
-           "--precision", "fp32" if dtype == "float32" else "fp16", "--no-progress"]  # fmt: skip
+           "--questions", str(fixture["questions"]), "--image-root", str(fixture["images"]), "--out", str(out),
+           "--batch-size", str(sizes["eval_batch"]), "--max-new-tokens", str(sizes["max_new_tokens"]),
+           "--device", str(device), "--precision", precision, "--no-progress"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"superclass eval vqav2 run failed: {done.stderr.strip()[-2000:]}")
-    metrics = json.loads((work / "ours_eval" / "metrics.json").read_text())
-    with open(work / "ours_eval" / "predictions.jsonl") as f:
-        ours = {row["question_id"]: row["answer"] for row in map(json.loads, f)}
-    request = {"model": str(fixture["llava"]), "questions": str(fixture["questions"]),
-               "image_folder": str(fixture["images"]), "max_new_tokens": sizes["max_new_tokens"],
-               "device": str(device), "dtype": dtype}  # fmt: skip
-    theirs = run_side(python, "eval", request, work)
-    same = sum(ours.get(row["question_id"]) == row["text"] for row in theirs["rows"])
-    n = len(theirs["rows"])
-    differing = [(r["question_id"], ours.get(r["question_id"]), r["text"]) for r in theirs["rows"]
-                 if ours.get(r["question_id"]) != r["text"]][:3]  # fmt: skip
-    return {
-        "equal": same == n == len(ours) and n > 0,
-        "detail": f"{same}/{n} answers identical" + (f", e.g. {differing}" if differing else ""),
-        "ours": metrics["generation"]["questions_per_s"],
-        "theirs": theirs["items_per_s"],
-        "unit": "questions/s",
-        "what": f"VQAv2 answering, {n} questions, {sizes['max_new_tokens']} new tokens, {dtype}: "
-        f"`superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs model_vqa_loader (batch 1)",
-        "answers": {"ours": ours, "theirs": {r["question_id"]: r["text"] for r in theirs["rows"]}},
+    metrics = json.loads((out / "metrics.json").read_text())
+    with open(out / "predictions.jsonl") as f:
+        rows = [{"question_id": row["question_id"], "text": row["answer"]} for row in map(json.loads, f)]
+    return {"rows": rows, "items_per_s": metrics["generation"]["questions_per_s"]}
+
+
+def compare_answers(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, peer: Callable) -> dict:
+    """Their run and ours taking turns `repeats` times (machine load drifts): answers every time, median rates."""
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "theirs": []}
+    for k in range(sizes["repeats"]):
+        runs["theirs"].append(peer())
+        runs["ours"].append(our_answers(fixture, sizes, device, fixture["hf"].parent / f"ours_eval_{k}"))
+    answers = {
+        side: [{r["question_id"]: r["text"] for r in run["rows"]} for run in done] for side, done in runs.items()
     }
+    ours, theirs = answers["ours"][0], answers["theirs"][0]
+    n, same = len(theirs), sum(ours.get(q) == a for q, a in theirs.items())
+    differing = [(q, ours.get(q), a) for q, a in theirs.items() if ours.get(q) != a][:3]
+    stable = all(a == ours for a in answers["ours"]) and all(a == theirs for a in answers["theirs"])
+    return {
+        "equal": same == n == len(ours) and n > 0 and stable,
+        "detail": f"{same}/{n} answers identical"
+        + (f", e.g. {differing}" if differing else "")
+        + ("" if stable else "; answers changed between repeats"),
+        "ours": statistics.median(run["items_per_s"] for run in runs["ours"]),
+        "theirs": statistics.median(run["items_per_s"] for run in runs["theirs"]),
+        "unit": "questions/s",
+        "answers": {"ours": ours, "theirs": theirs},
+        "rates": {side: [run["items_per_s"] for run in done] for side, done in runs.items()},
+        "load_s": [run["load_s"] for run in runs["theirs"]],
+    }
+
+
+def _eval_request(fixture: dict[str, Path], model: Path, sizes: dict[str, Any], device: torch.device) -> dict:
+    dtype = "float32" if device.type == "cpu" else "float16"
+    return {"model": str(model), "questions": str(fixture["questions"]), "image_folder": str(fixture["images"]),
+            "max_new_tokens": sizes["max_new_tokens"], "device": str(device), "dtype": dtype}  # fmt: skip
+
+
+def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
+    """`superclass eval vqav2 run` vs model_vqa_loader's loop on our export: answers and questions/s."""
+    request = _eval_request(fixture, fixture["llava"], sizes, device)
+    result = compare_answers(
+        fixture, sizes, device, lambda: run_side(python, SIDE, "eval", request, fixture["hf"].parent)
+    )
+    result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
+                      f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs "
+                      "model_vqa_loader (batch 1), model loading left out")  # fmt: skip
+    return result
+
+
+def compare_lmms(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
+    """`superclass eval vqav2 run` vs lmms-eval's `llava_hf` on the same HF directory: answers and questions/s."""
+    request = _eval_request(fixture, fixture["hf"], sizes, device)
+    result = compare_answers(
+        fixture, sizes, device, lambda: run_side(python, LMMS_SIDE, "eval", request, fixture["hf"].parent)
+    )
+    result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
+                      f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs lmms-eval "
+                      "llava_hf (batch 1, its only one), model loading left out")  # fmt: skip
+    return result
 
 
 def _collapse(ids: list[int], labels: list[int], image_id: int) -> tuple[list[int], list[int]]:
@@ -204,7 +247,7 @@ def compare_train(fixture: dict[str, Path], sizes: dict[str, Any], device: torch
     request = {"model": str(fixture["llava"]), "data": str(fixture["train"]), "image_folder": str(fixture["images"]),
                "batch": b, "steps": steps, "rounds": rounds, "lr": LR, "device": str(device),
                "dtype": "float32" if device.type == "cpu" else "bfloat16"}  # fmt: skip
-    theirs = run_side(python, "train", request, fixture["hf"].parent)
+    theirs = run_side(python, SIDE, "train", request, fixture["hf"].parent)
     trainer, batch, image_id = our_trainer(fixture, b, device)
     inputs = same_inputs(batch, theirs["batch"], image_id)
     on_device = {k: v.to(device) for k, v in batch.items()}

@@ -11,7 +11,8 @@ in its own environment and ours in ours, outputs compared, one table of items/s 
                  `superclass eval vqav2 run` on the HF directory: every answer identical (bench/peer_llava.py)
     llava_train  LLaVA's train.py data path + LlavaLlamaForCausalLM vs vlm.data + LlavaTask on the Trainer, stage 2:
                  ids, label masks, pixels and the first step's loss (<= 1e-4 in fp32)
-    lmms_eval    lmms-eval's `llava_hf` model vs `superclass eval vqav2 run` on the same questions
+    lmms_eval    lmms-eval's `llava_hf` model (its generate_until, batch 1) vs `superclass eval vqav2 run` on the same
+                 HF directory and questions: every answer identical (bench/peer_lmms_side.py)
 
 The peers' environments are found as the parity tests find them, through environment variables holding their
 interpreters: LLAVA_PYTHON (`bash tests/vlm/make_llava_venv.sh` builds it) and LMMS_EVAL_PYTHON (a venv with
@@ -50,12 +51,12 @@ SIZES = {
     "quick": {
         "openclip": {"arch": "vit_tiny", "text": "text_tiny", "batch": 8, "steps": 1, "rounds": 1},
         "llava": {"tower": "vit_tiny", "llm": LLM_TINY, "questions": 6, "max_new_tokens": 4, "eval_batch": 4,
-                  "train_batch": 2, "steps": 1, "rounds": 1},
+                  "repeats": 1, "train_batch": 2, "steps": 1, "rounds": 1},
     },
     "full": {
         "openclip": {"arch": "vit_b16", "text": "text_b", "batch": 8, "steps": 2, "rounds": 3},
-        "llava": {"tower": "vit_b16", "llm": LLM_FULL, "questions": 24, "max_new_tokens": 8, "eval_batch": 8,
-                  "train_batch": 4, "steps": 2, "rounds": 2},
+        "llava": {"tower": "vit_b16", "llm": LLM_FULL, "questions": 16, "max_new_tokens": 8, "eval_batch": 8,
+                  "repeats": 2, "train_batch": 4, "steps": 2, "rounds": 2},
     },
 }  # fmt: skip
 
@@ -131,13 +132,11 @@ def iter_rows(
             if name == "openclip":
                 yield _run_one(name, lambda: peer_openclip.compare(sizes["openclip"], device))
                 continue
-            compare = {"llava_eval": peer_llava.compare_eval, "llava_train": peer_llava.compare_train}.get(name)
-            if compare is None:
-                yield PeerRow(name, detail="skipped: not built yet (see the report of issue 27)")
-                continue
+            compare = {"llava_eval": peer_llava.compare_eval, "llava_train": peer_llava.compare_train,
+                       "lmms_eval": peer_llava.compare_lmms}[name]  # fmt: skip
 
             def with_fixture(compare: Callable = compare, python: str = python) -> dict[str, Any]:
-                if not llava_fixture:  # built once, for both LLaVA rows
+                if not llava_fixture:  # built once, for the LLaVA and lmms-eval rows
                     llava_fixture.update(peer_llava.build_fixture(Path(tmp), sizes["llava"]))
                 return compare(llava_fixture, sizes["llava"], device, python)
 
