@@ -139,12 +139,15 @@ def our_answers(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.d
     return {"rows": rows, "items_per_s": metrics["generation"]["questions_per_s"]}
 
 
-def compare_answers(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, peer: Callable) -> dict:
+def compare_answers(
+    fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, peer: Callable, tag: str
+) -> dict:  # fmt: skip
     """Their run and ours taking turns `repeats` times (machine load drifts): answers every time, median rates."""
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "theirs": []}
     for k in range(sizes["repeats"]):
         runs["theirs"].append(peer())
-        runs["ours"].append(our_answers(fixture, sizes, device, fixture["hf"].parent / f"ours_eval_{k}"))
+        out = fixture["hf"].parent / f"ours_{tag}_{k}"  # a fresh run directory: an existing one would resume
+        runs["ours"].append(our_answers(fixture, sizes, device, out))
     answers = {
         side: [{r["question_id"]: r["text"] for r in run["rows"]} for run in done] for side, done in runs.items()
     }
@@ -175,9 +178,8 @@ def _eval_request(fixture: dict[str, Path], model: Path, sizes: dict[str, Any], 
 def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
     """`superclass eval vqav2 run` vs model_vqa_loader's loop on our export: answers and questions/s."""
     request = _eval_request(fixture, fixture["llava"], sizes, device)
-    result = compare_answers(
-        fixture, sizes, device, lambda: run_side(python, SIDE, "eval", request, fixture["hf"].parent)
-    )
+    theirs = lambda: run_side(python, SIDE, "eval", request, fixture["hf"].parent)  # noqa: E731
+    result = compare_answers(fixture, sizes, device, theirs, "llava_eval")
     result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
                       f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs "
                       "model_vqa_loader (batch 1), model loading left out")  # fmt: skip
@@ -187,9 +189,8 @@ def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.
 def compare_lmms(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
     """`superclass eval vqav2 run` vs lmms-eval's `llava_hf` on the same HF directory: answers and questions/s."""
     request = _eval_request(fixture, fixture["hf"], sizes, device)
-    result = compare_answers(
-        fixture, sizes, device, lambda: run_side(python, LMMS_SIDE, "eval", request, fixture["hf"].parent)
-    )
+    theirs = lambda: run_side(python, LMMS_SIDE, "eval", request, fixture["hf"].parent)  # noqa: E731
+    result = compare_answers(fixture, sizes, device, theirs, "lmms_eval")
     result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
                       f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs lmms-eval "
                       "llava_hf (batch 1, its only one), model loading left out")  # fmt: skip

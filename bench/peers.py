@@ -15,9 +15,10 @@ in its own environment and ours in ours, outputs compared, one table of items/s 
                  HF directory and questions: every answer identical (bench/peer_lmms_side.py)
 
 The peers' environments are found as the parity tests find them, through environment variables holding their
-interpreters: LLAVA_PYTHON (`bash tests/vlm/make_llava_venv.sh` builds it) and LMMS_EVAL_PYTHON (a venv with
-lmms-eval); a row whose interpreter is not given is skipped, with the reason. OpenCLIP is our dependency: it runs
-in this interpreter. Point the variables at venvs with other versions to compare against those.
+interpreters: LLAVA_PYTHON (`bash tests/vlm/make_llava_venv.sh` builds it) and LMMS_EVAL_PYTHON (`bash
+bench/make_lmms_eval_venv.sh` builds one); a row whose interpreter is not given is skipped, with the reason.
+OpenCLIP is our dependency: it runs in this interpreter. Point the variables at venvs with other versions to
+compare against those.
 Full sizes: ViT-B/16 at 224 (+ OpenCLIP's B/16 text tower), a LLaMA-shaped LLM of ~150M parameters with a B/16
 tower (196 image tokens); `--quick`: tiny shapes, seconds per row (the test suite's form).
 """
