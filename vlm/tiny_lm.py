@@ -2,6 +2,8 @@
 
 For the demo and the tests: `AutoModelForCausalLM` / `AutoTokenizer` load it as they load Vicuna (BOS `<s>` added
 to every input, EOS `</s>`, `<unk>`, and `<image>` / `<pad>` already registered as special tokens).
+`sentencepiece_tokenizer` writes the other kind, the one Vicuna ships (a SentencePiece `tokenizer.model`, no
+tokenizer.json), for the checks against the LLaVA codebase, which loads it with `use_fast=False`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+from vlm.templates import VICUNA_SYSTEM
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
 
@@ -55,3 +59,42 @@ def build_tiny_llama(
     torch.manual_seed(seed)
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+# What `sentencepiece_tokenizer` trains on. Its texts never put `USER` after a space, so `USER` is one piece and
+# `▁USER` two, as in LLaMA's vocabulary: the shape LLaVA's length fix-up for `legacy: false` tokenizers assumes.
+SENTENCEPIECE_TEXTS = [
+    VICUNA_SYSTEM.replace("user", "person"), "ASSISTANT: red</s>USER: What colour is the circle? ASSISTANT: blue",
+    "a blue square on the left and a green triangle on the right", "How many squares? 2 3 4 12",
+    "Answer the question using a single word or phrase.", "Answer with the option's letter directly.",
+] * 8  # fmt: skip
+
+
+def sentencepiece_tokenizer(path: Path, legacy: bool, vocab: int = 600, user_symbols: tuple[str, ...] = ()) -> Path:
+    """A LLaMA-style SentencePiece tokenizer folder (`tokenizer.model` + config, no tokenizer.json), as Vicuna ships.
+
+    Trained here with LLaMA's settings: BPE, byte fallback, split digits, a dummy prefix, identity normalisation,
+    ids 0/1/2 = `<unk>`/`<s>`/`</s>`; `user_symbols` (e.g. `<image>`, `<pad>`) take the next ids inside the
+    vocabulary, so a model built on it needs no extra embedding rows.
+    """
+    import io
+    import json
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SENTENCEPIECE_TEXTS), model_writer=model, vocab_size=vocab, model_type="bpe",
+        byte_fallback=True, split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
+        hard_vocab_limit=False, minloglevel=2, user_defined_symbols=list(user_symbols),
+    )  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "tokenizer.model").write_bytes(model.getvalue())
+    config = {
+        "tokenizer_class": "LlamaTokenizer", "legacy": legacy, "add_bos_token": True, "add_eos_token": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "model_max_length": 2048,
+        "padding_side": "right", "clean_up_tokenization_spaces": False,
+    }  # fmt: skip
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return path

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-IDS = ["env", "P1", "P2", "P3a", "P3b", "P4", "P5", "gpu", "P5f", "P6", "P7", "P1b"]
+PEERS = ["openclip", "llava_eval", "llava_train", "lmms_eval"]  # bench/peers.py's rows
+IDS = ["env", "P1", "P2", "P3a", "P3b", "P4", "P5", "gpu", "P5f", "P6", "P7", *PEERS, "P1b"]
 
 
 def test_dry_run_runs_every_check_and_writes_the_table_and_json(tmp_path):
@@ -23,7 +24,10 @@ def test_dry_run_runs_every_check_and_writes_the_table_and_json(tmp_path):
     assert report["dry_run"] is True and report["issue"] == 18
     rows = {row["id"]: row for row in report["rows"]}
     assert list(rows) == IDS
-    assert all(row["result"] == "ran" for row in rows.values()), {k: r["measured"] for k, r in rows.items()}
+    venv_given = {"llava_eval": "LLAVA_PYTHON", "llava_train": "LLAVA_PYTHON", "lmms_eval": "LMMS_EVAL_PYTHON"}
+    expected = {k: "skipped" if k in venv_given and not os.environ.get(venv_given[k]) else "ran" for k in rows}
+    assert {k: r["result"] for k, r in rows.items()} == expected, {k: r["measured"] for k, r in rows.items()}
+    assert rows["openclip"]["details"]["equal"] is True  # OpenCLIP's step gave our loss
     assert rows["P1"]["details"]["images_per_s"] > 0 and rows["P1"]["details"]["dynamo"]["stats"]  # it compiled
     assert rows["P4"]["details"]["agree"] == rows["P4"]["details"]["baseline_questions"]
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vlm.templates import VICUNA_SYSTEM
-from vlm.tiny_lm import build_tiny_llama
+from vlm.tiny_lm import build_tiny_llama, sentencepiece_tokenizer
 
 TEXTS = [
     VICUNA_SYSTEM,
@@ -64,37 +64,8 @@ def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def sentencepiece_llama_tokenizer(path: Path, legacy: bool, vocab: int = 600) -> Path:
-    """A LLaMA-style SentencePiece tokenizer folder (`tokenizer.model` + config, no tokenizer.json), as Vicuna ships.
-
-    Trained here with LLaMA's settings: BPE, byte fallback, split digits, a dummy prefix, identity normalisation,
-    ids 0/1/2 = `<unk>`/`<s>`/`</s>`. Its texts never put `USER` after a space, so `USER` is one piece and `▁USER`
-    two, as in LLaMA's vocabulary: the shape LLaVA's length fix-up for `legacy: false` tokenizers assumes.
-    """
-    import io
-    import json
-
-    import sentencepiece as spm
-
-    texts = [
-        VICUNA_SYSTEM.replace("user", "person"), "ASSISTANT: red</s>USER: What colour is the circle? ASSISTANT: blue",
-        "a blue square on the left and a green triangle on the right", "How many squares? 2 3 4 12",
-        "Answer the question using a single word or phrase.", "Answer with the option's letter directly.",
-    ] * 8  # fmt: skip
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab, model_type="bpe", byte_fallback=True,
-        split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False, normalization_rule_name="identity",
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
-    )  # fmt: skip
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "tokenizer.model").write_bytes(model.getvalue())
-    config = {
-        "tokenizer_class": "LlamaTokenizer", "legacy": legacy, "add_bos_token": True, "add_eos_token": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "model_max_length": 2048,
-        "padding_side": "right", "clean_up_tokenization_spaces": False,
-    }  # fmt: skip
-    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return path
+    """A LLaMA-style SentencePiece tokenizer folder (`vlm.tiny_lm.sentencepiece_tokenizer`), as Vicuna ships."""
+    return sentencepiece_tokenizer(path, legacy, vocab)
 
 
 def sentencepiece_llama(path: Path, legacy: bool) -> Path:
