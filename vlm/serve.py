@@ -55,7 +55,7 @@ class ServedModel:
 def require_gradio() -> None:
     """A one-line UserError naming the extra to install when Gradio is missing."""
     if importlib.util.find_spec("gradio") is None:
-        raise UserError("superclass vlm serve needs Gradio: pip install -e '.[serve]' (the 'serve' extra)")
+        raise UserError("vlm serve needs Gradio: pip install -e '.[serve]' (the 'serve' extra)")
 
 
 def check_host(host: str, allow_remote: bool) -> str | None:

@@ -75,7 +75,7 @@ def _forget(index: int, histories: list[History]) -> list[History]:
 def build_page(models: list[ServedModel], template: str = "vicuna_v1", settings: Settings | None = None) -> gr.Blocks:
     """The Blocks app: image, question and settings on the left, one column per model (name, provenance, chat)."""
     settings = settings or Settings()
-    with gr.Blocks(title="superclass vlm serve", analytics_enabled=False) as page:
+    with gr.Blocks(title="LLaVA chat (vlm serve)", analytics_enabled=False) as page:
         image_state, histories = gr.State(None), gr.State([[] for _ in models])
         with gr.Row():
             with gr.Column(scale=1, min_width=280):

@@ -201,7 +201,7 @@ def _check_page(expect, page, models: list[Path], expected: list[list[str]], ima
     upload.set_input_files(str(notes))  # refused by the browser side of Gradio's image component, by its type
     toast = page.get_by_role("status").filter(has_text="Invalid file type: notes.txt. Only image/* allowed.")
     expect(toast).to_be_visible()
-    toast.get_by_role("button", name="Close").click()
+    toast.get_by_role("button", name="Close", exact=True).click()
     disguised = notes.with_name("notes.png")  # a text file named as an image: the server opens it and says so
     disguised.write_bytes(notes.read_bytes())
     upload.set_input_files(str(disguised))
