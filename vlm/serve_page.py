@@ -95,7 +95,7 @@ def build_page(models: list[ServedModel], template: str = "vicuna_v1", settings:
             for i, served in enumerate(models):
                 with gr.Column(scale=1, min_width=280):
                     gr.Markdown(f"### {served.name}\n{served.provenance}", elem_id=f"model-{i}")
-                    chats.append(gr.Chatbot(label=served.name, elem_id=f"answers-{i}", height=420, buttons=["copy"]))
+                    chats.append(gr.Chatbot(label=served.name, elem_id=f"answers-{i}", height=520, buttons=["copy"]))
         image.change(
             partial(_on_image, models), inputs=image, outputs=[status, image_state, histories, *chats],
             preprocess=False,  # the page decodes the upload itself: a bad file is a status line, not a Gradio error
