@@ -127,8 +127,9 @@ def downstream(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> 
     report.add(Row("caption", method, "CIDEr on held-out images", caption["cider"], caption["baseline_cider"]))
 
 
-def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
-    """LLaVA-1.5 on one encoder: VQAv2, circular MMBench, POPE and ScienceQA accuracy, each against its baseline."""
+def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> Path:
+    """LLaVA-1.5 on one encoder: VQAv2, circular MMBench, POPE and ScienceQA accuracy, each against its baseline;
+    returns the stage-2 LLaVA directory."""
     from eval.vlm.demo import score_synthetic_vlm
     from vlm.demo import llava_demo
 
@@ -151,6 +152,7 @@ def vlm(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
         f"- MMBench text-only baseline ({method}): {scores['mmbench_text_only_accuracy']:.2f}% (the prior answer's"
         f" letter, rotation-consistent) against the model's {scores['mmbench_accuracy']:.2f}%."
     )
+    return model_dir
 
 
 DEMO_DIRS = ("data", "superclass", "clip")  # what run_demo writes under --out, besides the report files
@@ -180,6 +182,7 @@ def run_demo(cfg: DemoConfig) -> Report:
     pattern = str(shards[0].parent / f"{{{shards[0].stem}..{shards[-1].stem}}}.tar")
     report = Report(title="SuperClass toolkit demo (synthetic data, CPU)")
     runs: dict[str, Path] = {}
+    llava_dirs: list[Path] = []
     for name in ("superclass_tiny", "clip_tiny"):
         recipe = _recipe(name, cfg, Path(pattern))
         print(f"[demo] pretraining {name} for {cfg.steps} steps ...", flush=True)
@@ -210,10 +213,14 @@ def run_demo(cfg: DemoConfig) -> Report:
             Row("probe", method, f"10-shot top-1, {cfg.attribute} (%)", result["fewshot_top1"], result["chance"])
         )
         downstream(report, method, artifact, cfg)
-        vlm(report, method, artifact, cfg)
+        llava_dirs.append(vlm(report, method, artifact, cfg))
     plot_loss_curves({name: path for name, path in runs.items()}, cfg.out / "loss_curves.png")
     report.figures.append(("Training loss of the two tiny encoders", "loss_curves.png"))
     report.sections = _notes(cfg, time.perf_counter() - start) + _gap_note(report, cfg) + report.sections
+    report.sections.append(
+        "- Chat with the two LLaVA models side by side in a browser (`pip install -e '.[serve]'`): "
+        f"`superclass vlm serve --model {llava_dirs[0]} --model {llava_dirs[1]}`"
+    )
     report.write(cfg.out)
     return report
 

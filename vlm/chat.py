@@ -35,14 +35,29 @@ def chat_prompt(history: list[tuple[str, str]], question: str, template: str = "
     return render(conversation, template).text + f"USER: {question} ASSISTANT:"
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """The RGB image at `path`; a missing or unreadable file is a one-line UserError."""
+def open_image(path: str | Path, what: str = "", max_pixels: int | None = None) -> Image.Image:
+    """The RGB image at `path`; a missing, unreadable or too large file is a one-line UserError naming `what`
+    (default `--image PATH`). `max_pixels`: refuse larger images before decoding (PIL refuses 2x its own limit)."""
+    what = what or f"--image {path}"
     try:
+        if max_pixels is not None:
+            with Image.open(path) as header:  # reads the size only: a decompression bomb is never decoded
+                width, height = header.size
+            if width * height > max_pixels:
+                raise UserError(f"{what}: {width}x{height} is too large to decode (limit {max_pixels:,} pixels)")
         return open_rgb(path)
     except FileNotFoundError:
-        raise UserError(f"--image {path}: does not exist") from None
+        raise UserError(f"{what}: does not exist") from None
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{what}: too large to decode ({exc})") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"--image {path}: not a readable image ({exc})") from None
+        raise UserError(f"{what}: not a readable image ({exc})") from None
+
+
+def add_turn(history: list[tuple[str, str]], question: str, reply: str) -> None:
+    """Keep a turn for the next prompt; an empty reply is dropped (an empty turn cannot be rendered back)."""
+    if reply:
+        history.append((question, reply))
 
 
 def chat(
@@ -79,8 +94,7 @@ def chat(
             reply = greedy_answer(model, processor, chat_prompt(history, question, template), image, max_new_tokens)
             emit(reply)
             replies.append(reply)
-            if reply:  # an empty turn cannot be rendered back into the prompt
-                history.append((question, reply))
+            add_turn(history, question, reply)
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
     return replies

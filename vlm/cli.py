@@ -1,12 +1,14 @@
-"""`superclass vlm <command>` / `python -m vlm <command>`: build a LLaVA-1.5 from an encoder, train, export, chat.
+"""`superclass vlm <command>` / `python -m vlm <command>`: LLaVA-1.5 on any encoder: build, train, export, chat, serve.
 
-usage: superclass vlm {build,train,export,import,chat,recipe,recipes} ...
+usage: superclass vlm {build,train,export,import,chat,serve,recipe,recipes} ...
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -111,6 +113,25 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from vlm.serve import Settings, check_host, load_models, require_gradio
+
+    warning = check_host(args.host, args.allow_remote)
+    require_gradio()
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before Gradio is imported: no telemetry, no version check
+    from vlm.serve_page import build_page, serve
+
+    models = load_models(args.model, device=args.device)
+    page = build_page(models, args.template, Settings(max_new_tokens=args.max_new_tokens))
+    serve(page, args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"[vlm serve] http://{host}:{args.port} ({len(models)} models; Ctrl-C stops)", flush=True)
+    page.block_thread()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `vlm` parser: one `sub` action; a new command is one more `sub.add_parser(...)` with `fn` set."""
     parser = argparse.ArgumentParser(prog="superclass vlm", description=__doc__.splitlines()[0])
@@ -182,6 +203,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", default="vicuna_v1", choices=["vicuna_v1", "plain"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=_cmd_chat)
+
+    p = sub.add_parser(
+        "serve", help="chat with one or more LLaVA directories in a browser, side by side (pip install -e '.[serve]')"
+    )
+    p.add_argument("--model", action="append", required=True, help="LLaVA directory (repeat: side by side)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (another than localhost needs --allow-remote)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--allow-remote", action="store_true", help="allow a non-local --host: the page has NO authentication"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128, help="the page's initial setting")
+    p.add_argument("--template", default="vicuna_v1", choices=["vicuna_v1", "plain"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=_cmd_serve)
 
     add_recipe_commands(sub, lambda: importlib.import_module("vlm.recipes").RECIPES)
 

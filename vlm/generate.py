@@ -9,11 +9,15 @@ token for token. `prompt_inputs` builds the model inputs of both: token ids as L
 makes them (`vlm.templates.image_token_ids`), which a processor's whole-string tokenization does not for
 `legacy: false` SentencePiece tokenizers, then the `<image>` id repeated once per image token and the processor's
 pixel values.
+`stream_answer` runs the same generate in a thread and yields the answer after each new token (`vlm serve`): at
+temperature 0 its last text is `greedy_answer`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +25,7 @@ import torch
 from vlm.templates import IMAGE_TOKEN, image_token_ids
 
 STOP_STRING = "</s>"
+PARTIAL_CHARACTER = "\ufffd"  # what decoding shows for the first bytes of a character split over tokens
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -40,6 +45,14 @@ def greedy_config(tokenizer: Any, max_new_tokens: int) -> Any:
         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=stop_token_ids(tokenizer),
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
     )  # fmt: skip
+
+
+def sampling_config(tokenizer: Any, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0) -> Any:
+    """`greedy_config` at temperature 0; otherwise nucleus sampling at `temperature` and `top_p` (LLaVA's demo)."""
+    config = greedy_config(tokenizer, max_new_tokens)
+    if temperature > 0:
+        config.do_sample, config.temperature, config.top_p = True, temperature, top_p
+    return config
 
 
 def trim_at_stop(ids: Sequence[int], stop_ids: Sequence[int], limit: int) -> list[int]:
@@ -107,3 +120,56 @@ def greedy_ids(model: Any, processor: Any, prompt: str, image: Any | None, max_n
 def greedy_answer(model: Any, processor: Any, prompt: str, image: Any | None, max_new_tokens: int) -> str:
     """The answer text of `greedy_ids` (special tokens dropped, cut at `</s>`, stripped)."""
     return decode_answer(processor.tokenizer, greedy_ids(model, processor, prompt, image, max_new_tokens))
+
+
+class _TokenQueue:
+    """A generate streamer (put/end): the new ids of a batch-1 generate, one list per step (the first `put` is the
+    prompt: skipped)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[list[int] | BaseException | None] = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen:
+            self.queue.put(value.view(-1).tolist())
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+def stream_answer(
+    model: Any, processor: Any, prompt: str, image: Any | None, max_new_tokens: int, temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> Iterator[str]:  # fmt: skip
+    """The answer text after each new token; generate runs in a thread. At temperature 0 the last text is
+    `greedy_answer`'s: the same inputs, config, stop tokens, trimming and decoding."""
+    tokenizer = processor.tokenizer
+    inputs = to_model(prompt_inputs(processor, [prompt], [image] if image is not None else None), model)
+    config = sampling_config(tokenizer, max_new_tokens, temperature, top_p)
+    streamer = _TokenQueue()
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**inputs, generation_config=config, streamer=streamer)
+        except BaseException as exc:  # handed to the reader, which raises it in its own thread
+            streamer.queue.put(exc)
+        finally:
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    stops, ids, text, shown = stop_token_ids(tokenizer), [], "", ""
+    while (step := streamer.queue.get()) is not None:
+        if isinstance(step, BaseException):
+            raise step
+        ids += step
+        text = decode_answer(tokenizer, trim_at_stop(ids, stops, 10**9))
+        if text != shown and not text.endswith(PARTIAL_CHARACTER):  # wait for the rest of a multi-byte character
+            shown = text
+            yield text
+    thread.join()
+    if text != shown:
+        yield text

@@ -208,8 +208,8 @@ def test_every_command_help_exits_0_with_one_name_per_concept(package, path, cap
 def test_the_model_read_is_model_and_precision_is_precision():
     reads_model = [("pretrain", "export"), ("pretrain", "import"), ("lit", "zeroshot"), ("lit", "retrieval")]
     reads_model += [("lit", "export"), ("captioning", "generate"), ("vlm", "export"), ("vlm", "import")]
-    reads_model += [("vlm", "chat"), ("eval", "features"), ("eval", "linear-probe"), ("eval", "fewshot")]
-    reads_model += [("eval", "run"), ("eval", "suite")]
+    reads_model += [("vlm", "chat"), ("vlm", "serve"), ("eval", "features"), ("eval", "linear-probe")]
+    reads_model += [("eval", "fewshot"), ("eval", "run"), ("eval", "suite")]
     parsers = {(p, path): parser for p in PACKAGES for path, parser in _walk(_parser(p))}
     reads_model += [("eval", path) for (p, path) in parsers if p == "eval" and path[1:] == ("run",)]
     for package, path in reads_model:

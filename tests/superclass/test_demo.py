@@ -34,6 +34,8 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
         tmp_path / "clip" / "caption" / "caption_demo.json"
     ).is_file()
     assert (tmp_path / "clip" / "llava" / "stage2" / "llava" / "config.json").is_file()
+    serve = f"superclass vlm serve --model {tmp_path / 'superclass/llava/stage2/llava'} --model {tmp_path / 'clip'}"
+    assert serve in (tmp_path / "report.md").read_text()
     assert (tmp_path / "superclass" / "llava" / "scores" / "mmbench" / "results" / "metrics.json").is_file()
     # SuperClass learns caption tokens quickly: even 40 steps beat the word-frequency prior
     sc_tokens = next(r for r in report.rows if r.model == "superclass" and r.stage == "pretrain")
