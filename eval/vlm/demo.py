@@ -91,7 +91,7 @@ def score_synthetic_vlm(
     pope = Pope.of(**{k: str(v) for k, v in files["pope"].items()}, **gen)
     sqa = ScienceQA.of(**{k: str(v) for k, v in files["scienceqa"].items()}, **gen)
     vqa_metrics, mmb_metrics, pope_metrics, sqa_metrics = (
-        bench.generate(model_dir, out / name / "results", progress=False) or {}
+        bench.generate(model_dir, out / name / "results", progress=True) or {}  # plain lines without a terminal
         for name, bench in zip(SETS, (vqa, mmb, pope, sqa))
     )
     prior, fallback = blind_answers(train_json)

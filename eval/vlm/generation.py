@@ -39,6 +39,7 @@ from eval.vlm.predictions import answered_rows, answers_of, check_signature, mer
 from pretrain.runtime.distributed import group_active, init_distributed, rank_world
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.jsonl import repair_tail
+from pretrain.runtime.progress import Progress
 from vlm.build import load_llava
 from vlm.generate import (
     STOP_STRING,
@@ -352,13 +353,11 @@ def _run_share(
 
     The next batch's images are loaded and preprocessed in a thread while the model answers the current one.
     """
-    from tqdm.auto import tqdm
-
     order = backend.order(todo)
     batches = [[todo[i] for i in order[s : s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size)]
     batches = batches[: cfg.max_batches] if cfg.max_batches is not None else batches
     answered = skipped = 0
-    bar = tqdm(total=sum(map(len, batches)), unit="q", desc="answers", disable=not show, dynamic_ncols=True)
+    bar = Progress(sum(map(len, batches)), label="answers", unit="question") if show else None
     repair_tail(out_path)
     with open(out_path, "a", encoding="utf-8") as f, ThreadPoolExecutor(max_workers=1) as pool:
         upcoming = pool.submit(_prepare, backend, batches[0]) if batches else None
@@ -371,8 +370,10 @@ def _run_share(
             os.fsync(f.fileno())
             answered += len(rows)
             skipped += sum("error" in row for row in rows)
-            bar.update(len(rows))
-    bar.close()
+            if bar is not None:
+                bar.update(len(rows))
+    if bar is not None:
+        bar.close()
     return answered, skipped
 
 

@@ -1,17 +1,16 @@
-"""Run metrics: one JSON line per logged step, a tqdm bar, and TensorBoard behind a no-op stand-in."""
+"""Run metrics: one JSON line per logged step, progress (a bar, or plain lines without a terminal), and TensorBoard
+behind a no-op stand-in."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from pretrain.runtime.jsonl import read_jsonl
+from pretrain.runtime.progress import Progress
 
 
 class _NoWriter:
@@ -51,7 +50,7 @@ class MetricsLogger:
         self.writer: Any = _NoWriter()
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, disable=not sys.stderr.isatty())
+            self.bar = Progress(total_steps, start_step, label="/".join(Path(run_dir).parts[-2:]))
             if tensorboard:
                 self.writer = _tensorboard_writer(Path(run_dir) / "tensorboard")
 
@@ -67,7 +66,7 @@ class MetricsLogger:
             if key != "step" and math.isfinite(value):
                 self.writer.add_scalar(key, value, step)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}")
+            self.bar.postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}")
 
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
