@@ -9,10 +9,11 @@ import types
 import typing
 from typing import Any, Literal
 
+from eval.vlm.base import BenchConfig
 from pretrain.runtime.cli import hide_aliases
 from pretrain.runtime.errors import UserError
 
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]  # what answering with a LLaVA directory supports
+PRECISIONS = list(typing.get_args(typing.get_type_hints(BenchConfig)["precision"]))  # auto, bf16, fp16, fp32
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,19 +35,23 @@ def positive_int(text: str) -> int:
 
 
 def add_generation_args(run: argparse.ArgumentParser, max_new_tokens_help: str) -> None:
-    """The flags of answering with a LLaVA directory (a benchmark's `run` and `suite`)."""
+    """The flags of answering with a LLaVA directory (a benchmark's `run` and `suite`); defaults from `BenchConfig`."""
+    default = {f.name: f.default for f in dataclasses.fields(BenchConfig)}
     run.add_argument("--model", required=True, help="HF LlavaForConditionalGeneration directory")
-    run.add_argument("--batch-size", type=positive_int, default=32)
+    run.add_argument("--batch-size", type=positive_int, default=default["batch_size"])
     run.add_argument("--max-new-tokens", type=positive_int, help=max_new_tokens_help)
-    run.add_argument("--device", default="auto")
+    run.add_argument("--device", default=default["device"])
     hide_aliases(
         run.add_argument(
-            "--precision", "--dtype", default="auto", choices=PRECISIONS, help="auto: bf16 on CUDA, fp32 on CPU"
+            "--precision", "--dtype", default=default["precision"], choices=PRECISIONS,
+            help="auto: bf16 on CUDA, fp32 on CPU",
         )
-    )
-    run.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    )  # fmt: skip
+    run.add_argument("--backend", default=default["backend"], choices=["hf", "vllm"])
     run.add_argument(
-        "--template", default="vicuna_v1", help="chat template of the prompts (vicuna_v1; plain has no question)"
+        "--template",
+        default=default["template"],
+        help="chat template of the prompts (vicuna_v1; plain has no question)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
