@@ -175,26 +175,28 @@ def _eval_request(fixture: dict[str, Path], model: Path, sizes: dict[str, Any], 
             "max_new_tokens": sizes["max_new_tokens"], "device": str(device), "dtype": dtype}  # fmt: skip
 
 
-def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
-    """`superclass eval vqav2 run` vs model_vqa_loader's loop on our export: answers and questions/s."""
-    request = _eval_request(fixture, fixture["llava"], sizes, device)
-    theirs = lambda: run_side(python, SIDE, "eval", request, fixture["hf"].parent)  # noqa: E731
-    result = compare_answers(fixture, sizes, device, theirs, "llava_eval")
+def _compare_answering(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str,
+                       peer: str) -> dict:  # fmt: skip
+    """`superclass eval vqav2 run` vs a peer's answering loop on the same questions: answers and questions/s."""
+    llava = peer == "llava_eval"  # LLaVA's model_vqa_loader reads our --to llava export; lmms-eval the HF dir
+    request = _eval_request(fixture, fixture["llava" if llava else "hf"], sizes, device)
+    theirs = lambda: run_side(python, SIDE if llava else LMMS_SIDE, "eval", request, fixture["hf"].parent)  # noqa: E731
+    result = compare_answers(fixture, sizes, device, theirs, peer)
+    loop = "model_vqa_loader (batch 1)" if llava else "lmms-eval llava_hf (batch 1, its only one)"
     result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
-                      f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs "
-                      "model_vqa_loader (batch 1), model loading left out")  # fmt: skip
+                      f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs {loop}, "
+                      "model loading left out")  # fmt: skip
     return result
+
+
+def compare_eval(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
+    """Against the LLaVA codebase's model_vqa_loader loop on our `--to llava` export."""
+    return _compare_answering(fixture, sizes, device, python, "llava_eval")
 
 
 def compare_lmms(fixture: dict[str, Path], sizes: dict[str, Any], device: torch.device, python: str) -> dict:
-    """`superclass eval vqav2 run` vs lmms-eval's `llava_hf` on the same HF directory: answers and questions/s."""
-    request = _eval_request(fixture, fixture["hf"], sizes, device)
-    theirs = lambda: run_side(python, LMMS_SIDE, "eval", request, fixture["hf"].parent)  # noqa: E731
-    result = compare_answers(fixture, sizes, device, theirs, "lmms_eval")
-    result["what"] = (f"VQAv2 answering, {sizes['questions']} questions, {sizes['max_new_tokens']} new tokens, "
-                      f"{request['dtype']}: `superclass eval vqav2 run` (batch {sizes['eval_batch']}) vs lmms-eval "
-                      "llava_hf (batch 1, its only one), model loading left out")  # fmt: skip
-    return result
+    """Against lmms-eval's `llava_hf` on the same HF directory."""
+    return _compare_answering(fixture, sizes, device, python, "lmms_eval")
 
 
 def _collapse(ids: list[int], labels: list[int], image_id: int) -> tuple[list[int], list[int]]:
