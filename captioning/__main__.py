@@ -1,5 +1,4 @@
-import sys
-
 from captioning.cli import main
+from pretrain.runtime.distributed import exit_worker
 
-sys.exit(main())
+exit_worker(main())

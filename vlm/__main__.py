@@ -1,5 +1,4 @@
-import sys
-
+from pretrain.runtime.distributed import exit_worker
 from vlm.cli import main
 
-sys.exit(main())
+exit_worker(main())

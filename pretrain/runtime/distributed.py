@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -191,6 +193,23 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def is_launched_worker() -> bool:
+    """Whether this process is one of several that torchrun (or another elastic launcher) started."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End the process with `code`. A launched worker flushes its output and skips the interpreter's teardown
+    (`os._exit`): by then its group is left and its files are written and closed, and the teardown can still abort
+    in gloo's threads (SIGABRT, "terminate called without an active exception"; pytorch#190489, #179291), which
+    turns a finished run into a failed one. A lone process exits normally."""
+    if not is_launched_worker():
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cleanup() -> None:

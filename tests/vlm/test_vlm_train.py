@@ -220,11 +220,11 @@ def test_two_process_fsdp2_trains_and_exports(parts, tmp_path, lora):
             "run.save_every=0", "run.global_batch_size=4", "run.strategy=fsdp", "data.kind=llava_json",
             f"data.json={data}", f"data.image_folder={parts['data'].parent}", "data.max_length=512",
             f"lora.enabled={lora}", "lora.r=4", "lora.alpha=8"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # an abort shows every thread's stack
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vlm", "train",
            "--recipe", "llava_tiny_stage2", *args]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"{result.stdout[-1500:]}\n{result.stderr[-3000:]}"
     skipped = json.loads((out / "skipped.json").read_text())  # summed over both ranks, rows skipped up front once
     assert skipped == {"bad_conversation": 1, "missing_image": 1}, skipped  # 3 steps x 4 cover all 12 usable rows
     assert "of 13 samples" in result.stdout, result.stdout[-2000:]

@@ -1,5 +1,8 @@
 """Process-group setup: the collective timeout is generous by default and set from the environment."""
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -74,3 +77,26 @@ def test_process_group_keeps_a_callers_group():
         assert dist.is_initialized()  # the caller set it up: theirs to leave
     finally:
         dist.destroy_process_group()
+
+
+_WORKER = """
+import atexit, sys
+from pretrain.runtime.distributed import exit_worker
+atexit.register(lambda: print("teardown ran"))
+print("results written", end="")  # unflushed: exit_worker must flush it
+sys.stderr.write("a warning")
+exit_worker(3)
+"""
+
+
+@pytest.mark.parametrize("launched", [True, False])
+def test_exit_worker_flushes_and_skips_teardown_only_under_a_launcher(launched):
+    """A torchrun worker ends without the interpreter's teardown (where gloo's threads can abort a finished run);
+    its output and exit code survive. A lone process exits normally (atexit handlers run)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHELASTIC_RUN_ID", "WORLD_SIZE")}
+    if launched:
+        env.update(TORCHELASTIC_RUN_ID="test", WORLD_SIZE="2")
+    result = subprocess.run([sys.executable, "-c", _WORKER], env=env, capture_output=True, text=True)
+    assert result.returncode == 3
+    assert result.stderr == "a warning"
+    assert result.stdout == ("results written" if launched else "results writtenteardown ran\n")
