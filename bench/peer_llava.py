@@ -36,9 +36,12 @@ from pretrain.models.presets import get_preset
 from pretrain.runtime.distributed import DistInfo
 from pretrain.runtime.loop import RunConfig, Trainer
 from pretrain.runtime.optim import OptimConfig
-from vlm.build import PAD_TOKEN, VLMModelConfig, build_llava, load_llava, num_image_tokens, process_images, save_llava
+from vlm.assemble import PAD_TOKEN, build_llava
 from vlm.data import LlavaSamples, collate
+from vlm.llava_dir import load_llava, save_llava
 from vlm.llava_layout import export_llava_layout
+from vlm.model_config import VLMModelConfig
+from vlm.processor import num_image_tokens, process_images
 from vlm.task import LlavaTask
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN
 from vlm.tiny_lm import sentencepiece_tokenizer

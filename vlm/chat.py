@@ -17,8 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava
 from vlm.generate import greedy_answer
+from vlm.llava_dir import load_llava
 from vlm.templates import IMAGE_TOKEN, TEMPLATES, generation_prompt, render
 
 EXIT_WORDS = ("exit", "quit")

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, hide_aliases, run_subcommand
 
 if TYPE_CHECKING:
-    from vlm.build import VLMModelConfig
+    from vlm.model_config import VLMModelConfig
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The `VLMModelConfig` fields as options (`build` takes them; a training command can reuse them)."""
-    from vlm.build import PROJECTORS, VLMModelConfig
+    from vlm.model_config import PROJECTORS, VLMModelConfig
 
     d = VLMModelConfig()
     parser.add_argument("--encoder", required=True, help="the encoder artifact to build on (pretrain's output)")
@@ -43,7 +43,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def model_config(args: argparse.Namespace) -> VLMModelConfig:
     """The `VLMModelConfig` that `add_model_args` options describe."""
-    from vlm.build import VLMModelConfig
+    from vlm.model_config import VLMModelConfig
 
     return VLMModelConfig(
         encoder=args.encoder,
@@ -58,7 +58,9 @@ def model_config(args: argparse.Namespace) -> VLMModelConfig:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from vlm.build import build_llava, check_config, describe, save_llava
+    from vlm.assemble import build_llava, describe
+    from vlm.llava_dir import save_llava
+    from vlm.model_config import check_config
 
     cfg = model_config(args)
     check_config(cfg)  # a bad field fails before a 7B LM is loaded
@@ -70,7 +72,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vlm.build import load_llava, save_llava
+    from vlm.llava_dir import load_llava, save_llava
 
     if args.layout == "llava":
         from vlm.llava_layout import export_llava_layout

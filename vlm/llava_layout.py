@@ -39,21 +39,13 @@ from pretrain.exports.hf import write_clip_vision_dir
 from pretrain.runtime.atomic import write_file_atomically
 from pretrain.runtime.checkpoint import read_weights
 from pretrain.runtime.errors import UserError
-from vlm.build import (
-    CLIP_IMAGE_KEYS,
-    IMAGE_TOKEN,
-    PAD_TOKEN,
-    SELECT_STRATEGY,
-    SENTENCEPIECE_FILE,
-    add_llava_tokens,
-    assemble_llava,
-    llava_processor,
-    load_llava,
-    looks_like_path,
-    save_llava,
-    tokenizer_legacy,
-)
+from vlm.assemble import PAD_TOKEN, add_llava_tokens, assemble_llava, looks_like_path
+from vlm.llava_dir import load_llava, save_llava
 from vlm.llava_hf import _legacy_config, _legacy_tokenizer, save_sharded
+from vlm.model_config import SELECT_STRATEGY
+from vlm.processor import CLIP_IMAGE_KEYS, llava_processor
+from vlm.templates import IMAGE_TOKEN
+from vlm.tokenizer_files import SENTENCEPIECE_FILE, tokenizer_legacy
 
 LLAVA_ARCH = "LlavaLlamaForCausalLM"
 LLAVA_MODEL_TYPE = "llava_llama"

@@ -13,8 +13,8 @@ from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
 from pretrain.runtime.train_evals import EvalEntry
-from vlm.build import VLMModelConfig
 from vlm.lora import LoraSettings
+from vlm.model_config import VLMModelConfig
 
 
 @dataclass

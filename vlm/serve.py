@@ -23,9 +23,9 @@ from PIL import Image
 
 from pretrain.encoder import CONFIG_FILE
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava
 from vlm.chat import chat_prompt, open_image
 from vlm.generate import stream_answer
+from vlm.llava_dir import load_llava
 from vlm.task import TRAINING_FILE
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -103,7 +103,7 @@ def provenance_line(info: dict[str, Any]) -> str:
 
 
 def load_models(model_dirs: Iterable[str], device: str = "cpu") -> list[ServedModel]:
-    """Each LLaVA directory loaded (`vlm.build.load_llava`, as `vlm chat`) with its provenance line."""
+    """Each LLaVA directory loaded (`vlm.llava_dir.load_llava`, as `vlm chat`) with its provenance line."""
     dirs = list(model_dirs)
     if not 1 <= len(dirs) <= MAX_MODELS:
         raise UserError(f"--model given {len(dirs)} times: expected 1 to {MAX_MODELS} LLaVA directories")

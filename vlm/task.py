@@ -126,7 +126,7 @@ def save_plain_llava(config: Any, processor: Any, out: Path, state: dict[str, to
     """An HF LLaVA directory from a plain (adapter-free) state dict, without building the model for real."""
     from transformers import LlavaForConditionalGeneration
 
-    from vlm.build import save_llava
+    from vlm.llava_dir import save_llava
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)

@@ -1,6 +1,6 @@
 """Batched, resumable, data-parallel greedy answers from any HF LLaVA directory (the VQA/MMBench runners' engine).
 
-`generate_answers(model_dir, requests, predictions, cfg)` loads the model with `vlm.build.load_llava` (a directory
+`generate_answers(model_dir, requests, predictions, cfg)` loads the model with `vlm.llava_dir.load_llava` (a directory
 that is not a LLaVA is a one-line UserError), sorts the requests by prompt length (longest first, so an OOM shows
 at once), and answers them in left-padded batches with `model.generate(do_sample=False)`. Left padding is exact
 because generate derives each row's position ids from the attention mask (first real token at position 0) and the
@@ -40,7 +40,6 @@ from pretrain.runtime.distributed import group_active, init_distributed, rank_wo
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.jsonl import repair_tail
 from pretrain.runtime.progress import Progress
-from vlm.build import load_llava
 from vlm.generate import (
     STOP_STRING,
     decode_answer,
@@ -51,6 +50,7 @@ from vlm.generate import (
     to_model,
     trim_at_stop,
 )
+from vlm.llava_dir import load_llava
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -142,7 +142,7 @@ def left_padded(processor: Any) -> Any:
 
 
 def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    """`vlm.build.load_llava` (eval mode, on `device` in `dtype`) with the processor set up for left-padded batches."""
+    """`vlm.llava_dir.load_llava` (eval mode, on `device` in `dtype`), the processor set up for left-padded batches."""
     model, processor = load_llava(model_dir, device=device, dtype=dtype)
     return model, left_padded(processor)
 

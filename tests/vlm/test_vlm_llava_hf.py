@@ -17,7 +17,10 @@ import torch
 from eval_fixtures import tiny_encoder
 from vlm_fixtures import noise_image, tiny_llm
 
-from vlm.build import VLMModelConfig, build_llava, process_images, save_llava
+from vlm.assemble import build_llava
+from vlm.llava_dir import save_llava
+from vlm.model_config import VLMModelConfig
+from vlm.processor import process_images
 from vlm.templates import generation_prompt
 
 TF4 = os.environ.get("TRANSFORMERS4_PYTHON", "")

@@ -18,9 +18,9 @@ from vlm_fixtures import noise_image, sentencepiece_llama, tiny_llm
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava, save_llava, tokenizer_legacy
 from vlm.cli import main as vlm_main
 from vlm.generate import prompt_inputs
+from vlm.llava_dir import load_llava, save_llava
 from vlm.llava_layout import (
     PROJECTOR_FILE,
     import_llava_layout,
@@ -29,6 +29,7 @@ from vlm.llava_layout import (
 )
 from vlm.recipes import get_recipe
 from vlm.templates import IMAGE_TOKEN, generation_prompt, image_token_ids, render
+from vlm.tokenizer_files import tokenizer_legacy
 from vlm.train import build_model, train
 
 QUESTION = "What colour is the circle?\nAnswer the question using a single word or phrase."

@@ -19,9 +19,11 @@ from tokenizers import AddedToken
 from transformers import AutoTokenizer
 from vlm_fixtures import noise_image, sentencepiece_llama, sentencepiece_llama_tokenizer, tiny_llm
 
-from vlm.build import VLMModelConfig, build_llava, save_llava
+from vlm.assemble import build_llava
 from vlm.generate import greedy_ids, prompt_inputs
+from vlm.llava_dir import save_llava
 from vlm.llava_layout import export_llava_layout, own_vocab_size
+from vlm.model_config import VLMModelConfig
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, encode, generation_prompt, image_token_ids
 
 LLAVA = os.environ.get("LLAVA_PYTHON", "")

@@ -15,10 +15,13 @@ from vlm_fixtures import tiny_llm
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.optim import OptimConfig, build_optimizer
-from vlm.build import VLMModelConfig, build_llava, load_llava, num_image_tokens, process_images
+from vlm.assemble import build_llava
 from vlm.cli import main as vlm_main
 from vlm.data import LlavaBatches, LlavaSamples
+from vlm.llava_dir import load_llava
 from vlm.lora import LoraSettings, merge_lora_state
+from vlm.model_config import VLMModelConfig
+from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
 from vlm.synthetic_data import write_synthetic_llava
 from vlm.task import LlavaTask
