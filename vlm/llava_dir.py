@@ -1,7 +1,7 @@
 """An HF LLaVA directory: save a model + processor (atomically, in either HF form) and load one back.
 
-The forms (`LAYOUTS`): "hf", what transformers 5.x's `save_pretrained` writes; "llava-hf", the llava-hf hub form
-transformers 4.x tools read (`vlm.llava_hf`). 5.x loads both. Every save puts back the tokenizer files transformers
+The forms (`HF_FORMS`): "hf", what transformers 5.x's `save_pretrained` writes; "llava-hf", the llava-hf hub form
+transformers 4.x tools read (`vlm.llava_hf_form`). 5.x loads both. Every save puts back the tokenizer files transformers
 5 leaves out (`vlm.tokenizer_files`).
 """
 
@@ -15,38 +15,38 @@ import torch
 
 from pretrain.exports.common import from_pretrained_complete, write_export
 from pretrain.runtime.errors import UserError
-from vlm.llava_hf import IMAGE_PROCESSORS, save_llava_hf
+from vlm.llava_hf_form import IMAGE_PROCESSORS, save_llava_hf
 from vlm.templates import VICUNA_CHAT_TEMPLATE
 from vlm.tokenizer_files import keep_tokenizer_files
 
-LAYOUTS = ("hf", "llava-hf")
+HF_FORMS = ("hf", "llava-hf")
 
 
 def save_llava(
     model: Any,
     processor: Any,
     out: str | Path,
-    layout: Literal["hf", "llava-hf"] = "hf",
+    form: Literal["hf", "llava-hf"] = "hf",
     state_dict: dict[str, torch.Tensor] | None = None,
     image_processor: str = "llava",
 ) -> Path:
     """Write model + processor as an HF LLaVA directory `out`, atomically; returns `out`.
 
-    `layout` "hf": what transformers 5.x's `save_pretrained` writes (its own legacy renaming, but the CLIP tower
-    without `vision_model.`); "llava-hf": the llava-hf hub layout transformers 4.x tools read (`vlm.llava_hf`;
+    `form` "hf": what transformers 5.x's `save_pretrained` writes (its own legacy renaming, but the CLIP tower
+    without `vision_model.`); "llava-hf": the llava-hf hub form transformers 4.x tools read (`vlm.llava_hf_form`;
     `image_processor` "llava" pads as LLaVA and needs transformers >= 4.49, "clip" loads in every 4.x but
     centre-crops); 5.x loads both. `state_dict`: tensors under the model's own (5.x) names to save instead of
     `model.state_dict()` (e.g. gathered from FSDP2 shards).
     """
-    if layout not in LAYOUTS:
-        raise UserError(f"layout {layout!r}: expected one of {list(LAYOUTS)}")
+    if form not in HF_FORMS:
+        raise UserError(f"HF form {form!r}: expected one of {list(HF_FORMS)}")
     if image_processor not in IMAGE_PROCESSORS:
         raise UserError(f"image processor {image_processor!r}: expected one of {list(IMAGE_PROCESSORS)}")
 
     def write(tmp: Path) -> None:
         if processor.chat_template is None:  # e.g. a directory written before the template was added
             processor.chat_template = processor.tokenizer.chat_template = VICUNA_CHAT_TEMPLATE
-        if layout == "hf":
+        if form == "hf":
             model.save_pretrained(tmp, state_dict=state_dict)
             processor.save_pretrained(tmp)
         else:

@@ -116,7 +116,7 @@ class LlavaTask(nn.Module):
         info = {**self.info, "stage": self.stage, "samples_seen": samples_seen, "lora_merged": self.lora is not None}
         (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if self.stage == 1:  # the LLaVA codebase's stage-1 output, for its --pretrain_mm_mlp_adapter
-            from vlm.llava_layout import PROJECTOR_FILE, write_projector_bin
+            from vlm.llava_codebase import PROJECTOR_FILE, write_projector_bin
 
             write_projector_bin(llava_state, out / PROJECTOR_FILE)
         return out

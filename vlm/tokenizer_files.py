@@ -12,7 +12,7 @@ SENTENCEPIECE_FILE = "tokenizer.model"
 
 def keep_tokenizer_files(tokenizer: Any, out: Path) -> None:
     """What transformers 5 leaves out of a saved LLaMA tokenizer: `tokenizer.model` (the LLaVA codebase reads it
-    with `use_fast=False`; so does the original-layout export) and the `legacy` flag, without which a reload of a
+    with `use_fast=False`; so does the LLaVA-codebase export) and the `legacy` flag, without which a reload of a
     legacy tokenizer drops the `▁` it puts after `</s>` and so tokenizes multi-turn text differently."""
     source = getattr(tokenizer, "vocab_file", None)
     if isinstance(source, str) and Path(source).is_file() and not (out / SENTENCEPIECE_FILE).exists():

@@ -20,8 +20,8 @@ from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from vlm.assemble import build_llava
 from vlm.data import LlavaBatches, LlavaSamples, format_skipped, read_llava_json
+from vlm.llava_codebase import read_projector_bin
 from vlm.llava_dir import load_llava
-from vlm.llava_layout import read_projector_bin
 from vlm.model_config import check_config, check_encoder_config
 from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import VLMRecipe

@@ -15,7 +15,7 @@ from vlm.assemble import build_llava
 from vlm.chat import chat, chat_prompt
 from vlm.cli import main as vlm_main
 from vlm.llava_dir import load_llava, save_llava
-from vlm.llava_hf import llava_hf_name
+from vlm.llava_hf_form import llava_hf_name
 from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.templates import VICUNA_SYSTEM, generation_prompt
@@ -111,7 +111,7 @@ def test_save_load_gives_the_same_logits(built: tuple, saved: str) -> None:
     assert (_logits(loaded, again) - _logits(model, inputs)).abs().max() <= 1e-5
 
 
-def test_llava_hf_layout(parts: dict, built: tuple, saved: str) -> None:
+def test_llava_hf_form(parts: dict, built: tuple, saved: str) -> None:
     from transformers import AutoModelForCausalLM
 
     model, processor = built

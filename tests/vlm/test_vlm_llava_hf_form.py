@@ -1,4 +1,4 @@
-"""The llava-hf layout as transformers 4.x reads it: the files' 4.x keys always; a real 4.x load when asked.
+"""The llava-hf form as transformers 4.x reads it: the files' 4.x keys always; a real 4.x load when asked.
 
 Set TRANSFORMERS4_PYTHON to an interpreter with transformers 4.x (and torch) to load the export there and compare
 token ids, pixels and logits with transformers 5's (e.g. a venv with `transformers==4.46.3` or `4.57.3`).
