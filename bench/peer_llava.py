@@ -44,7 +44,7 @@ from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.task import LlavaTask
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN
-from vlm.tiny_lm import sentencepiece_tokenizer
+from vlm.tiny_llama import sentencepiece_tokenizer
 
 SIDE = Path(__file__).with_name("peer_llava_side.py")
 LMMS_SIDE = Path(__file__).with_name("peer_lmms_side.py")

@@ -42,7 +42,7 @@ def check_inputs(recipe: VLMRecipe) -> None:
 
 def synthetic_data(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
     """(LLaVA JSON, image folder) of the synthetic scenes, written once under `<run>/data`."""
-    from vlm.synthetic_data import write_synthetic_llava
+    from vlm.synthetic_llava import write_synthetic_llava
 
     d = recipe.data
     out = Path(recipe.run.out_dir) / "data" / f"stage{recipe.stage}"
@@ -65,7 +65,7 @@ def data_source(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
 
 def tiny_llm_texts(*json_paths: Path) -> list[str]:
     """What a tiny LM's tokenizer is trained on: every turn of the given LLaVA JSONs plus the template's words."""
-    from vlm.synthetic_data import TEXT_QUESTIONS
+    from vlm.synthetic_llava import TEXT_QUESTIONS
 
     rows = [r for path in json_paths for r in read_llava_json(path) if isinstance(r, dict)]
     turns = [t for r in rows for t in r.get("conversations", []) if isinstance(t, dict)]
@@ -75,7 +75,7 @@ def tiny_llm_texts(*json_paths: Path) -> list[str]:
 
 def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
     """`model.llm=""`: a tiny LLaMA whose tokenizer is trained on the data's text (the CPU recipes and the demo)."""
-    from vlm.tiny_lm import build_tiny_llama
+    from vlm.tiny_llama import build_tiny_llama
 
     lm_dir = Path(recipe.run.out_dir) / "lm"
     if is_main and not (lm_dir / "config.json").is_file():

@@ -19,7 +19,6 @@ from vlm_fixtures import noise_image, sentencepiece_llama, tiny_llm
 from pretrain.runtime.config import resolve
 from pretrain.runtime.errors import UserError
 from vlm.cli import main as vlm_main
-from vlm.generate import prompt_inputs
 from vlm.llava_codebase import (
     PROJECTOR_FILE,
     import_llava_codebase,
@@ -28,6 +27,7 @@ from vlm.llava_codebase import (
 )
 from vlm.llava_dir import load_llava, save_llava
 from vlm.recipes import get_recipe
+from vlm.single_answer import prompt_inputs
 from vlm.templates import IMAGE_TOKEN, generation_prompt, image_token_ids, render
 from vlm.tokenizer_files import tokenizer_legacy
 from vlm.train import build_model, train

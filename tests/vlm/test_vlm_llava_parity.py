@@ -20,10 +20,10 @@ from transformers import AutoTokenizer
 from vlm_fixtures import noise_image, sentencepiece_llama, sentencepiece_llama_tokenizer, tiny_llm
 
 from vlm.assemble import build_llava
-from vlm.generate import greedy_ids, prompt_inputs
 from vlm.llava_codebase import export_llava_codebase, own_vocab_size
 from vlm.llava_dir import save_llava
 from vlm.model_config import VLMModelConfig
+from vlm.single_answer import greedy_ids, prompt_inputs
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, encode, generation_prompt, image_token_ids
 
 LLAVA = os.environ.get("LLAVA_PYTHON", "")

@@ -23,7 +23,7 @@ from vlm.lora import LoraSettings, merge_lora_state
 from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
-from vlm.synthetic_data import write_synthetic_llava
+from vlm.synthetic_llava import write_synthetic_llava
 from vlm.task import LlavaTask
 from vlm.train import train
 
