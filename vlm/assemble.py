@@ -34,6 +34,7 @@ from pretrain.runtime.errors import ConfigError, UserError
 from vlm.model_config import (
     DTYPES,
     SELECT_STRATEGY,
+    TINY_LLM,
     VLMModelConfig,
     check_config,
     check_feature_layer,
@@ -49,6 +50,8 @@ VOCAB_MULTIPLE = 64  # llava-hf pads the resized vocabulary to a multiple of 64 
 def build_llava(cfg: VLMModelConfig) -> tuple[Any, Any]:
     """(LlavaForConditionalGeneration, LlavaProcessor): the encoder as tower, the LLM, a fresh mlp2x_gelu projector."""
     check_config(cfg)
+    if cfg.llm == TINY_LLM:  # resolved by `vlm train` (vlm.tiny_llama.tiny_llm_for_run) before it gets here
+        raise ConfigError(f"vlm model.llm={TINY_LLM}: only `vlm train` builds the tiny LLaMA; pass an HF name or a dir")
     encoder = _load_vit(cfg.encoder)
     tower = _vision_tower(encoder, cfg.image_size or encoder.arch.image_size)
     check_feature_layer(cfg.feature_layer, encoder.arch.layers)

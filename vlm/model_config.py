@@ -21,6 +21,7 @@ from pretrain.runtime.errors import ConfigError, UserError
 PROJECTORS = ("mlp2x_gelu",)
 SELECT_STRATEGY = {"patch": "default", "cls_patch": "full"}  # LLaVA's mm_vision_select_feature -> HF strategy
 DTYPES = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}
+TINY_LLM = "tiny"  # model.llm=tiny: `vlm train` builds a tiny LLaMA under run.out_dir/lm from its data's text
 
 
 @dataclass
@@ -28,7 +29,9 @@ class VLMModelConfig:
     """What `build_llava` assembles: an encoder artifact, a causal LM and LLaVA-1.5's projector and feature choice."""
 
     encoder: str = ""  # encoder artifact dir (pretrain's output)
-    llm: str = "lmsys/vicuna-7b-v1.5"  # HF name or local path of any LLaMA-family causal LM
+    # HF name or local path of any LLaMA-family causal LM; "tiny" (`vlm train` only): a tiny LLaMA whose tokenizer
+    # is trained on the run's data, built under run.out_dir/lm (the CPU recipes llava_tiny_stage1/2)
+    llm: str = "lmsys/vicuna-7b-v1.5"
     projector: str = "mlp2x_gelu"  # LLaVA-1.5's projector (the only one supported)
     feature_layer: int = -2  # hidden_states index (LLaVA-1.5: -2, the second-to-last block's output)
     feature_select: Literal["patch", "cls_patch"] = "patch"  # patch = drop the class token (HF "default")
@@ -41,8 +44,7 @@ def check_config(cfg: VLMModelConfig) -> None:
     """One-line ConfigErrors for fields `build_llava` cannot honour (before anything is loaded)."""
     if not cfg.encoder:
         raise ConfigError("vlm model.encoder: empty (expected an encoder artifact directory)")
-    if not cfg.llm:
-        raise ConfigError("vlm model.llm: empty (expected an HF model name or a local causal-LM directory)")
+    check_llm(cfg.llm)
     if cfg.projector not in PROJECTORS:
         raise ConfigError(
             f"vlm model.projector: {cfg.projector!r} is not supported (expected one of {list(PROJECTORS)})"
@@ -55,6 +57,15 @@ def check_config(cfg: VLMModelConfig) -> None:
         raise ConfigError(f"vlm model.llm_dtype: {cfg.llm_dtype!r} (expected one of {list(DTYPES)})")
     if isinstance(cfg.image_size, bool) or not isinstance(cfg.image_size, int) or cfg.image_size < 0:
         raise ConfigError(f"vlm model.image_size: {cfg.image_size!r} (expected 0 or a positive integer)")
+
+
+def check_llm(llm: str) -> None:
+    """An empty `model.llm` is refused: "tiny" says the tiny LLaMA out loud (it once was the silent meaning of "")."""
+    if not llm:
+        raise ConfigError(
+            f"vlm model.llm: empty (pass an HF model name, a local causal-LM directory, or model.llm={TINY_LLM} for a"
+            " tiny LLaMA trained on the run's data)"
+        )
 
 
 def check_feature_layer(layer: int, blocks: int) -> None:

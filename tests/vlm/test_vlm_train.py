@@ -188,6 +188,17 @@ def test_a_data_file_the_recipe_does_not_read_is_refused(parts, tmp_path, capsys
     assert recipe.data.json == str(parts["data"])
 
 
+def test_the_tiny_llm_is_named_and_an_empty_llm_is_refused(parts, tmp_path, capsys):
+    """model.llm=tiny names what "" silently meant; "" is a one-line error naming it, before any file is written."""
+    assert get_recipe("llava_tiny_stage1").model.llm == get_recipe("llava_tiny_stage2").model.llm == "tiny"
+    out = tmp_path / "run"
+    for start in (f"model.encoder={parts['encoder']}", f"init={parts['root']}"):  # built, or from a stage-1 dir
+        assert vlm_main(["train", "--recipe", "llava_tiny_stage1", start, "model.llm=", f"run.out_dir={out}"]) == 2
+        assert "model.llm=tiny for a tiny LLaMA" in _one_line_error(capsys) and not out.exists()
+    assert vlm_main(["build", "--encoder", str(parts["encoder"]), "--llm", "tiny", "--out", str(out)]) == 2
+    assert "only `vlm train` builds the tiny LLaMA" in _one_line_error(capsys) and not out.exists()
+
+
 def test_the_encoder_is_checked_before_the_data_and_the_llm_are_built(parts, tmp_path, capsys):
     llava = tmp_path / "llava"  # a LLaVA directory passed as the encoder
     llava.mkdir()
