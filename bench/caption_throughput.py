@@ -22,7 +22,7 @@ import torch
 
 from captioning.decode import DecodeConfig, caption_features
 from captioning.model import CaptionModelConfig, ClipCapModel, load_lm, load_tokenizer
-from captioning.tiny_lm import build_tiny_lm
+from captioning.tiny_gpt2 import build_tiny_lm
 
 
 def build_captioner(args: argparse.Namespace, feature_dim: int) -> tuple[ClipCapModel, Any]:

@@ -36,12 +36,15 @@ from pretrain.models.presets import get_preset
 from pretrain.runtime.distributed import DistInfo
 from pretrain.runtime.loop import RunConfig, Trainer
 from pretrain.runtime.optim import OptimConfig
-from vlm.build import PAD_TOKEN, VLMModelConfig, build_llava, load_llava, num_image_tokens, process_images, save_llava
+from vlm.assemble import PAD_TOKEN, build_llava
 from vlm.data import LlavaSamples, collate
-from vlm.llava_layout import export_llava_layout
+from vlm.llava_codebase import export_llava_codebase
+from vlm.llava_dir import load_llava, save_llava
+from vlm.model_config import VLMModelConfig
+from vlm.processor import num_image_tokens, process_images
 from vlm.task import LlavaTask
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN
-from vlm.tiny_lm import sentencepiece_tokenizer
+from vlm.tiny_llama import sentencepiece_tokenizer
 
 SIDE = Path(__file__).with_name("peer_llava_side.py")
 LMMS_SIDE = Path(__file__).with_name("peer_lmms_side.py")
@@ -101,7 +104,7 @@ def build_fixture(root: Path, sizes: dict[str, Any]) -> dict[str, Path]:
     llm = llm_dir(root / "llm", sizes["llm"])
     model, processor = build_llava(VLMModelConfig(encoder=str(root / "encoder"), llm=str(llm), llm_dtype="fp32"))
     hf = save_llava(model, processor, root / "hf")
-    export = export_llava_layout(hf, root / "llava-v1.5-bench")  # "llava" in the name: load_pretrained_model needs it
+    export = export_llava_codebase(hf, root / "llava-v1.5-bench")  # "llava" in the name: load_pretrained_model needs it
     images = root / "images"
     images.mkdir()
     names = []

@@ -29,7 +29,7 @@ from PIL import Image
 
 from eval.vlm.generation import GenerationConfig, Request, generate_answers, generate_one_by_one
 from vlm.templates import SHORT_ANSWER_PROMPT, VICUNA_SYSTEM, generation_prompt
-from vlm.tiny_lm import build_tiny_tokenizer
+from vlm.tiny_llama import build_tiny_tokenizer
 
 VQAV2_TEST_DEV = 107_394
 PRESETS = {  # preset -> (LLM, tower, questions in the batched run, questions in the one-at-a-time run)

@@ -77,7 +77,7 @@ def train(recipe: CaptionRecipe) -> Path:
         cache = split_features(recipe, "train", encoder, dist_info.device, dist_info.is_main)
         pairs = [(i, c) for i, key in enumerate(cache.keys) for c in cache.captions[key]]
         if recipe.model.lm == "":
-            from captioning.tiny_lm import build_tiny_lm
+            from captioning.tiny_gpt2 import build_tiny_lm
 
             lm_dir = Path(recipe.run.out_dir) / "lm"
             if not (lm_dir / "config.json").is_file():

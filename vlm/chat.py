@@ -2,7 +2,7 @@
 
 usage: superclass vlm chat --model MODEL_DIR --image IMG [--prompt TEXT] [--max-new-tokens N] [--template vicuna_v1]
 
-Greedy decoding (`vlm.generate.greedy_answer`, the one-at-a-time path eval's batched runner is tested against),
+Greedy decoding (`vlm.single_answer.greedy_answer`, the one-at-a-time path eval's batched runner is tested against),
 the prompt in LLaVA-1.5's `vicuna_v1` format (the image in the first user turn, earlier turns kept as history);
 `--template plain` (stage-1 models) ignores the text and history and captions the image.
 """
@@ -17,8 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from pretrain.data.shards import open_rgb
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava
-from vlm.generate import greedy_answer
+from vlm.llava_dir import load_llava
+from vlm.single_answer import greedy_answer
 from vlm.templates import IMAGE_TOKEN, TEMPLATES, generation_prompt, render
 
 EXIT_WORDS = ("exit", "quit")

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from pretrain.runtime.cli import add_recipe_args, add_recipe_commands, hide_aliases, run_subcommand
 
 if TYPE_CHECKING:
-    from vlm.build import VLMModelConfig
+    from vlm.model_config import VLMModelConfig
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The `VLMModelConfig` fields as options (`build` takes them; a training command can reuse them)."""
-    from vlm.build import PROJECTORS, VLMModelConfig
+    from vlm.model_config import PROJECTORS, VLMModelConfig
 
     d = VLMModelConfig()
     parser.add_argument("--encoder", required=True, help="the encoder artifact to build on (pretrain's output)")
@@ -43,7 +43,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def model_config(args: argparse.Namespace) -> VLMModelConfig:
     """The `VLMModelConfig` that `add_model_args` options describe."""
-    from vlm.build import VLMModelConfig
+    from vlm.model_config import VLMModelConfig
 
     return VLMModelConfig(
         encoder=args.encoder,
@@ -58,39 +58,41 @@ def model_config(args: argparse.Namespace) -> VLMModelConfig:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from vlm.build import build_llava, check_config, describe, save_llava
+    from vlm.assemble import build_llava, describe
+    from vlm.llava_dir import save_llava
+    from vlm.model_config import check_config
 
     cfg = model_config(args)
     check_config(cfg)  # a bad field fails before a 7B LM is loaded
     model, processor = build_llava(cfg)
-    out = save_llava(model, processor, args.out, layout=args.layout, image_processor=args.image_processor)
+    out = save_llava(model, processor, args.out, form=args.form, image_processor=args.image_processor)
     print(describe(model))
-    print(f"LLaVA model ({args.layout} layout, projector untrained): {out}")
+    print(f"LLaVA model ({args.form} form, projector untrained): {out}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vlm.build import load_llava, save_llava
+    from vlm.llava_dir import load_llava, save_llava
 
-    if args.layout == "llava":
-        from vlm.llava_layout import export_llava_layout
+    if args.form == "llava":
+        from vlm.llava_codebase import export_llava_codebase
 
-        out = export_llava_layout(args.model, args.out)
-        print(f"LLaVA model (the LLaVA codebase's layout; tower in {out / 'vision_tower'}): {out}")
+        out = export_llava_codebase(args.model, args.out)
+        print(f"LLaVA model (the LLaVA codebase's format; tower in {out / 'vision_tower'}): {out}")
         if "llava" not in out.name.lower():
             print(f"note: LLaVA's load_pretrained_model needs 'llava' in the model name ({out.name!r} has none)")
         return 0
     model, processor = load_llava(args.model)
-    out = save_llava(model, processor, args.out, layout=args.layout, image_processor=args.image_processor)
-    print(f"LLaVA model ({args.layout} layout): {out}")
+    out = save_llava(model, processor, args.out, form=args.form, image_processor=args.image_processor)
+    print(f"LLaVA model ({args.form} form): {out}")
     return 0
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from vlm.llava_layout import import_llava_layout
+    from vlm.llava_codebase import import_llava_codebase
 
-    out = import_llava_layout(args.model, args.out, vision_tower=args.vision_tower)
-    print(f"LLaVA model (hf layout, from the LLaVA codebase's {args.model}): {out}")
+    out = import_llava_codebase(args.model, args.out, vision_tower=args.vision_tower)
+    print(f"LLaVA model (hf form, from the LLaVA codebase's {args.model}): {out}")
     return 0
 
 
@@ -145,7 +147,7 @@ def _add_image_processor_arg(p: argparse.ArgumentParser) -> None:
         "--image-processor",
         default="llava",
         choices=["llava", "clip"],
-        help="llava-hf layout only: llava = LlavaImageProcessor, pads to square as LLaVA (transformers >= 4.49); "
+        help="llava-hf form only: llava = LlavaImageProcessor, pads to square as LLaVA (transformers >= 4.49); "
         "clip = CLIPImageProcessor, read by every 4.x but centre-crops, as llava-hf's own checkpoints",
     )
 
@@ -157,7 +159,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="directory to write (an HF LLaVA model + processor)")
     hide_aliases(
         p.add_argument(
-            "--to", "--layout", dest="layout", default="hf", choices=["hf", "llava-hf"],
+            "--to", "--layout", dest="form", default="hf", choices=["hf", "llava-hf"],
             help="the format to write: its weight names (llava-hf: transformers 4.x tools)",
         )
     )  # fmt: skip
@@ -173,11 +175,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("export", help="rewrite a LLaVA directory: llava-hf layout (transformers 4.x) or llava's own")
+    p = sub.add_parser("export", help="rewrite a LLaVA directory: llava-hf form (transformers 4.x) or llava's own")
     p.add_argument("--model", required=True, help="LLaVA directory (from build or training)")
     hide_aliases(
         p.add_argument(
-            "--to", "--layout", dest="layout", default="llava-hf", choices=["hf", "llava-hf", "llava"],
+            "--to", "--layout", dest="form", default="llava-hf", choices=["hf", "llava-hf", "llava"],
             help="the format to write. llava-hf: transformers 4.x tools; llava: the LLaVA codebase's "
             "LlavaLlamaForCausalLM (tower inside)",
         )
@@ -188,9 +190,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("import", help="a checkpoint of the LLaVA codebase -> an HF LLaVA directory (eval, chat)")
     p.add_argument(
-        "--model", required=True, help="LLaVA-layout folder (e.g. llava-v1.5-7b: config.json with mm_vision_tower)"
+        "--model", required=True, help="LLaVA-codebase folder (e.g. llava-v1.5-7b: config.json with mm_vision_tower)"
     )
-    p.add_argument("--from", dest="layout", default="llava", choices=["llava"], help="the format read")
+    p.add_argument("--from", dest="form", default="llava", choices=["llava"], help="the format read")
     p.add_argument("--vision-tower", default="", help="CLIP tower folder or hub name (default: mm_vision_tower)")
     p.add_argument("--out", required=True, help="directory to write")
     p.set_defaults(fn=_cmd_import)

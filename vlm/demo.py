@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pretrain.runtime.config import resolve
 from vlm.recipes import get_recipe
-from vlm.synthetic_data import MULTIPLE_CHOICE_EVERY, write_synthetic_llava
-from vlm.tiny_lm import build_tiny_llama
-from vlm.train import tiny_llm_texts, train
+from vlm.synthetic_llava import MULTIPLE_CHOICE_EVERY, write_synthetic_llava
+from vlm.tiny_llama import build_tiny_llama, tiny_llm_texts
+from vlm.train import train
 
 IMAGE_SIZE = 40  # the demo's encoders train on 40 px scenes
 

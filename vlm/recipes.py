@@ -13,8 +13,8 @@ from pretrain.runtime.loop import RunConfig
 from pretrain.runtime.optim import OptimConfig
 from pretrain.runtime.recipes import RecipeBook
 from pretrain.runtime.train_evals import EvalEntry
-from vlm.build import VLMModelConfig
 from vlm.lora import LoraSettings
+from vlm.model_config import TINY_LLM, VLMModelConfig
 
 
 @dataclass
@@ -131,12 +131,12 @@ def llava15_stage2_lora() -> VLMRecipe:
 def llava_tiny_stage1() -> VLMRecipe:
     """Tiny stage 1 on CPU (< 1 min): a tiny LLaMA (tokenizer trained on the synthetic text) + a tiny encoder.
 
-    model.llm="" builds the tiny LM under run.out_dir/lm from the synthetic captions and questions.
+    model.llm=tiny builds the tiny LM under run.out_dir/lm from the synthetic captions and questions.
     superclass vlm train --recipe llava_tiny_stage1 model.encoder=runs/demo/superclass/encoder
     """
     return VLMRecipe(
         stage=1,
-        model=VLMModelConfig(llm="", image_aspect_ratio="crop", llm_dtype="fp32"),
+        model=VLMModelConfig(llm=TINY_LLM, image_aspect_ratio="crop", llm_dtype="fp32"),
         data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=1000),
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
@@ -155,7 +155,7 @@ def llava_tiny_stage2() -> VLMRecipe:
     """
     return VLMRecipe(
         stage=2,
-        model=VLMModelConfig(llm="", image_aspect_ratio="pad", llm_dtype="fp32"),
+        model=VLMModelConfig(llm=TINY_LLM, image_aspect_ratio="pad", llm_dtype="fp32"),
         data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=2000, synthetic_seed=2),
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(

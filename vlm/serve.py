@@ -4,7 +4,7 @@ and stream every model's answer to one question (the page itself is `vlm.serve_p
 usage: superclass vlm serve --model DIR [--model DIR2] [--host 127.0.0.1] [--port 7860]
 
 The prompt is `vlm chat`'s (`vlm.chat.chat_prompt`: vicuna_v1, the image in the first user turn, earlier turns as
-history, the same `add_turn` rule) and the answer comes from the same generate (`vlm.generate.stream_answer`), so a
+history, the same `add_turn` rule) and the answer comes from the same generate (`vlm.single_answer.stream_answer`), so a
 greedy answer on the page equals `superclass vlm chat`'s for the same image and question.
 """
 
@@ -23,9 +23,9 @@ from PIL import Image
 
 from pretrain.encoder import CONFIG_FILE
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava
 from vlm.chat import chat_prompt, open_image
-from vlm.generate import stream_answer
+from vlm.llava_dir import load_llava
+from vlm.single_answer import stream_answer
 from vlm.task import TRAINING_FILE
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -103,7 +103,7 @@ def provenance_line(info: dict[str, Any]) -> str:
 
 
 def load_models(model_dirs: Iterable[str], device: str = "cpu") -> list[ServedModel]:
-    """Each LLaVA directory loaded (`vlm.build.load_llava`, as `vlm chat`) with its provenance line."""
+    """Each LLaVA directory loaded (`vlm.llava_dir.load_llava`, as `vlm chat`) with its provenance line."""
     dirs = list(model_dirs)
     if not 1 <= len(dirs) <= MAX_MODELS:
         raise UserError(f"--model given {len(dirs)} times: expected 1 to {MAX_MODELS} LLaVA directories")

@@ -116,7 +116,7 @@ class LlavaTask(nn.Module):
         info = {**self.info, "stage": self.stage, "samples_seen": samples_seen, "lora_merged": self.lora is not None}
         (out / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if self.stage == 1:  # the LLaVA codebase's stage-1 output, for its --pretrain_mm_mlp_adapter
-            from vlm.llava_layout import PROJECTOR_FILE, write_projector_bin
+            from vlm.llava_codebase import PROJECTOR_FILE, write_projector_bin
 
             write_projector_bin(llava_state, out / PROJECTOR_FILE)
         return out
@@ -126,7 +126,7 @@ def save_plain_llava(config: Any, processor: Any, out: Path, state: dict[str, to
     """An HF LLaVA directory from a plain (adapter-free) state dict, without building the model for real."""
     from transformers import LlavaForConditionalGeneration
 
-    from vlm.build import save_llava
+    from vlm.llava_dir import save_llava
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)

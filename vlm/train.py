@@ -15,70 +15,31 @@ from typing import Any
 import torch
 
 from pretrain.runtime.config import to_yaml
-from pretrain.runtime.distributed import barrier, process_group, seed_everything
+from pretrain.runtime.distributed import process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
-from vlm.build import build_llava, check_config, check_encoder_config, load_llava, num_image_tokens, process_images
-from vlm.data import LlavaBatches, LlavaSamples, format_skipped, read_llava_json
-from vlm.llava_layout import read_projector_bin
+from vlm.assemble import build_llava
+from vlm.data import LlavaBatches, LlavaSamples, format_skipped
+from vlm.llava_codebase import read_projector_bin
+from vlm.llava_dir import load_llava
+from vlm.model_config import TINY_LLM, check_config, check_encoder_config, check_llm
+from vlm.processor import num_image_tokens, process_images
+from vlm.recipe_data import data_source
 from vlm.recipes import VLMRecipe
 from vlm.task import EXPORT_DIR, LlavaTask
-from vlm.templates import VICUNA_SYSTEM
+from vlm.tiny_llama import tiny_llm_for_run
 
 
 def check_inputs(recipe: VLMRecipe) -> None:
     """One-line errors for `model` before the data and the LLM are built (minutes for a 7B): its fields, and an
     encoder artifact whose config.json a LLaVA (HF CLIP) tower can hold. `init` brings its own tower."""
+    check_llm(recipe.model.llm)
     if recipe.init:
         return
     if not recipe.model.encoder:
         raise ConfigError("model.encoder is empty: pass model.encoder=DIR (an encoder artifact) or init=LLAVA_DIR")
-    check_config(dataclasses.replace(recipe.model, llm=recipe.model.llm or "tiny"))  # "": a tiny LM from the data
+    check_config(recipe.model)
     check_encoder_config(recipe.model.encoder)
-
-
-def synthetic_data(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
-    """(LLaVA JSON, image folder) of the synthetic scenes, written once under `<run>/data`."""
-    from vlm.synthetic_data import write_synthetic_llava
-
-    d = recipe.data
-    out = Path(recipe.run.out_dir) / "data" / f"stage{recipe.stage}"
-    path = out / f"llava_stage{recipe.stage}.json"
-    if is_main and not path.is_file():
-        write_synthetic_llava(out, d.synthetic_samples, d.synthetic_seed, d.synthetic_image_size, recipe.stage)
-    barrier()
-    return path, out
-
-
-def data_source(recipe: VLMRecipe, is_main: bool) -> tuple[Path, Path]:
-    """(LLaVA JSON, image folder) that the recipe trains on."""
-    if recipe.data.kind == "synthetic":
-        return synthetic_data(recipe, is_main)
-    if not recipe.data.json:
-        raise ConfigError("data.json is empty: point it at a LLaVA JSON (e.g. llava_v1_5_mix665k.json)")
-    json_path = Path(recipe.data.json)
-    return json_path, Path(recipe.data.image_folder) if recipe.data.image_folder else json_path.parent
-
-
-def tiny_llm_texts(*json_paths: Path) -> list[str]:
-    """What a tiny LM's tokenizer is trained on: every turn of the given LLaVA JSONs plus the template's words."""
-    from vlm.synthetic_data import TEXT_QUESTIONS
-
-    rows = [r for path in json_paths for r in read_llava_json(path) if isinstance(r, dict)]
-    turns = [t for r in rows for t in r.get("conversations", []) if isinstance(t, dict)]
-    texts = [t["value"] for t in turns if isinstance(t.get("value"), str)]
-    return texts + [f"{q} {a}" for q, a in TEXT_QUESTIONS] + [f"{VICUNA_SYSTEM} USER: ASSISTANT: </s>"] * 20
-
-
-def tiny_llm(recipe: VLMRecipe, json_path: Path, is_main: bool) -> str:
-    """`model.llm=""`: a tiny LLaMA whose tokenizer is trained on the data's text (the CPU recipes and the demo)."""
-    from vlm.tiny_lm import build_tiny_llama
-
-    lm_dir = Path(recipe.run.out_dir) / "lm"
-    if is_main and not (lm_dir / "config.json").is_file():
-        build_tiny_llama(tiny_llm_texts(json_path), lm_dir, seed=recipe.run.seed)
-    barrier()
-    return str(lm_dir)
 
 
 def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any, Any, VLMRecipe]:
@@ -92,10 +53,9 @@ def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any,
         print("[vlm] stage 2 without init: the projector starts from scratch (LLaVA starts it from stage 1)")
     if not recipe.model.encoder:
         raise ConfigError("model.encoder is empty: pass model.encoder=DIR (an encoder artifact) or init=LLAVA_DIR")
-    if recipe.model.llm == "":
-        recipe = dataclasses.replace(
-            recipe, model=dataclasses.replace(recipe.model, llm=tiny_llm(recipe, json_path, is_main))
-        )
+    if recipe.model.llm == TINY_LLM:
+        lm = tiny_llm_for_run(recipe.run.out_dir, json_path, recipe.run.seed, is_main)
+        recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, llm=lm))
     projector = read_projector_bin(recipe.projector) if recipe.projector else None  # a bad file fails before the LM
     model, processor = build_llava(recipe.model)
     if projector is not None:

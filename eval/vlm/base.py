@@ -29,7 +29,7 @@ from eval.vlm.ids import QuestionId, norm_id
 from eval.vlm.policy import apply_leniency, check_coverage, input_counts, warn
 from eval.vlm.predictions import answers_of
 from eval.vlm.subset import fixed_subset
-from eval.vlm.synthetic import write_synthetic_benchmark
+from eval.vlm.synthetic_benchmarks import write_synthetic_benchmark
 from pretrain.runtime.distributed import rank_world
 from pretrain.runtime.errors import ConfigError, UserError
 from pretrain.runtime.evaluators import Evaluator

@@ -1,7 +1,7 @@
 """The demo's VLM scoring: a LLaVA directory on synthetic VQAv2, MMBench, POPE and ScienceQA sets, with baselines.
 
-The sets are written in the official formats (`eval.vlm.synthetic`) and scored by the same loaders, runner and
-metrics as the real benchmarks. The text-only baseline answers from the question alone: the most common training
+The sets are written in the official formats (`eval.vlm.synthetic_benchmarks`) and scored by the same loaders, runner
+and metrics as the real benchmarks. The text-only baseline answers from the question alone: the most common training
 answer to the same question text (a blind model's best guess), scored by the same code, so "beats the baseline"
 means the model used the image. POPE's baseline answers "yes" to everything (50% accuracy on its balanced splits).
 """
@@ -18,7 +18,7 @@ from eval.vlm.benchmarks.mmbench import MMBench
 from eval.vlm.benchmarks.pope import Pope
 from eval.vlm.benchmarks.scienceqa import OPTIONS, ScienceQA
 from eval.vlm.benchmarks.vqav2 import VQAv2
-from eval.vlm.synthetic import write_synthetic_benchmark
+from eval.vlm.synthetic_benchmarks import write_synthetic_benchmark
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
@@ -82,7 +82,8 @@ def score_synthetic_vlm(
     batch_size: int = 32,
 ) -> dict[str, Any]:  # fmt: skip
     """VQAv2, circular MMBench and ScienceQA accuracy of the model and of the text-only baseline, POPE accuracy of
-    the model and of always-"yes" (percent), on the held-out sets of `eval.vlm.synthetic.write_synthetic_benchmark`."""
+    the model and of always-"yes" (percent), on the held-out sets of
+    `eval.vlm.synthetic_benchmarks.write_synthetic_benchmark`."""
     out = Path(out_dir)
     gen = {"batch_size": batch_size, "max_new_tokens": 8, "device": "cpu"}
     files = {name: write_synthetic_benchmark(name, out / name, num_images, image_size) for name in SETS}

@@ -1,10 +1,10 @@
 """Batched, resumable, data-parallel greedy answers from any HF LLaVA directory (the VQA/MMBench runners' engine).
 
-`generate_answers(model_dir, requests, predictions, cfg)` loads the model with `vlm.build.load_llava` (a directory
+`generate_answers(model_dir, requests, predictions, cfg)` loads the model with `vlm.llava_dir.load_llava` (a directory
 that is not a LLaVA is a one-line UserError), sorts the requests by prompt length (longest first, so an OOM shows
 at once), and answers them in left-padded batches with `model.generate(do_sample=False)`. Left padding is exact
 because generate derives each row's position ids from the attention mask (first real token at position 0) and the
-mask hides the pads from every real query; the tests check batched == `vlm.generate.greedy_ids` (one at a time, the
+mask hides the pads from every real query; the tests check batched == `vlm.single_answer.greedy_ids` (one at a time, the
 path `vlm chat` uses) token for token (the batch-size sensitivity of lmms-eval #236, LLaVA #1928).
 Each batch's answers are appended to the JSONL `predictions` as `{"question_id", "answer"}` and flushed; a rerun
 skips ids already answered there (a truncated last line from a kill is dropped), so an interrupted run resumes.
@@ -40,8 +40,8 @@ from pretrain.runtime.distributed import group_active, init_distributed, rank_wo
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.jsonl import repair_tail
 from pretrain.runtime.progress import Progress
-from vlm.build import load_llava
-from vlm.generate import (
+from vlm.llava_dir import load_llava
+from vlm.single_answer import (
     STOP_STRING,
     decode_answer,
     greedy_answer,
@@ -142,7 +142,7 @@ def left_padded(processor: Any) -> Any:
 
 
 def load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    """`vlm.build.load_llava` (eval mode, on `device` in `dtype`) with the processor set up for left-padded batches."""
+    """`vlm.llava_dir.load_llava` (eval mode, on `device` in `dtype`), the processor set up for left-padded batches."""
     model, processor = load_llava(model_dir, device=device, dtype=dtype)
     return model, left_padded(processor)
 
@@ -174,7 +174,7 @@ def generate_batch_ids(
 
 
 def generate_one_by_one(model: Any, processor: Any, request: Request, max_new_tokens: int) -> str:
-    """The reference answer of one request: `vlm.generate.greedy_answer` (batch 1, no padding)."""
+    """The reference answer of one request: `vlm.single_answer.greedy_answer` (batch 1, no padding)."""
     image = request.image() if request.image is not None else None
     return greedy_answer(model, processor, request.prompt, image, max_new_tokens)
 

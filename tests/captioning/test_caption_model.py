@@ -14,7 +14,7 @@ from torch import nn
 from captioning.decode import beam_search, greedy_search
 from captioning.model import CaptionModelConfig, ClipCapModel, load_lm, load_tokenizer
 from captioning.task import CaptionTask, captioner_encoder, load_captioner, save_captioner
-from captioning.tiny_lm import build_tiny_lm
+from captioning.tiny_gpt2 import build_tiny_lm
 from pretrain.encoder import load_encoder
 from pretrain.features import encoder_identity
 from pretrain.runtime.errors import UserError

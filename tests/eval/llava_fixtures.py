@@ -10,7 +10,7 @@ from PIL import Image
 
 from eval.vlm.generation import Request
 from vlm.templates import VICUNA_SYSTEM, generation_prompt
-from vlm.tiny_lm import build_tiny_tokenizer
+from vlm.tiny_llama import build_tiny_tokenizer
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

@@ -12,7 +12,7 @@ from llava_fixtures import build_tiny_llava
 
 from eval.cli import main
 from eval.vlm.registry import benchmarks
-from eval.vlm.synthetic import write_synthetic_pope
+from eval.vlm.synthetic_benchmarks import write_synthetic_pope
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.evaluators import INPUTS, build_evaluator, evaluators
 

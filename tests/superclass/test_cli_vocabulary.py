@@ -229,8 +229,8 @@ def test_old_spellings_still_parse_to_the_same_setting():
     assert parse("eval", ["features", "--encoder", "E", "--out", "O"]).model == "E"
     assert parse("eval", ["vqav2", "run", "--model", "M", "--out", "O", "--dtype", "bf16"]).precision == "bf16"
     assert parse("vlm", ["build", "--encoder", "E", "--llm-dtype", "fp32", "--out", "O"]).precision == "fp32"
-    assert parse("vlm", ["export", "--model", "M", "--layout", "llava", "--out", "O"]).layout == "llava"
-    assert parse("vlm", ["export", "--model", "M", "--to", "llava", "--out", "O"]).layout == "llava"
+    assert parse("vlm", ["export", "--model", "M", "--layout", "llava", "--out", "O"]).form == "llava"
+    assert parse("vlm", ["export", "--model", "M", "--to", "llava", "--out", "O"]).form == "llava"
 
 
 def test_out_is_a_folder_and_a_file_path_is_one_line(tmp_path, capsys):

@@ -11,9 +11,9 @@ import torchvision.transforms as T
 from pretrain.data.synthetic import make_sample
 from pretrain.runtime.errors import ConfigError, DataError
 from vlm.data import LlavaBatches, LlavaSamples, expand_image, format_skipped, plan_epoch, read_llava_json
-from vlm.synthetic_data import TEXT_ONLY_EVERY, write_synthetic_llava
+from vlm.synthetic_llava import TEXT_ONLY_EVERY, write_synthetic_llava
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT, VICUNA_SYSTEM, encode
-from vlm.tiny_lm import build_tiny_tokenizer
+from vlm.tiny_llama import build_tiny_tokenizer
 
 N_IMG = 6  # image tokens per image in these tests
 TO_TENSOR = T.Compose([T.Resize(16), T.ToTensor()])

@@ -19,9 +19,11 @@ from tokenizers import AddedToken
 from transformers import AutoTokenizer
 from vlm_fixtures import noise_image, sentencepiece_llama, sentencepiece_llama_tokenizer, tiny_llm
 
-from vlm.build import VLMModelConfig, build_llava, save_llava
-from vlm.generate import greedy_ids, prompt_inputs
-from vlm.llava_layout import export_llava_layout, own_vocab_size
+from vlm.assemble import build_llava
+from vlm.llava_codebase import export_llava_codebase, own_vocab_size
+from vlm.llava_dir import save_llava
+from vlm.model_config import VLMModelConfig
+from vlm.single_answer import greedy_ids, prompt_inputs
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, encode, generation_prompt, image_token_ids
 
 LLAVA = os.environ.get("LLAVA_PYTHON", "")
@@ -90,8 +92,9 @@ def test_token_ids_and_label_masks_equal_llavas(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module", params=["sentencepiece", "bpe"])
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    """Our export in the LLaVA layout, for a SentencePiece LLM (Vicuna's) and a BPE tokenizer.json LLM (the demo's
-    tiny LLaMA, the LLaMA-3 family): the latter's merges must be written in the form LLaVA's tokenizers 0.15 reads."""
+    """Our export in the LLaVA codebase's format, for a SentencePiece LLM (Vicuna's) and a BPE tokenizer.json LLM
+    (the demo's tiny LLaMA, the LLaMA-3 family): the latter's merges must be written in the form LLaVA's tokenizers
+    0.15 reads."""
     root = tmp_path_factory.mktemp(f"llava_parity_{request.param}")
     if request.param == "bpe":
         llm = tiny_llm(root / "lm")
@@ -103,7 +106,7 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         for p in model.model.multi_modal_projector.parameters():
             p.normal_(0, 0.5)
     hf = save_llava(model, processor, root / "hf")
-    out = export_llava_layout(hf, root / "llava-v1.5-tiny")  # "llava" in the name: load_pretrained_model needs it
+    out = export_llava_codebase(hf, root / "llava-v1.5-tiny")  # "llava" in the name: load_pretrained_model needs it
     return model.eval(), processor, out, root
 
 

@@ -26,11 +26,13 @@ from PIL import Image
 from vlm_fixtures import noise_image, tiny_llm
 
 from pretrain.runtime.errors import UserError
-from vlm.build import VLMModelConfig, build_llava, load_llava
+from vlm.assemble import build_llava
 from vlm.chat import chat, chat_prompt
 from vlm.cli import main as vlm_main
-from vlm.generate import greedy_answer, stream_answer
+from vlm.llava_dir import load_llava
+from vlm.model_config import VLMModelConfig
 from vlm.serve import check_host, check_question, load_models, provenance, read_upload, require_gradio
+from vlm.single_answer import greedy_answer, stream_answer
 from vlm.task import LlavaTask
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,12 +15,15 @@ from vlm_fixtures import tiny_llm
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.optim import OptimConfig, build_optimizer
-from vlm.build import VLMModelConfig, build_llava, load_llava, num_image_tokens, process_images
+from vlm.assemble import build_llava
 from vlm.cli import main as vlm_main
 from vlm.data import LlavaBatches, LlavaSamples
+from vlm.llava_dir import load_llava
 from vlm.lora import LoraSettings, merge_lora_state
+from vlm.model_config import VLMModelConfig
+from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
-from vlm.synthetic_data import write_synthetic_llava
+from vlm.synthetic_llava import write_synthetic_llava
 from vlm.task import LlavaTask
 from vlm.train import train
 
@@ -183,6 +186,17 @@ def test_a_data_file_the_recipe_does_not_read_is_refused(parts, tmp_path, capsys
     assert "data.json: set to" in _one_line_error(capsys) and not out.exists()
     recipe = resolve(get_recipe("llava_tiny_stage1"), None, ["data.kind=llava_json", f"data.json={parts['data']}"])
     assert recipe.data.json == str(parts["data"])
+
+
+def test_the_tiny_llm_is_named_and_an_empty_llm_is_refused(parts, tmp_path, capsys):
+    """model.llm=tiny names what "" silently meant; "" is a one-line error naming it, before any file is written."""
+    assert get_recipe("llava_tiny_stage1").model.llm == get_recipe("llava_tiny_stage2").model.llm == "tiny"
+    out = tmp_path / "run"
+    for start in (f"model.encoder={parts['encoder']}", f"init={parts['root']}"):  # built, or from a stage-1 dir
+        assert vlm_main(["train", "--recipe", "llava_tiny_stage1", start, "model.llm=", f"run.out_dir={out}"]) == 2
+        assert "model.llm=tiny for a tiny LLaMA" in _one_line_error(capsys) and not out.exists()
+    assert vlm_main(["build", "--encoder", str(parts["encoder"]), "--llm", "tiny", "--out", str(out)]) == 2
+    assert "only `vlm train` builds the tiny LLaMA" in _one_line_error(capsys) and not out.exists()
 
 
 def test_the_encoder_is_checked_before_the_data_and_the_llm_are_built(parts, tmp_path, capsys):

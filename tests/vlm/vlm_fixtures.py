@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vlm.templates import VICUNA_SYSTEM
-from vlm.tiny_lm import build_tiny_llama, sentencepiece_tokenizer
+from vlm.tiny_llama import build_tiny_llama, sentencepiece_tokenizer
 
 TEXTS = [
     VICUNA_SYSTEM,
@@ -20,7 +20,7 @@ TEXTS = [
 
 
 def tiny_llm(path: Path) -> Path:
-    """`vlm.tiny_lm.build_tiny_llama` (width 64, 2 layers), its tokenizer already holding `<image>` and `<pad>`."""
+    """`vlm.tiny_llama.build_tiny_llama` (width 64, 2 layers), its tokenizer already holding `<image>` and `<pad>`."""
     return build_tiny_llama(TEXTS, path, width=64, layers=2, heads=4, vocab=300)
 
 
@@ -64,7 +64,7 @@ def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def sentencepiece_llama_tokenizer(path: Path, legacy: bool, vocab: int = 600) -> Path:
-    """A LLaMA-style SentencePiece tokenizer folder (`vlm.tiny_lm.sentencepiece_tokenizer`), as Vicuna ships."""
+    """A LLaMA-style SentencePiece tokenizer folder (`vlm.tiny_llama.sentencepiece_tokenizer`), as Vicuna ships."""
     return sentencepiece_tokenizer(path, legacy, vocab)
 
 

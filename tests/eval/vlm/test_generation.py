@@ -22,7 +22,7 @@ from eval.vlm.generation import (
 from eval.vlm.predictions import read_predictions, signature_path
 from pretrain.runtime.errors import UserError
 from pretrain.runtime.jsonl import repair_tail
-from vlm.generate import decode_answer, greedy_ids
+from vlm.single_answer import decode_answer, greedy_ids
 
 N = 10
 TEXT_ONLY = (3,)
@@ -49,7 +49,7 @@ def llava(tmp_path_factory):
 
 
 def _one_by_one(model, processor, request: Request) -> list[int]:
-    """`vlm.generate.greedy_ids` (the path `vlm chat` answers with) on one request."""
+    """`vlm.single_answer.greedy_ids` (the path `vlm chat` answers with) on one request."""
     image = request.image() if request.image is not None else None
     return greedy_ids(model, processor, request.prompt, image, request.max_new_tokens or 12)
 
@@ -114,7 +114,7 @@ def test_generate_one_by_one_decodes_the_reference(llava):
 
 
 def test_chat_answers_as_the_batched_runner(llava, tmp_path):
-    """`vlm chat` and the eval runner share one generation path (vlm.generate): the same answer for the same prompt."""
+    """`vlm chat` and the eval runner share one generation path (vlm.single_answer): one answer for one prompt."""
     from vlm.chat import chat, chat_prompt
 
     image = tmp_path / "image.png"

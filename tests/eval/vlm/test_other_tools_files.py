@@ -10,7 +10,7 @@ from eval.cli import main
 from eval.vlm.benchmarks.mmbench import load_mmbench
 from eval.vlm.benchmarks.textvqa import TextVQA
 from eval.vlm.benchmarks.vqav2 import VQAv2
-from eval.vlm.synthetic import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2
+from eval.vlm.synthetic_benchmarks import write_synthetic_mmbench, write_synthetic_textvqa, write_synthetic_vqav2
 from vlm.templates import SHORT_ANSWER_PROMPT
 
 OCR = "Reference OCR token: "

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from eval.cli import main
-from eval.vlm.synthetic import write_synthetic_pope, write_synthetic_vqav2
+from eval.vlm.synthetic_benchmarks import write_synthetic_pope, write_synthetic_vqav2
 
 
 @pytest.fixture(scope="module")

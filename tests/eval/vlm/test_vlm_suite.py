@@ -10,7 +10,7 @@ from llava_fixtures import build_tiny_llava
 from eval.cli import main
 from eval.vlm.registry import SUITES, benchmarks
 from eval.vlm.subset import fixed_subset
-from eval.vlm.synthetic import write_synthetic_mmbench, write_synthetic_textvqa
+from eval.vlm.synthetic_benchmarks import write_synthetic_mmbench, write_synthetic_textvqa
 
 
 @pytest.fixture(scope="module")

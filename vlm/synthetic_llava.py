@@ -1,7 +1,7 @@
 """Synthetic LLaVA JSON for the demo and the tests: the two LLaVA-1.5 stages over `make_sample` scenes.
 
 Stage 1 is LCS-558K's form (`<image>` alone, the caption as the answer; trained with the `plain` template).
-Stage 2 is mix665k's VQA form: one to three questions about the scene from `vlm.synthetic.questions_for` and a
+Stage 2 is mix665k's VQA form: one to three questions about the scene from `vlm.scene_questions.questions_for` and a
 POPE-style "Is there a ...?" question, each with LLaVA-1.5's short-answer suffix, `<image>\\n` opening the first
 human turn, plus a text-only sample every twentieth row (questions answerable without a picture), so batches of
 both modalities are exercised, and a lettered multiple-choice question (LLaVA-1.5's MMBench prompt, its hint
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pretrain.data.synthetic import make_sample
 from pretrain.runtime.atomic import write_text_atomically
-from vlm.synthetic import HINT, HINT_RATE, options_for, pick_question, presence_question, questions_for
+from vlm.scene_questions import HINT, HINT_RATE, options_for, pick_question, presence_question, questions_for
 from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
 
 TEXT_ONLY_EVERY = 20  # one stage-2 row in 20 has no image (5%)

@@ -1,4 +1,4 @@
-"""The llava-hf layout as transformers 4.x reads it: the files' 4.x keys always; a real 4.x load when asked.
+"""The llava-hf form as transformers 4.x reads it: the files' 4.x keys always; a real 4.x load when asked.
 
 Set TRANSFORMERS4_PYTHON to an interpreter with transformers 4.x (and torch) to load the export there and compare
 token ids, pixels and logits with transformers 5's (e.g. a venv with `transformers==4.46.3` or `4.57.3`).
@@ -17,7 +17,10 @@ import torch
 from eval_fixtures import tiny_encoder
 from vlm_fixtures import noise_image, tiny_llm
 
-from vlm.build import VLMModelConfig, build_llava, process_images, save_llava
+from vlm.assemble import build_llava
+from vlm.llava_dir import save_llava
+from vlm.model_config import VLMModelConfig
+from vlm.processor import process_images
 from vlm.templates import generation_prompt
 
 TF4 = os.environ.get("TRANSFORMERS4_PYTHON", "")

@@ -1,7 +1,7 @@
 """Synthetic VQAv2, TextVQA, MMBench, POPE and ScienceQA sets in the official file formats, from procedural scenes.
 
 The images are `pretrain.data.synthetic.make_sample(index, seed, image_size)` and the questions are
-`vlm.synthetic.questions_for` / `options_for`, so the demo's tiny LLaVA, trained on the same kinds of questions,
+`vlm.scene_questions.questions_for` / `options_for`, so the demo's tiny LLaVA, trained on the same kinds of questions,
 is scored by the real loaders and metrics. Use a `seed` (or `start`) the model was not trained on.
 - VQAv2: every question kind per image; 10 annotator answers, mostly the truth, a few disagreeing (and some
   number words, "two" for "2", which the official normalisation maps back); answer_type "number" for counts.
@@ -28,7 +28,7 @@ from typing import Any
 from eval.vlm.ids import CIRCULAR_OFFSET, LETTERS
 from pretrain.data.synthetic import make_sample
 from pretrain.runtime.errors import ConfigError
-from vlm.synthetic import (
+from vlm.scene_questions import (
     HINT,
     HINT_RATE,
     PRESENCE_NEGATIVES,

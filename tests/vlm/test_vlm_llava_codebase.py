@@ -1,4 +1,4 @@
-"""The LLaVA codebase's layout both ways, SentencePiece LLaMA tokenizers, LLaVA's token ids and the chat template.
+"""The LLaVA codebase's format both ways, SentencePiece LLaMA tokenizers, LLaVA's token ids and the chat template.
 
 These run without the `llava` package; tests/vlm/test_vlm_llava_parity.py checks the same files against it.
 """
@@ -18,17 +18,18 @@ from vlm_fixtures import noise_image, sentencepiece_llama, tiny_llm
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.errors import UserError
-from vlm.build import load_llava, save_llava, tokenizer_legacy
 from vlm.cli import main as vlm_main
-from vlm.generate import prompt_inputs
-from vlm.llava_layout import (
+from vlm.llava_codebase import (
     PROJECTOR_FILE,
-    import_llava_layout,
+    import_llava_codebase,
     read_projector_bin,
     write_projector_bin,
 )
+from vlm.llava_dir import load_llava, save_llava
 from vlm.recipes import get_recipe
+from vlm.single_answer import prompt_inputs
 from vlm.templates import IMAGE_TOKEN, generation_prompt, image_token_ids, render
+from vlm.tokenizer_files import tokenizer_legacy
 from vlm.train import build_model, train
 
 QUESTION = "What colour is the circle?\nAnswer the question using a single word or phrase."
@@ -36,7 +37,7 @@ QUESTION = "What colour is the circle?\nAnswer the question using a single word 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("llava_layout")
+    return tmp_path_factory.mktemp("llava_codebase")
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["legacy", "non_legacy"])
@@ -76,7 +77,7 @@ def test_image_ids_follow_llava_not_the_whole_string(built: Path) -> None:
 
 def test_processor_chat_template_renders_our_prompts(built: Path, tmp_path: Path) -> None:
     model, processor = load_llava(built)
-    save_llava(model, processor, tmp_path / "llava_hf", layout="llava-hf")
+    save_llava(model, processor, tmp_path / "llava_hf", form="llava-hf")
     for folder in (built, tmp_path / "llava_hf"):
         processor = AutoProcessor.from_pretrained(folder)
         parts = [{"type": "image"}, {"type": "text", "text": QUESTION}]
@@ -89,7 +90,7 @@ def test_processor_chat_template_renders_our_prompts(built: Path, tmp_path: Path
         assert processor.tokenizer.apply_chat_template(msgs, tokenize=False) == render(conv, "vicuna_v1").text
 
 
-def test_export_to_the_llava_layout_and_import_back(built: Path, tmp_path: Path) -> None:
+def test_export_to_the_llava_codebase_format_and_import_back(built: Path, tmp_path: Path) -> None:
     out = tmp_path / "llava-v1.5-tiny"
     assert vlm_main(["export", "--model", str(built), "--to", "llava", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
@@ -140,7 +141,7 @@ def test_import_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(UserError, match="mm_projector_type 'linear'"):
         cfg = {"model_type": "llava_llama", "mm_vision_tower": "x", "mm_projector_type": "linear"}
         (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
-        import_llava_layout(tmp_path / "hf", tmp_path / "o")
+        import_llava_codebase(tmp_path / "hf", tmp_path / "o")
 
 
 def test_a_vision_tower_that_is_not_a_clip_tower_is_refused(built: Path, tmp_path: Path, capsys) -> None:

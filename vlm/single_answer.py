@@ -1,4 +1,6 @@
-"""Greedy answers from an HF LLaVA, one prompt at a time: `vlm chat` uses it, and so does eval's batched runner.
+"""An HF LLaVA's answer to one prompt (batch 1): greedy (`vlm chat`) or streamed (`vlm serve`).
+
+Eval's batched runner (`eval.vlm.generation`: many prompts, left-padded) reuses the decoding helpers here.
 
 `greedy_ids(model, processor, prompt, image, max_new_tokens)` runs `model.generate(do_sample=False)` on one prompt
 (batch 1, no padding) and returns the new ids before the first stop token; `greedy_answer` decodes them. The stop

@@ -1,4 +1,4 @@
-"""vlm build/save/load/chat on a tiny ViT artifact and a tiny LLaMA: the tower is the encoder, layouts round-trip."""
+"""vlm build/save/load/chat on a tiny ViT artifact and a tiny LLaMA: the tower is the encoder, HF forms round-trip."""
 
 from __future__ import annotations
 
@@ -11,17 +11,13 @@ from vlm_fixtures import noise_image, stripes, tiny_llm, tiny_vicuna_like
 from pretrain.encoder import load_encoder
 from pretrain.exports.mapping import timm_to_hf
 from pretrain.runtime.errors import ConfigError, UserError
-from vlm.build import (
-    VLMModelConfig,
-    build_llava,
-    load_llava,
-    num_image_tokens,
-    process_images,
-    save_llava,
-)
+from vlm.assemble import build_llava
 from vlm.chat import chat, chat_prompt
 from vlm.cli import main as vlm_main
-from vlm.llava_hf import llava_hf_name
+from vlm.llava_dir import load_llava, save_llava
+from vlm.llava_hf_form import llava_hf_name
+from vlm.model_config import VLMModelConfig
+from vlm.processor import num_image_tokens, process_images
 from vlm.templates import VICUNA_SYSTEM, generation_prompt
 
 PROMPT = generation_prompt("What colour is the circle?")
@@ -115,7 +111,7 @@ def test_save_load_gives_the_same_logits(built: tuple, saved: str) -> None:
     assert (_logits(loaded, again) - _logits(model, inputs)).abs().max() <= 1e-5
 
 
-def test_llava_hf_layout(parts: dict, built: tuple, saved: str) -> None:
+def test_llava_hf_form(parts: dict, built: tuple, saved: str) -> None:
     from transformers import AutoModelForCausalLM
 
     model, processor = built

@@ -2,6 +2,8 @@
 
 For the demo and the tests: `AutoModelForCausalLM` / `AutoTokenizer` load it as they load Vicuna (BOS `<s>` added
 to every input, EOS `</s>`, `<unk>`, and `<image>` / `<pad>` already registered as special tokens).
+`tiny_llm_texts` is what its tokenizer learns from LLaVA JSON files (the demo's, and `model.llm=tiny` in `vlm train`,
+which `tiny_llm_for_run` builds once under the run directory).
 `sentencepiece_tokenizer` writes the other kind, the one Vicuna ships (a SentencePiece `tokenizer.model`, no
 tokenizer.json), for the checks against the LLaVA codebase, which loads it with `use_fast=False`.
 """
@@ -12,6 +14,9 @@ from pathlib import Path
 
 import torch
 
+from pretrain.runtime.distributed import barrier
+from vlm.data import read_llava_json
+from vlm.synthetic_llava import TEXT_QUESTIONS
 from vlm.templates import VICUNA_SYSTEM
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
@@ -59,6 +64,23 @@ def build_tiny_llama(
     torch.manual_seed(seed)
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+def tiny_llm_texts(*json_paths: Path) -> list[str]:
+    """What a tiny LM's tokenizer is trained on: every turn of the given LLaVA JSONs plus the template's words."""
+    rows = [r for path in json_paths for r in read_llava_json(path) if isinstance(r, dict)]
+    turns = [t for r in rows for t in r.get("conversations", []) if isinstance(t, dict)]
+    texts = [t["value"] for t in turns if isinstance(t.get("value"), str)]
+    return texts + [f"{q} {a}" for q, a in TEXT_QUESTIONS] + [f"{VICUNA_SYSTEM} USER: ASSISTANT: </s>"] * 20
+
+
+def tiny_llm_for_run(run_dir: str | Path, json_path: Path, seed: int, is_main: bool) -> str:
+    """`model.llm=tiny`: a tiny LLaMA whose tokenizer is trained on the data's text, built once in `run_dir/lm`."""
+    lm_dir = Path(run_dir) / "lm"
+    if is_main and not (lm_dir / "config.json").is_file():
+        build_tiny_llama(tiny_llm_texts(json_path), lm_dir, seed=seed)
+    barrier()
+    return str(lm_dir)
 
 
 # What `sentencepiece_tokenizer` trains on. Its texts never put `USER` after a space, so `USER` is one piece and

@@ -1,9 +1,9 @@
-"""The LLaVA codebase's own checkpoint layout (haotian-liu/LLaVA, on PyPI as `llava-torch`), written and read.
+"""The LLaVA codebase's own checkpoint format (haotian-liu/LLaVA, on PyPI as `llava-torch`), written and read.
 
 usage: superclass vlm export --model RUN/llava --to llava --out DIR/llava-v1.5-7b-superclass
        superclass vlm import --model liuhaotian/llava-v1.5-7b --from llava --out HF_DIR
 
-A checkpoint of that layout is a `LlavaLlamaForCausalLM` (model_type `llava_llama`):
+A checkpoint of that format is a `LlavaLlamaForCausalLM` (model_type `llava_llama`):
 - config.json: the LLaMA config plus `mm_vision_tower` (a CLIP tower: hub name or folder), `mm_projector_type`
   (`mlp2x_gelu`), `mm_hidden_size`, `mm_vision_select_layer` (-2), `mm_vision_select_feature` (`patch`),
   `image_aspect_ratio` (`pad`), `mm_use_im_start_end` / `mm_use_im_patch_token` (false: `load_pretrained_model`
@@ -39,21 +39,13 @@ from pretrain.exports.hf import write_clip_vision_dir
 from pretrain.runtime.atomic import write_file_atomically
 from pretrain.runtime.checkpoint import read_weights
 from pretrain.runtime.errors import UserError
-from vlm.build import (
-    CLIP_IMAGE_KEYS,
-    IMAGE_TOKEN,
-    PAD_TOKEN,
-    SELECT_STRATEGY,
-    SENTENCEPIECE_FILE,
-    add_llava_tokens,
-    assemble_llava,
-    llava_processor,
-    load_llava,
-    looks_like_path,
-    save_llava,
-    tokenizer_legacy,
-)
-from vlm.llava_hf import _legacy_config, _legacy_tokenizer, save_sharded
+from vlm.assemble import PAD_TOKEN, add_llava_tokens, assemble_llava, looks_like_path
+from vlm.llava_dir import load_llava, save_llava
+from vlm.llava_hf_form import _legacy_config, _legacy_tokenizer, save_sharded
+from vlm.model_config import SELECT_STRATEGY
+from vlm.processor import CLIP_IMAGE_KEYS, llava_processor
+from vlm.templates import IMAGE_TOKEN
+from vlm.tokenizer_files import SENTENCEPIECE_FILE, tokenizer_legacy
 
 LLAVA_ARCH = "LlavaLlamaForCausalLM"
 LLAVA_MODEL_TYPE = "llava_llama"
@@ -77,7 +69,7 @@ _LLAVA_KEYS = (
 
 # ----------------------------------------------------------------------------------------------- names
 def llava_name(key: str) -> str | None:
-    """Our `LlavaForConditionalGeneration` parameter name -> its LLaVA-layout name; None for the tower's."""
+    """Our `LlavaForConditionalGeneration` parameter name -> its LLaVA-codebase name; None for the tower's."""
     if key.startswith("model.language_model."):
         return "model." + key[len("model.language_model.") :]
     if key.startswith("lm_head."):
@@ -126,14 +118,18 @@ def read_projector_bin(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def export_llava_layout(model_dir: str | Path, out: str | Path) -> Path:
-    """Write the HF LLaVA directory `model_dir` in the LLaVA codebase's layout to `out` (atomically)."""
+def export_llava_codebase(model_dir: str | Path, out: str | Path) -> Path:
+    """Write the HF LLaVA directory `model_dir` in the LLaVA codebase's format to `out` (atomically)."""
     model, processor = load_llava(model_dir)
     final = Path(out).absolute()
-    return write_export(out, lambda tmp: _write_llava_layout(model, processor, Path(model_dir), tmp, final), is_layout)
+
+    def write(tmp: Path) -> None:
+        _write_llava_codebase(model, processor, Path(model_dir), tmp, final)
+
+    return write_export(out, write, is_llava_codebase_dir)
 
 
-def is_layout(path: Path) -> bool:
+def is_llava_codebase_dir(path: Path) -> bool:
     """Whether `path` holds a LLaVA-codebase config.json (what a guarded overwrite accepts)."""
     try:
         cfg = json.loads((Path(path) / "config.json").read_text())
@@ -144,7 +140,7 @@ def is_layout(path: Path) -> bool:
     )
 
 
-def _write_llava_layout(model: Any, processor: Any, source: Path, tmp: Path, final: Path) -> None:
+def _write_llava_codebase(model: Any, processor: Any, source: Path, tmp: Path, final: Path) -> None:
     tokenizer = processor.tokenizer
     vocab = own_vocab_size(tokenizer)
     state: dict[str, torch.Tensor] = {}
@@ -253,13 +249,13 @@ def _clip_image_processor(processor: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- import
-def import_llava_layout(src: str | Path, out: str | Path, vision_tower: str = "") -> Path:
+def import_llava_codebase(src: str | Path, out: str | Path, vision_tower: str = "") -> Path:
     """Write the LLaVA-codebase checkpoint `src` (a folder) as our HF LLaVA directory `out`; returns `out`."""
-    model, processor = load_llava_layout(src, vision_tower)
+    model, processor = load_llava_codebase(src, vision_tower)
     return save_llava(model, processor, out)
 
 
-def load_llava_layout(src: str | Path, vision_tower: str = "") -> tuple[Any, Any]:
+def load_llava_codebase(src: str | Path, vision_tower: str = "") -> tuple[Any, Any]:
     """(LlavaForConditionalGeneration, LlavaProcessor) holding the LLaVA-codebase checkpoint in folder `src`."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 

@@ -1,7 +1,7 @@
-"""The llava-hf layout: LLaVA directories for tools pinned to transformers 4.x (older lmms-eval, vLLM, serving stacks).
+"""The llava-hf form: LLaVA directories for tools pinned to transformers 4.x (older lmms-eval, vLLM, serving stacks).
 
 transformers 5 saves the CLIP tower without `vision_model.` and writes config and processor files that 4.x cannot
-parse. This layout writes what llava-hf's hub checkpoints hold:
+parse. This form writes what llava-hf's hub checkpoints hold:
 - weights under `vision_tower.vision_model.*`, `language_model.model.*`, `language_model.lm_head.weight` and
   `multi_modal_projector.*`, in 5 GB safetensors shards with an index;
 - config.json with the 4.x keys besides the 5.x ones: `torch_dtype`, and the LLM's `rope_theta` / `rope_scaling`
@@ -13,7 +13,7 @@ parse. This layout writes what llava-hf's hub checkpoints hold:
   with `image_processor="clip"`, as `CLIPImageProcessor`, which every 4.x reads but which centre-crops (as
   llava-hf's own checkpoints do) instead of padding.
 Checked by hand: a tiny export loads in transformers 4.46.3 (CLIP processor) and 4.57 with the same logits as 5.x
-(`tests/vlm/test_vlm_llava_hf.py` repeats it when `TRANSFORMERS4_PYTHON` names such an interpreter).
+(`tests/vlm/test_vlm_llava_hf_form.py` repeats it when `TRANSFORMERS4_PYTHON` names such an interpreter).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def llava_hf_name(key: str) -> str:
 def save_llava_hf(
     model: Any, processor: Any, state: dict[str, torch.Tensor], out: Path, image_processor: str = "llava"
 ) -> None:
-    """Weights, configs and processor files of `model` in the llava-hf layout into the (empty) directory `out`."""
+    """Weights, configs and processor files of `model` in the llava-hf form into the (empty) directory `out`."""
     if image_processor not in IMAGE_PROCESSORS:
         raise ValueError(f"image_processor {image_processor!r}: expected one of {list(IMAGE_PROCESSORS)}")
     _save_weights(state, out)
