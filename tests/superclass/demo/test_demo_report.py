@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+import shutil
 
 import pytest
 from PIL import Image
@@ -78,3 +79,22 @@ def test_gallery_markdown_puts_truth_and_each_encoders_outputs_side_by_side():
     assert "| Is it? | no | yes | (empty) |" in lines
     assert lines[-2] == "Answers equal to the truth: superclass 1 of 2, clip 1 of 2."
     assert gallery_markdown([]) == []
+
+
+def test_report_html_shows_its_images_in_a_browser(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is missing: pip install -e '.[dev]'")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    _png(tmp_path / "gallery" / "heldout_0.png")
+    Image.new("RGB", (160, 160), (0, 0, 255)).save(tmp_path / "gallery" / "heldout_1.png")
+    report = Report(title="demo", figures=[("first", "gallery/heldout_0.png")])
+    report.sections = ["| image | truth |", "|---|---|", "| ![held-out image 1](gallery/heldout_1.png) | blue |"]
+    report.write(tmp_path)
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto((tmp_path / "report.html").as_uri())
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : -1)")
+        browser.close()
+    assert widths == [4, 160]  # each picture decoded by the browser from the page alone
