@@ -35,8 +35,9 @@ def train_once(recipe: str, steps: int, threads: int, wait: str, out: Path) -> f
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     if wait:
         env["OMP_WAIT_POLICY"] = wait
-    cmd = [sys.executable, "-m", "pretrain", "train", "--recipe", recipe, f"run.out_dir={out}", f"run.steps={steps}",
-           "run.evals=[]", "run.save_every=0", "run.log_every=10", f"run.num_threads={threads}", "run.device=cpu"]  # fmt: skip
+    run = [f"run.out_dir={out}", "run.device=cpu", f"run.steps={steps}", "run.evals=[]", "run.save_every=0",
+           "run.log_every=10", f"run.num_threads={threads}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "pretrain", "train", "--recipe", recipe, *run]
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return samples_per_s(out)
 

@@ -1,7 +1,8 @@
 """Build a ClipCap run (encoder features, LM, task, caption stream), train it on the shared loop, and caption.
 
 `train(recipe)` returns the captioner artifact; `generate(...)` writes COCO results JSON for a Karpathy split,
-appending to `<out>.partial.jsonl` as it goes so an interrupted run resumes; `caption_demo` is the demo's stage.
+appending to `<out>.partial.jsonl` as it goes so an interrupted run resumes. (The demo's ClipCap stage is
+`superclass/demo/caption.py`.)
 
 The partial file's first row is a header: the captioner (path and `captioner_hash`), the split and the decoding
 settings. A rerun with another captioner, split or decoding is refused in one line instead of mixing captions;
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,11 @@ from captioning.data import (
     encode_split,
     karpathy_images,
     synthetic_images,
-    synthetic_references,
     tokenize_captions,
 )
 from captioning.decode import DecodeConfig, caption_features
 from captioning.model import ClipCapModel, load_lm, load_tokenizer
-from captioning.recipes import CaptionDataConfig, CaptionRecipe, get_recipe
+from captioning.recipes import CaptionDataConfig, CaptionRecipe
 from captioning.task import ARTIFACT_DIR, CaptionTask, captioner_encoder, captioner_hash, load_captioner
 from pretrain.encoder import Encoder, load_encoder
 from pretrain.features import encoder_identity
@@ -173,43 +172,3 @@ def _short(value: Any) -> str:
 
 def _id(key: str) -> int | str:
     return int(key) if key.lstrip("-").isdigit() else key
-
-
-def caption_demo(encoder_dir: str | Path, out_dir: str | Path, steps: int = 300) -> dict[str, Any]:
-    """Train `clipcap_tiny` on synthetic-image features; CIDEr on held-out images and of a constant caption."""
-    from captioning.score import compute_metrics
-
-    recipe = get_recipe("clipcap_tiny")
-    recipe.encoder = str(encoder_dir)
-    recipe.run.out_dir = str(Path(out_dir))
-    recipe.run.steps = steps
-    recipe.run.device = "cpu"
-    recipe.run.evals = []  # scored below, beside the constant-caption baseline
-    captioner = train(recipe)
-    model, tokenizer, _ = load_captioner(captioner)
-    recipe.model.tokens = model.cfg.tokens
-    cache = split_features(recipe, "val", load_encoder(encoder_dir), "cpu")
-    texts = caption_features(model, tokenizer, cache.features, recipe.decode)
-    results = {i: t for i, t in enumerate(texts)}
-    gts = {i: cache.captions[k] for i, k in enumerate(cache.keys)}
-    train_caps = [synthetic_references(i, recipe.data.synthetic_seed, recipe.data.synthetic_image_size, 1)[0]
-                  for i in range(min(500, recipe.data.synthetic_samples))]  # fmt: skip
-    constant = _constant_caption(train_caps)
-    model_m = compute_metrics(results, gts, spice=False)
-    base_m = compute_metrics({i: constant for i in gts}, gts, spice=False)
-    report = {
-        "cider": model_m["CIDEr"],
-        "baseline_cider": base_m["CIDEr"],
-        "baseline_caption": constant,
-        "images": len(results),
-        "examples": texts[:5],
-        "captioner": str(captioner),
-    }
-    (Path(out_dir) / "caption_demo.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def _constant_caption(captions: list[str]) -> str:
-    """The training caption sharing the most words with the others: a strong constant-prediction baseline."""
-    words = Counter(w for c in captions for w in set(c.split()))
-    return max(captions[:200], key=lambda c: sum(words[w] for w in set(c.split())) / (1 + abs(len(c.split()) - 6)))

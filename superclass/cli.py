@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 # command word -> module whose `main(argv) -> int` handles it
 COMMANDS = {
-    "demo": ("superclass.demo", "the whole chain on synthetic data, on CPU, in minutes"),
+    "demo": ("superclass.demo.run", "the whole chain on synthetic data, on CPU, in minutes"),
     "pretrain": ("pretrain.cli", "SuperClass / CLIP pretraining, recipes, IDF counts, exports, shard tools"),
     "lit": ("lit.cli", "LiT: a text tower on a locked encoder; zero-shot classification and retrieval"),
     "captioning": ("captioning.cli", "ClipCap captioning: train a mapper, generate COCO results, score them"),

@@ -1,4 +1,5 @@
-"""The demo report: a Markdown file of result tables plus PNG plots, built section by section."""
+"""The demo report: result tables, PNG plots and a gallery, built section by section, written as report.md and as
+a self-contained report.html (`superclass.demo.markdown_html`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pretrain.runtime.metrics import read_metrics  # noqa: E402
+from superclass.demo.markdown_html import write_html  # noqa: E402
 
 
 @dataclass
@@ -62,17 +64,25 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: Path) -> Path:
+        """report.md, and report.html beside it with every image embedded; returns the Markdown path."""
         path = Path(out_dir) / "report.md"
         path.write_text(self.to_markdown())
+        write_html(path, Path(out_dir) / "report.html", self.title)
         return path
 
 
-def plot_loss_curves(runs: dict[str, Path], out_png: Path, title: str = "training loss") -> Path:
-    """One panel per run (losses of different objectives are not on one scale), loss against step."""
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
-    for ax, (name, run_dir) in zip(axes[0], runs.items()):
+def plot_loss_curves(runs: dict[str, Path], out_png: Path, title: str = "training loss", columns: int = 0) -> Path:
+    """One panel per run (losses of different objectives are not on one scale), loss against step; `columns`
+    panels a row (0: all in one row)."""
+    cols = columns or len(runs)
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    for ax, (name, run_dir) in zip(axes.flat, runs.items()):
         records = read_metrics(Path(run_dir), evals=False)
-        ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:blue")
+        marker = "o" if len(records) == 1 else None  # a run logged once (a short test run) still shows its point
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="tab:blue", marker=marker)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")

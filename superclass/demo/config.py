@@ -1,0 +1,34 @@
+"""The demo's settings: its step counts and sizes (`DemoConfig`), its image size and its held-out images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pretrain.data.synthetic import SyntheticSample, make_sample
+
+IMAGE_SIZE = 40  # every stage of the demo trains and scores on 40 px synthetic scenes
+HELD_OUT_SEED = 1  # the encoders train on dataset seed 0; every evaluation image comes from seed 1
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    steps: int = 300
+    samples: int = 4096
+    probe_train: int = 600
+    probe_val: int = 400
+    eval_images: int = 200
+    attribute: str = "colour"
+    downstream_steps: int = 300  # LiT steps per encoder (150 left the SuperClass text->image R@1 at chance, 1 of 100)
+    caption_steps: int = 400  # ClipCap steps per encoder (fewer collapse to one caption for every image)
+    vlm_stage1_steps: int = 30  # LLaVA stage 1 (projector) steps per encoder
+    vlm_stage2_steps: int = 600  # LLaVA stage 2 (projector + LLM) steps per encoder
+    vlm_samples: int = 2000  # synthetic stage-2 conversations (stage 1 gets a third as many captions)
+    vlm_eval_images: int = 60  # synthetic VQAv2 images (4 questions each) and MMBench questions (4 copies each)
+    gallery_images: int = 8  # held-out images shown in the report with each encoder's caption and answers
+
+
+def held_out(n: int, image_size: int = IMAGE_SIZE) -> list[SyntheticSample]:
+    """The first `n` held-out samples (image, caption, attributes): the images every evaluation and the gallery use."""
+    return [make_sample(i, seed=HELD_OUT_SEED, image_size=image_size) for i in range(n)]
