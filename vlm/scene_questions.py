@@ -81,14 +81,18 @@ def present_question(attributes: dict[str, Any]) -> Question:
 
 
 def absent_question(attributes: dict[str, Any], rng: random.Random, negative: str) -> Question:
-    """POPE's "no" question, the absent object picked as its splits pick it: "random" (another colour and shape),
-    "popular" (the same colour, another shape: the object type the scene makes likely) or "adversarial" (the same
-    shape in another colour, the closest to what is there)."""
+    """POPE's "no" question, the absent object picked as its splits pick it: "random" (another colour and shape,
+    never the scene's distractor), "popular" (the same colour, another shape: the object type the scene makes likely)
+    or "adversarial" (the same shape in another colour, the closest to what is there)."""
     if negative not in PRESENCE_NEGATIVES:
         raise ValueError(f"negative {negative!r}: expected one of {PRESENCE_NEGATIVES}")
     shape, colour = attributes["shape"], attributes["colour"]
     other_colour = rng.choice([c for c in COLOURS if c != colour])
     other_shape = rng.choice([s for s in SHAPES if s != shape])
+    present = {(o["colour"], o["shape"]) for o in attributes.get("objects", [])}
+    while negative == "random" and (other_colour, other_shape) in present:  # the distractor is there: not absent
+        other_colour = rng.choice([c for c in COLOURS if c != colour])
+        other_shape = rng.choice([s for s in SHAPES if s != shape])
     asked = {
         "random": (other_colour, other_shape),
         "popular": (colour, other_shape),
