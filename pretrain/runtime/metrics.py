@@ -65,8 +65,8 @@ class MetricsLogger:
         for key, value in flat.items():
             if key != "step" and math.isfinite(value):
                 self.writer.add_scalar(key, value, step)
-        if self.bar is not None:
-            self.bar.postfix(loss=f"{record.get('loss', float('nan')):.4f}", lr=f"{record.get('lr', 0):.2e}")
+        if self.bar is not None and "loss" in record:  # an evaluation row keeps the last training loss shown
+            self.bar.postfix(loss=f"{record['loss']:.4f}", lr=f"{record.get('lr', 0):.2e}")
 
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:

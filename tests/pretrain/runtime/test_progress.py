@@ -35,3 +35,14 @@ def test_a_trainer_log_names_its_run(tmp_path, capsys):
     logger.advance()
     logger.close()
     assert capsys.readouterr().err.startswith("[demo/superclass] 1/5 steps (")
+
+
+def test_an_evaluation_row_keeps_the_training_loss_on_the_line(tmp_path, capsys):
+    logger = MetricsLogger(tmp_path / "run", total_steps=5, start_step=0, enabled=True, tensorboard=False)
+    logger.bar.every = 0.0
+    logger.log({"step": 1, "loss": 2.0, "lr": 1e-3})
+    logger.log({"step": 1, "eval": {"fewshot": {"top1": 40.0}}})  # run.evals rows have no loss
+    logger.advance()
+    logger.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith("loss 2.0000, lr 1.00e-03"), line
