@@ -27,7 +27,7 @@ class Progress:
             self.terminal
         ) else None  # fmt: skip
         self.start, self.start_done = time.monotonic(), initial
-        self.last = self.start
+        self.last, self.last_done = self.start, initial
         self.extra = ""
 
     def postfix(self, **values: Any) -> None:
@@ -42,8 +42,11 @@ class Progress:
             return
         now = time.monotonic()
         if now - self.last >= self.every:
-            self.last = now
-            print(self.line(now), file=sys.stderr, flush=True)
+            self._print(now)
+
+    def _print(self, now: float) -> None:
+        self.last, self.last_done = now, self.done
+        print(self.line(now), file=sys.stderr, flush=True)
 
     def line(self, now: float) -> str:
         """`[label] 120/600 steps (3.4 steps/s, ETA 2m21s), loss 1.23`"""
@@ -54,5 +57,9 @@ class Progress:
         return f"{head}{self.done}/{self.total} {self.unit}s ({rate:.2f} {self.unit}s/s{eta}){extra}"
 
     def close(self) -> None:
+        """End the bar; without a terminal, a last line when work was done since the last one (a stage shorter
+        than `every` still says what it did)."""
         if self.bar is not None:
             self.bar.close()
+        elif self.done > self.last_done:
+            self._print(time.monotonic())

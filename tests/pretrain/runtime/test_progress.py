@@ -46,3 +46,14 @@ def test_an_evaluation_row_keeps_the_training_loss_on_the_line(tmp_path, capsys)
     logger.close()
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.endswith("loss 2.0000, lr 1.00e-03"), line
+
+
+def test_a_stage_shorter_than_the_interval_still_prints_its_last_line(capsys):
+    progress = Progress(total=30, label="llava/stage1", every=3600.0)
+    for _ in range(30):
+        progress.update()
+    assert capsys.readouterr().err == ""
+    progress.close()
+    progress.close()  # once only
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[llava/stage1] 30/30 steps ("), lines
