@@ -65,6 +65,7 @@ def constant_caption(captions: list[str]) -> str:
 
 def caption_stage(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> dict[int, str]:
     """ClipCap on one encoder; adds its CIDEr row; returns its caption of each held-out image (by index)."""
+    print(f"[demo] ClipCap on the {method} encoder: {cfg.caption_steps} steps, then CIDEr ...", flush=True)
     caption = caption_scores(artifact, cfg.out / method / "caption", steps=cfg.caption_steps)
     report.add(Row("caption", method, "CIDEr on held-out images", caption["cider"], caption["baseline_cider"]))
     return caption["captions"]

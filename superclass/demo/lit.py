@@ -70,6 +70,7 @@ def lit_scores(
 
 def lit_stage(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> None:
     """LiT on one encoder; adds its zero-shot colour and text-to-image R@1 rows (percent) to the report."""
+    print(f"[demo] LiT on the {method} encoder: {cfg.downstream_steps} steps, zero-shot, retrieval ...", flush=True)
     lit = lit_scores(artifact, cfg.out / method / "lit", steps=cfg.downstream_steps, n_eval=cfg.eval_images)
     colour = "zero-shot top-1, colour classes (%)"
     report.add(Row("lit", method, colour, 100 * lit["zeroshot_colour_top1"], 100 * lit["zeroshot_colour_chance"]))

@@ -66,7 +66,6 @@ def run_demo(cfg: DemoConfig) -> Report:
         runs[name] = encoder.run_dir
         method, artifact = encoder.method, encoder.artifact
         probe_stage(report, method, artifact, cfg)
-        print(f"[demo] LiT and ClipCap on the {method} encoder ...", flush=True)
         lit_stage(report, method, artifact, cfg)
         captions = caption_stage(report, method, artifact, cfg)
         models.append(EncoderModels(method, captions, vlm_stage(report, method, artifact, cfg)))
