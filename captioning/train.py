@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from captioning.data import (
     CaptionFeatures,
     CaptionPairs,
@@ -39,6 +37,7 @@ from pretrain.runtime.distributed import process_group, seed_everything
 from pretrain.runtime.errors import ConfigError, UserError
 from pretrain.runtime.jsonl import read_jsonl, repair_tail
 from pretrain.runtime.loop import Trainer, local_batch_size
+from pretrain.runtime.threads import use_cpu_threads
 
 
 def split_features(
@@ -70,8 +69,7 @@ def train(recipe: CaptionRecipe) -> Path:
     if not recipe.encoder:
         raise ConfigError("encoder is empty: pass encoder=DIR (an encoder artifact from `superclass pretrain train`)")
     with process_group(recipe.run.device) as dist_info:
-        if recipe.run.num_threads > 0:
-            torch.set_num_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads)
         encoder = load_encoder(recipe.encoder)
         cache = split_features(recipe, "train", encoder, dist_info.device, dist_info.is_main)
         pairs = [(i, c) for i, key in enumerate(cache.keys) for c in cache.captions[key]]

@@ -19,6 +19,7 @@ from pretrain.runtime.distributed import DistInfo, process_group, seed_everythin
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.runtime.precision import resolve_precision
+from pretrain.runtime.threads import use_cpu_threads
 
 CACHE_DIR = "feature_cache"  # the default cache root inside the run directory
 
@@ -110,8 +111,7 @@ def train(recipe: LiTRecipe) -> Path:
     """Run a LiT recipe to the end (resuming if asked) and return the LiT model directory."""
     check_recipe(recipe)
     with process_group(recipe.run.device) as dist_info:
-        if recipe.run.num_threads > 0:
-            torch.set_num_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads)
         # the cache comes before seeding: the same initial weights with or without it
         cache = prepare_cache(recipe, dist_info) if recipe.cache_features else None
         seed_everything(recipe.run.seed)  # identical initial weights on every rank

@@ -20,6 +20,7 @@ from pretrain.runtime.config import to_dict, to_yaml
 from pretrain.runtime.distributed import DistInfo, process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
+from pretrain.runtime.threads import use_cpu_threads
 from pretrain.tasks import ARTIFACT_DIR, CLIPTask, SuperClassTask
 
 
@@ -108,8 +109,7 @@ def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
     with process_group(recipe.run.device) as dist_info:
-        if recipe.run.num_threads > 0:
-            torch.set_num_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads)
         tokenizer = build_tokenizer(recipe.labels)
         seed_everything(recipe.run.seed)  # identical initial weights on every rank
         task = build_task(recipe, tokenizer, dist_info)

@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pretrain.runtime.config import to_yaml
 from pretrain.runtime.distributed import process_group, seed_everything
 from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
+from pretrain.runtime.threads import use_cpu_threads
 from vlm.assemble import build_llava
 from vlm.data import LlavaBatches, LlavaSamples, format_skipped
 from vlm.llava_codebase import read_projector_bin
@@ -72,8 +71,7 @@ def train(recipe: VLMRecipe) -> Path:
         raise ConfigError("lora.enabled is a stage-2 option (stage 1 trains only the projector)")
     check_inputs(recipe)
     with process_group(recipe.run.device) as dist_info:
-        if recipe.run.num_threads > 0:
-            torch.set_num_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads)
         json_path, image_folder = data_source(recipe, dist_info.is_main)
         seed_everything(recipe.run.seed)
         model, processor, recipe = build_model(recipe, json_path, dist_info.is_main)

@@ -75,7 +75,7 @@ class RunConfig:
     seed: int = 0  # seeds model init, data order and augmentation
     resume: str = ""  # "latest" or a checkpoint directory; "" starts fresh
     tensorboard: bool = False  # also write TensorBoard scalars
-    num_threads: int = 0  # torch CPU threads (0 = torch default)
+    num_threads: int = 0  # torch CPU threads (0: OMP_NUM_THREADS if set, else the cores per local rank)
     evals: list[EvalEntry] = field(default_factory=list)  # evaluations at checkpoints (pretrain.runtime.train_evals)
 
 
