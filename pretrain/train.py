@@ -109,7 +109,7 @@ def train(recipe: PretrainRecipe) -> Path:
     """Run a recipe to the end (resuming if asked) and return the encoder artifact's path."""
     check_recipe(recipe)
     with process_group(recipe.run.device) as dist_info:
-        use_cpu_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads, workers=recipe.data.num_workers)  # they decode on their own cores
         tokenizer = build_tokenizer(recipe.labels)
         seed_everything(recipe.run.seed)  # identical initial weights on every rank
         task = build_task(recipe, tokenizer, dist_info)

@@ -19,6 +19,8 @@ def test_cpu_threads_shares_the_available_cores_among_local_ranks(monkeypatch):
     assert threads.cpu_threads(0, local_world_size=8) == 2
     assert threads.cpu_threads(0, local_world_size=32) == 1  # never zero
     assert threads.cpu_threads(3, local_world_size=8) == 3  # a given number is used as is
+    assert threads.cpu_threads(0, local_world_size=2, workers=3) == 5  # data workers take their own cores
+    assert threads.cpu_threads(0, local_world_size=8, workers=4) == 1
 
 
 def test_use_cpu_threads_sets_torch_and_respects_the_environment(monkeypatch, restore_threads):
@@ -27,6 +29,7 @@ def test_use_cpu_threads_sets_torch_and_respects_the_environment(monkeypatch, re
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert threads.use_cpu_threads(0) == 2 and torch.get_num_threads() == 2
     assert threads.use_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+    assert threads.use_cpu_threads(0, workers=1) == 1
     torch.set_num_threads(3)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user or by torchrun: torch already follows it
     assert threads.use_cpu_threads(0) == 3 and torch.get_num_threads() == 3
