@@ -111,7 +111,7 @@ def train(recipe: LiTRecipe) -> Path:
     """Run a LiT recipe to the end (resuming if asked) and return the LiT model directory."""
     check_recipe(recipe)
     with process_group(recipe.run.device) as dist_info:
-        use_cpu_threads(recipe.run.num_threads)
+        use_cpu_threads(recipe.run.num_threads, workers=0 if recipe.cache_features else recipe.data.num_workers)
         # the cache comes before seeding: the same initial weights with or without it
         cache = prepare_cache(recipe, dist_info) if recipe.cache_features else None
         seed_everything(recipe.run.seed)  # identical initial weights on every rank
