@@ -135,10 +135,11 @@ def _notes(cfg: DemoConfig, seconds: float) -> list[str]:
         " LLaMA trained from scratch on each frozen encoder, scored by `superclass eval vqav2/mmbench/pope/scienceqa`"
         " code on synthetic files in the official formats; its baseline answers from the question alone (the most"
         " common training answer to the same question; POPE: always 'yes'), so beating it means the model looks at"
-        " the image. The MMBench, POPE and ScienceQA rows are reported outside the verdict: with labels exactly as"
-        " LLaVA's (the space before an answer supervised), the tiny LLaMA learns to answer with a letter or yes/no"
-        " within these steps but not yet which one the image calls for (a constant letter scores 0 under"
-        " CircularEval).",
+        " the image. The MMBench, POPE and ScienceQA rows are reported outside the verdict: their answers depend on"
+        " the question and the image together (is the object asked about the one shown? which option is it?), and a"
+        " LLaMA trained from scratch stays at chance on such comparisons for far longer than these steps, while a"
+        " fixed question ('Is there a red object?') is learned in 300 (README: 'Why the MMBench, POPE and ScienceQA"
+        " rows are still outside the verdict'). A constant letter scores 0 under CircularEval.",
         "- Chance levels: the SuperClass head's colour-word ranking is 6-way (1/6); retrieval is 1/N; probes are"
         " 1/#classes. The tiny 2-layer ViT learns colour within 300 steps; shape needs a larger model or longer.",
         f"- Held-out images come from a different synthetic seed than training. Total time: {seconds:.0f} s.",
