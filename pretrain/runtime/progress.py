@@ -57,9 +57,9 @@ class Progress:
         return f"{head}{self.done}/{self.total} {self.unit}s ({rate:.2f} {self.unit}s/s{eta}){extra}"
 
     def close(self) -> None:
-        """End the bar; without a terminal, a last line when work was done since the last one (a stage shorter
-        than `every` still says what it did)."""
+        """End the bar; without a terminal, a last line when the work is complete and came after the last line (a
+        stage shorter than `every` still says what it did; a stopped one leaves its one error line alone)."""
         if self.bar is not None:
             self.bar.close()
-        elif self.done > self.last_done:
+        elif self.last_done < self.done >= self.total:
             self._print(time.monotonic())

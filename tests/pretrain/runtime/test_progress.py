@@ -57,3 +57,7 @@ def test_a_stage_shorter_than_the_interval_still_prints_its_last_line(capsys):
     progress.close()  # once only
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[llava/stage1] 30/30 steps ("), lines
+    stopped = Progress(total=30, label="stopped", every=3600.0)
+    stopped.update(11)
+    stopped.close()  # a run stopped early (SIGTERM, an error) ends with its own one line, not a progress line
+    assert capsys.readouterr().err == ""
