@@ -132,7 +132,11 @@ def _image_token_id(tokenizer: Any) -> int:
 
 
 class LlavaSamples:
-    """Validated LLaVA rows with their modality and length estimate; `build(i)` reads and tokenizes one lazily."""
+    """Validated LLaVA rows with their modality and length estimate; `build(i)` reads and tokenizes one lazily.
+
+    `cache_size` > 0 keeps up to that many built samples in memory, so a small set seen for many epochs (the demo's,
+    ten) is read, tokenized and preprocessed once. Only for a deterministic `image_transform` (LLaVA's is).
+    """
 
     def __init__(
         self,
@@ -144,12 +148,14 @@ class LlavaSamples:
         max_length: int = 2048,
         image_transform: Callable[[Image.Image], torch.Tensor] | None = None,
         source: str = "<rows>",
+        cache_size: int = 0,
     ) -> None:
         if num_image_tokens < 1 or max_length < 2:
             raise ConfigError(f"num_image_tokens={num_image_tokens} and max_length={max_length} must be positive")
         self.image_folder, self.tokenizer, self.template = Path(image_folder), tokenizer, template
         self.num_image_tokens, self.max_length, self.image_transform = num_image_tokens, max_length, image_transform
         self.image_token_id, self.source = _image_token_id(tokenizer), source
+        self.cache_size, self._built = max(0, cache_size), {}  # index -> Sample (the first cache_size built)
         self.rows: list[dict[str, Any]] = []
         self.has_image: list[bool] = []
         self.lengths: list[int] = []  # LLaVA's estimate: words over all turns
@@ -202,6 +208,15 @@ class LlavaSamples:
 
     def build(self, index: int, transform_seed: int = 0) -> Sample | str:
         """Sample `index` ready to collate, or why it is skipped; a random transform is seeded by `transform_seed`."""
+        cached = self._built.get(index)
+        if cached is not None:
+            return cached
+        out = self._build(index, transform_seed)
+        if isinstance(out, Sample) and len(self._built) < self.cache_size:
+            self._built[index] = out  # collate copies its tensors, so batches never share them
+        return out
+
+    def _build(self, index: int, transform_seed: int) -> Sample | str:
         row = self.rows[index]
         if self.has_image[index] and not self.image_path(index).is_file():
             return "missing_image"

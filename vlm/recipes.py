@@ -27,6 +27,7 @@ class VLMDataConfig:
     max_length: int = 2048  # tokens per sample (LLaVA's model_max_length); the image block is never split
     group_by_modality_length: bool = True  # batches of image or text-only samples, similar lengths (LLaVA)
     epochs: int = 1  # passes over the data when run.steps and run.total_samples are 0
+    cache_samples: int = 0  # built samples kept in memory (ids + pixels): for small sets seen many epochs
     synthetic_samples: int = 2000  # synthetic: scenes written as LLaVA JSON + JPGs under run.out_dir/data
     synthetic_image_size: int = 40  # synthetic: rendered image side
     synthetic_seed: int = 0  # synthetic: dataset seed
@@ -137,7 +138,7 @@ def llava_tiny_stage1() -> VLMRecipe:
     return VLMRecipe(
         stage=1,
         model=VLMModelConfig(llm=TINY_LLM, image_aspect_ratio="crop", llm_dtype="fp32"),
-        data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=1000),
+        data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=1000, cache_samples=10_000),
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
             out_dir="runs/llava_tiny_stage1", steps=100, global_batch_size=32, device="cpu", log_every=20, save_every=0
@@ -156,7 +157,9 @@ def llava_tiny_stage2() -> VLMRecipe:
     return VLMRecipe(
         stage=2,
         model=VLMModelConfig(llm=TINY_LLM, image_aspect_ratio="pad", llm_dtype="fp32"),
-        data=VLMDataConfig(kind="synthetic", max_length=256, synthetic_samples=2000, synthetic_seed=2),
+        data=VLMDataConfig(
+            kind="synthetic", max_length=256, synthetic_samples=2000, synthetic_seed=2, cache_samples=10_000
+        ),  # fmt: skip
         optim=OptimConfig(lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, warmup_steps=10, clip_grad_norm=1.0),
         run=RunConfig(
             out_dir="runs/llava_tiny_stage2",

@@ -84,6 +84,7 @@ def train(recipe: VLMRecipe) -> Path:
             json_path, image_folder, tokenizer=processor.tokenizer, template=recipe.template,
             num_image_tokens=num_image_tokens(model.config), max_length=recipe.data.max_length,
             image_transform=lambda image: process_images(processor, [image], pad=pad)[0],
+            cache_size=recipe.data.cache_samples,
         )  # fmt: skip
         run = recipe.run
         if run.steps <= 0 and run.total_samples <= 0:

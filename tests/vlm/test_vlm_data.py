@@ -301,3 +301,20 @@ def test_a_16bit_png_is_scaled_not_clipped_white(tmp_path, tok):
     want = ramp.mean() / 65535
     assert abs(batch["pixel_values"].mean().item() - want) < 0.01  # convert("RGB") alone gives ~1.0 (white)
     assert abs(np.asarray(open_image(tmp_path / "grey16.png")).mean() / 255 - want) < 0.01
+
+
+def test_the_sample_cache_builds_once_returns_equal_batches_and_keeps_its_bound(tmp_path, tok):
+    rows = mixed_rows(tmp_path, 6, 2)
+    plain, cached = samples_of(rows, tmp_path, tok), samples_of(rows, tmp_path, tok, cache_size=4)
+    first = [cached.build(i) for i in range(len(rows))]
+    assert len(cached._built) == 4  # the bound holds
+    for folder_image in (tmp_path / "images").iterdir():
+        folder_image.unlink()  # a cached sample is not read again; an uncached one is
+    assert all(cached.build(i) is first[i] for i in range(4))
+    assert cached.build(5) == "missing_image" and plain.build(0) == "missing_image"
+    rows = mixed_rows(tmp_path / "again", 6, 2)
+    plain, cached = samples_of(rows, tmp_path / "again", tok), samples_of(rows, tmp_path / "again", tok, cache_size=99)
+    a, b = iter(LlavaBatches(plain, batch_size=2, seed=1)), iter(LlavaBatches(cached, batch_size=2, seed=1))
+    for _ in range(3 * len(rows) // 2):  # three epochs: the cached batches equal the rebuilt ones
+        want, got = next(a), next(b)
+        assert got.keys() == want.keys() and all(torch.equal(got[key], want[key]) for key in want)
