@@ -70,9 +70,35 @@ def load_llava(
     return model.to(device).eval(), AutoProcessor.from_pretrained(path)
 
 
+def _model_type(path: str | Path) -> str | None:
+    """The `model_type` of the HF config.json in `path` (None when there is none or it is unreadable)."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _is_llava_dir(path: Path) -> bool:
     """Whether `path` holds an HF LLaVA config.json (what load and a guarded overwrite accept)."""
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "llava"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return _model_type(path) == "llava"
+
+
+def save_language_model(llava_dir: str | Path, out: str | Path) -> Path:
+    """The LLM of an HF LLaVA directory as a causal-LM directory (weights + tokenizer, `<image>` included), atomically.
+
+    What `model.llm` accepts: a LLaVA trained on one encoder hands its language model to a LLaVA on another (the
+    demo tunes its tiny LLaMA on text once, then builds both encoders' LLaVAs on it).
+    """
+    from transformers import AutoModelForCausalLM
+
+    model, processor = load_llava(llava_dir)
+    lm = AutoModelForCausalLM.from_config(model.config.text_config, dtype=model.dtype)
+    lm.model.load_state_dict(model.model.language_model.state_dict())
+    lm.lm_head.load_state_dict(model.lm_head.state_dict())
+
+    def write(tmp: Path) -> None:
+        lm.save_pretrained(tmp)
+        processor.tokenizer.save_pretrained(tmp)
+        keep_tokenizer_files(processor.tokenizer, tmp)
+
+    return write_export(out, write, lambda path: _model_type(path) == lm.config.model_type)

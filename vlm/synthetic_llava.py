@@ -15,13 +15,16 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from pretrain.data.synthetic import make_sample
+from pretrain.data.synthetic import describe, make_sample
 from pretrain.runtime.atomic import write_text_atomically
 from vlm.scene_questions import HINT, HINT_RATE, options_for, pick_question, presence_question, questions_for
 from vlm.templates import IMAGE_TOKEN, SHORT_ANSWER_PROMPT, multiple_choice_prompt
 
 TEXT_ONLY_EVERY = 20  # one stage-2 row in 20 has no image (5%)
 MULTIPLE_CHOICE_EVERY = 4  # one stage-2 image row in 4 is a lettered multiple-choice question (MMBench's form)
+OPTION_COUNTS = (2, 3, 4)  # options per lettered question, as ScienceQA varies them (with 4 always, the model said
+# "C" or "D" to two-option questions: 7% on ScienceQA's position questions, measured)
+SCENE_IN_WORDS = "The picture shows {caption}."  # the scene told in words (write_scene_text_llava)
 TEXT_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("How many sides does a square have?", "4"),
     ("How many sides does a triangle have?", "3"),
@@ -57,13 +60,41 @@ def _stage2_conversation(attributes: dict[str, Any], rng: random.Random) -> list
 def _multiple_choice_conversation(attributes: dict[str, Any], rng: random.Random) -> list[dict[str, str]]:
     """One lettered question (as LLaVA-1.5 asks MMBench and A-OKVQA), answered with the option's letter."""
     question = pick_question(attributes, rng)
-    options = options_for(question, rng)
+    options = options_for(question, rng, rng.choice(OPTION_COUNTS))
     letter = chr(ord("A") + options.index(question.answer))
     hint = HINT if rng.random() < HINT_RATE else ""
     if hint and rng.random() < 0.5:  # ScienceQA's layout ("Context: ...") as often as MMBench's bare hint
         hint = f"Context: {hint}"
     prompt = f"{IMAGE_TOKEN}\n{multiple_choice_prompt(question.text, options, hint)}"
     return [{"from": "human", "value": prompt}, {"from": "gpt", "value": letter}]
+
+
+def _scene_conversation(index: int, attributes: dict[str, Any], rng: random.Random, multiple_choice_every: int) -> list:
+    """Stage 2's conversation about scene `index`: lettered in one row in `multiple_choice_every`, else short ones."""
+    if multiple_choice_every and index % multiple_choice_every == 1:
+        return _multiple_choice_conversation(attributes, rng)
+    return _stage2_conversation(attributes, rng)
+
+
+def write_scene_text_llava(
+    out_dir: str | Path, n: int, seed: int = 0, multiple_choice_every: int = MULTIPLE_CHOICE_EVERY
+) -> Path:
+    """Write `n` text-only rows as `out_dir/llava_scene_text.json`: stage 2's conversations with the scene told in
+    words (SCENE_IN_WORDS, its caption) where the image would be.
+
+    A tiny LLaMA trained from scratch learns here what Vicuna knew before LLaVA: the questions' language, and how to
+    compare a question with what a scene holds. Measured on the demo: without it, the comparisons POPE and the
+    lettered questions need stay at chance through stage 2.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(n):
+        attributes, caption = describe(index, seed)
+        turns = _scene_conversation(index, attributes, _rng(seed, index), multiple_choice_every)
+        first = turns[0]["value"].replace(IMAGE_TOKEN, SCENE_IN_WORDS.format(caption=caption))
+        rows.append({"id": f"text-{seed}-{index:06d}", "conversations": [{**turns[0], "value": first}, *turns[1:]]})
+    return write_text_atomically(out / "llava_scene_text.json", json.dumps(rows, indent=1))
 
 
 def write_synthetic_llava(
@@ -91,10 +122,8 @@ def write_synthetic_llava(
         sample.image.save(out / rel, format="JPEG", quality=90)
         if stage == 1:
             conv = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": sample.caption}]
-        elif multiple_choice_every and index % multiple_choice_every == 1:
-            conv = _multiple_choice_conversation(sample.attributes, _rng(seed, index))
         else:
-            conv = _stage2_conversation(sample.attributes, _rng(seed, index))
+            conv = _scene_conversation(index, sample.attributes, _rng(seed, index), multiple_choice_every)
         rows.append({"id": row_id, "image": rel, "conversations": conv})
     path = out / f"llava_stage{stage}.json"
     return write_text_atomically(path, json.dumps(rows, indent=1))

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision.transforms as T
 
-from pretrain.data.synthetic import make_sample
+from pretrain.data.synthetic import describe, make_sample
 from pretrain.runtime.errors import ConfigError, DataError
 from vlm.data import LlavaBatches, LlavaSamples, expand_image, format_skipped, plan_epoch, read_llava_json
-from vlm.synthetic_llava import TEXT_ONLY_EVERY, write_synthetic_llava
+from vlm.synthetic_llava import SCENE_IN_WORDS, TEXT_ONLY_EVERY, write_scene_text_llava, write_synthetic_llava
 from vlm.templates import IGNORE_INDEX, IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT, VICUNA_SYSTEM, encode
 from vlm.tiny_llama import build_tiny_tokenizer
 
@@ -267,13 +267,15 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
     assert rows1[0]["conversations"][1]["value"] == make_sample(0, 0, 24).caption
     stage2 = write_synthetic_llava(tmp_path, 60, seed=0, image_size=24, stage=2)
     rows2 = json.loads(stage2.read_text())
-    text_only = [r for r in rows2 if "image" not in r]
+    text_only, option_counts = [r for r in rows2 if "image" not in r], set()
     assert len(text_only) == 60 // TEXT_ONLY_EVERY and len({len(r["conversations"]) for r in rows2}) > 1
     for r in rows2:
         humans = [t["value"] for t in r["conversations"][0::2]]
         answers = [t["value"] for t in r["conversations"][1::2]]
         if humans[0].endswith(LETTER_ANSWER_PROMPT):  # a lettered multiple-choice row (MMBench's form)
-            assert len(humans) == 1 and answers[0] in "ABCD" and "\nA. " in humans[0]
+            letters = [line[0] for line in humans[0].splitlines() if line[1:3] == ". "]
+            assert len(humans) == 1 and answers[0] in letters and letters == list("ABCD"[: len(letters)])
+            option_counts.add(len(letters))
         else:
             assert all(h.endswith("\n" + SHORT_ANSWER_PROMPT) for h in humans)
         assert humans[0].startswith("<image>\n") == ("image" in r) and (tmp_path / r.get("image", "")).exists()
@@ -285,7 +287,28 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
         batches = [next(it) for _ in range(len(loader))]
         assert loader.all_skipped == {} and len(samples) == len(json.loads(path.read_text()))
     assert sum(r["conversations"][0]["value"].endswith(LETTER_ANSWER_PROMPT) for r in rows2) == 15
+    assert option_counts == {2, 3, 4}  # as ScienceQA's problems vary them, so no letter is always there
     assert sum("pixel_values" not in b for b in batches) == 1  # the 3 text-only rows make one (wrapped) batch
+
+
+def test_scene_text_rows_ask_stage_2s_questions_about_the_scene_told_in_words(tmp_path, tok):
+    text = json.loads(write_scene_text_llava(tmp_path / "text", 40, seed=3).read_text())
+    images = json.loads(write_synthetic_llava(tmp_path / "images", 40, seed=3, image_size=24, stage=2).read_text())
+    assert len(text) == 40 and not any("image" in r for r in text)
+    same = 0
+    for index, (row, image_row) in enumerate(zip(text, images)):
+        words = SCENE_IN_WORDS.format(caption=describe(index, 3)[1])
+        assert row["conversations"][0]["value"].startswith(words + "\n") and IMAGE_TOKEN not in json.dumps(row)
+        if "image" in image_row:  # the same questions and answers as the image row, the scene in words instead
+            told = image_row["conversations"][0]["value"].replace(IMAGE_TOKEN, words)
+            assert row["conversations"] == [
+                {**image_row["conversations"][0], "value": told},
+                *image_row["conversations"][1:],
+            ]
+            same += 1
+    assert same == 40 - 40 // TEXT_ONLY_EVERY
+    samples = LlavaSamples.from_json(tmp_path / "text" / "llava_scene_text.json", tokenizer=tok, num_image_tokens=N_IMG)
+    assert len(samples) == 40 and samples.skipped_upfront == {} and not any(samples.has_image)
 
 
 def test_a_16bit_png_is_scaled_not_clipped_white(tmp_path, tok):
