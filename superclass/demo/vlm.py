@@ -1,9 +1,11 @@
 """The demo's LLaVA stage: a tiny LLaMA and a tiny encoder through LLaVA-1.5's two stages on synthetic scenes, then
 scored on synthetic VQAv2, MMBench, POPE and ScienceQA files beside each benchmark's baseline.
 
-Training: stage 1 aligns the projector on captions (template `plain`), stage 2 tunes projector + LLM on
-short-answer, multi-turn and lettered multiple-choice questions (template `vicuna_v1`); the same recipes as real
-runs (`llava_tiny_stage1/2`), pointed at LLaVA JSON files written here.
+Training: first, once, a text stage teaches the tiny LLaMA the questions on the scenes told in words (what Vicuna
+knew before LLaVA); then per encoder, stage 1 aligns the projector on captions (template `plain`) and stage 2 tunes
+projector + LLM on short-answer, multi-turn and lettered multiple-choice questions (template `vicuna_v1`). All three
+are the real recipes (`llava_tiny_stage2` for the text stage, `llava_tiny_stage1/2`) pointed at LLaVA JSON files
+written here.
 
 Scoring: the sets are written in the official formats (`eval.vlm.synthetic_benchmarks`) and scored by the same loaders,
 runner and metrics as the real benchmarks. The text-only baseline answers from the question alone: the most common
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +31,67 @@ from eval.vlm.synthetic_benchmarks import write_synthetic_benchmark
 from pretrain.runtime.config import resolve
 from superclass.demo.config import IMAGE_SIZE, DemoConfig
 from superclass.demo.report import Report, Row
+from vlm.llava_dir import save_language_model
 from vlm.recipes import get_recipe
-from vlm.synthetic_llava import MULTIPLE_CHOICE_EVERY, write_synthetic_llava
+from vlm.synthetic_llava import write_scene_text_llava, write_synthetic_llava
 from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 from vlm.tiny_llama import build_tiny_llama, tiny_llm_texts
 from vlm.train import train
 
 
+@dataclass(frozen=True)
+class LlavaInputs:
+    """What both encoders' LLaVAs share: the two stages' LLaVA JSON and the tiny LLaMA after its text stage."""
+
+    stage1: Path
+    stage2: Path
+    lm: Path
+
+
+def prepare_llava(cfg: DemoConfig, encoder_dir: str | Path) -> LlavaInputs:
+    """Write the LLaVA data once and teach the tiny LLaMA the questions' language on the scenes told in words.
+
+    The text stage stands in for what Vicuna knew before LLaVA: a stage-2 run (`llava_tiny_stage2`) on text-only
+    rows, so the LLaMA learns on words to compare a question with a scene (is the object asked about there? which
+    option is it?). Trained from scratch on images alone, it stayed at chance on those comparisons (README: 'Why
+    the VLM rows failed'). The LLaVA it trains holds `encoder_dir`, which sees no image; its LLM goes on to both.
+    """
+    root = cfg.out / "llava"
+    print(f"[demo] LLaVA data and the tiny LLaMA's text stage ({cfg.vlm_text_steps} steps) ...", flush=True)
+    data1 = write_synthetic_llava(root / "data" / "stage1", cfg.vlm_samples // 3, 0, IMAGE_SIZE, stage=1)
+    every = cfg.vlm_multiple_choice_every
+    data2 = write_synthetic_llava(root / "data" / "stage2", cfg.vlm_samples, TRAIN_SEED, IMAGE_SIZE, 2, every)
+    text = write_scene_text_llava(root / "data" / "text", cfg.vlm_samples, TRAIN_SEED, every)
+    built = build_tiny_llama(tiny_llm_texts(data1, data2, text), root / "lm_init", width=64, layers=2, vocab=1500)
+    text_stage = resolve(get_recipe("llava_tiny_stage2"), None, [
+        f"model.llm={built}", f"model.encoder={encoder_dir}", "run.device=cpu", "data.kind=llava_json",
+        f"data.json={text}", f"run.out_dir={root / 'text_stage'}", f"run.steps={cfg.vlm_text_steps}", "run.evals=[]",
+    ])  # fmt: skip
+    return LlavaInputs(data1, data2, save_language_model(train(text_stage), root / "lm"))
+
+
 def train_llava(
-    encoder_dir: str | Path, out_dir: str | Path, stage1_steps: int = 30, stage2_steps: int = 600,
-    stage1_samples: int = 600, stage2_samples: int = 2000, multiple_choice_every: int = MULTIPLE_CHOICE_EVERY,
-    lm_width: int = 64, lm_layers: int = 2, overrides: tuple[str, ...] = (),
-) -> tuple[Path, Path]:  # fmt: skip
-    """Train both stages on one encoder; returns (the stage-2 LLaVA directory, the stage-2 training JSON).
+    encoder_dir: str | Path, out_dir: str | Path, inputs: LlavaInputs, stage1_steps: int = 200,
+    stage2_steps: int = 600, overrides: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
+    """Both LLaVA-1.5 stages on one encoder with the shared LLaMA; returns the stage-2 LLaVA directory.
 
     `overrides`: key=value recipe overrides for both stages (e.g. "optim.lr=2e-3", "model.feature_layer=-1").
     """
     out = Path(out_dir)
-    data1 = write_synthetic_llava(out / "data" / "stage1", stage1_samples, seed=0, image_size=IMAGE_SIZE, stage=1)
-    data2 = write_synthetic_llava(out / "data" / "stage2", stage2_samples, seed=2, image_size=IMAGE_SIZE, stage=2,
-                                  multiple_choice_every=multiple_choice_every)  # fmt: skip
-    lm = out / "lm"
-    if not (lm / "config.json").is_file():
-        build_tiny_llama(tiny_llm_texts(data1, data2), lm, width=lm_width, layers=lm_layers, vocab=1500)
-    common = [f"model.llm={lm}", "run.device=cpu", "data.kind=llava_json", *overrides]
+    common = [f"model.llm={inputs.lm}", "run.device=cpu", "data.kind=llava_json", *overrides]
     stage1 = resolve(get_recipe("llava_tiny_stage1"), None, [
-        *common, f"model.encoder={encoder_dir}", f"data.json={data1}", f"run.out_dir={out / 'stage1'}",
+        *common, f"model.encoder={encoder_dir}", f"data.json={inputs.stage1}", f"run.out_dir={out / 'stage1'}",
         f"run.steps={stage1_steps}",
     ])  # fmt: skip
     stage2 = resolve(get_recipe("llava_tiny_stage2"), None, [
-        *common, f"init={train(stage1)}", f"data.json={data2}", f"run.out_dir={out / 'stage2'}",
+        *common, f"init={train(stage1)}", f"data.json={inputs.stage2}", f"run.out_dir={out / 'stage2'}",
         f"run.steps={stage2_steps}", "run.evals=[]",  # the demo scores it on every synthetic benchmark
     ])  # fmt: skip
-    return train(stage2), data2
+    return train(stage2)
 
 
+TRAIN_SEED = 2  # the stage-2 scenes' dataset seed (stage 1 uses 0, the held-out sets their own)
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
 SETS = ("vqav2", "mmbench", "pope", "scienceqa")
 
@@ -158,19 +187,19 @@ def score_synthetic_vlm(
     }
 
 
-def vlm_stage(report: Report, method: str, artifact: Path, cfg: DemoConfig) -> Path:
+def vlm_stage(report: Report, method: str, artifact: Path, cfg: DemoConfig, inputs: LlavaInputs) -> Path:
     """LLaVA-1.5 on one encoder: VQAv2, circular MMBench, POPE and ScienceQA accuracy, each against its baseline;
     returns the stage-2 LLaVA directory."""
     print(f"[demo] LLaVA stages 1 and 2 on the {method} encoder ...", flush=True)
     out = cfg.out / method / "llava"
-    model_dir, train_json = train_llava(
-        artifact, out, cfg.vlm_stage1_steps, cfg.vlm_stage2_steps, cfg.vlm_samples // 3, cfg.vlm_samples
-    )
-    scores = score_synthetic_vlm(model_dir, out / "scores", train_json, num_images=cfg.vlm_eval_images)
+    layer = (f"model.feature_layer={cfg.vlm_feature_layer}",)
+    model_dir = train_llava(artifact, out, inputs, cfg.vlm_stage1_steps, cfg.vlm_stage2_steps, layer)
+    scores = score_synthetic_vlm(model_dir, out / "scores", inputs.stage2, num_images=cfg.vlm_eval_images)
     vqa, mmb = "VQAv2-format accuracy vs text-only (%)", "MMBench-format CircularEval vs random letters (%)"
     report.add(Row("vlm", method, vqa, scores["vqav2_accuracy"], scores["vqav2_text_only_accuracy"]))
-    # These three answers hinge on comparing the question with the image, which a from-scratch LLaMA does not learn
-    # within the demo's steps (README: 'Why the MMBench, POPE and ScienceQA rows are still outside the verdict').
+    # These three answers hinge on comparing the question with the image: the LLaMA learns the comparisons on words
+    # in its text stage but barely carries them over to image tokens in the demo's steps (README: 'Why the MMBench,
+    # POPE and ScienceQA rows are still outside the verdict').
     report.add(Row("vlm", method, mmb, scores["mmbench_accuracy"], scores["mmbench_random_chance"], required=False))
     pope, sqa = "POPE-format accuracy vs always 'yes' (%)", "ScienceQA-format accuracy vs text-only (%)"
     report.add(Row("vlm", method, pope, scores["pope_accuracy"], scores["pope_always_yes_accuracy"], required=False))
