@@ -6,9 +6,9 @@ images (SuperClass: does its head rank the image's colour word first among the c
 image-to-text retrieval); (4) probe both frozen encoders on a held-out attribute task (linear probe and
 10-shot); (5) LiT on each encoder: zero-shot colour classes and retrieval; (6) ClipCap with a tiny LM: CIDEr;
 (7) LLaVA-1.5 (a text stage for the tiny LLaMA, once, then both stages) on each encoder, scored on synthetic
-VQAv2, MMBench, POPE and ScienceQA files by the benchmark code, next to a text-only baseline (the most common training
-answer to the same question); (8) a gallery
-of held-out images with each encoder's ClipCap caption and LLaVA answers beside the truth.
+VQAv2, MMBench, POPE and ScienceQA files by the benchmark code, next to a text-only baseline (the most common
+training answer to the same question); (8) a gallery of held-out images with each encoder's ClipCap caption and LLaVA
+answers beside the truth.
 Writes DIR/report.md and DIR/report.html (the same report, its pictures embedded), DIR/loss_curves.png,
 DIR/stage_loss_curves.png, the gallery's images under DIR/gallery/, and each encoder artifact under
 DIR/<method>/encoder. Each stage lives in its own module of this package; this one runs them in order.

@@ -38,6 +38,8 @@ from vlm.templates import IMAGE_TOKEN, LETTER_ANSWER_PROMPT, SHORT_ANSWER_PROMPT
 from vlm.tiny_llama import build_tiny_llama, tiny_llm_texts
 from vlm.train import train
 
+TRAIN_SEED = 2  # the stage-2 scenes' dataset seed (stage 1 uses 0, the held-out sets their own)
+
 
 @dataclass(frozen=True)
 class LlavaInputs:
@@ -54,7 +56,8 @@ def prepare_llava(cfg: DemoConfig, encoder_dir: str | Path) -> LlavaInputs:
     The text stage stands in for what Vicuna knew before LLaVA: a stage-2 run (`llava_tiny_stage2`) on text-only
     rows, so the LLaMA learns on words to compare a question with a scene (is the object asked about there? which
     option is it?). Trained from scratch on images alone, it stayed at chance on those comparisons (README: 'Why
-    the VLM rows failed'). The LLaVA it trains holds `encoder_dir`, which sees no image; its LLM goes on to both.
+    the MMBench, POPE and ScienceQA rows are still outside the verdict'). The LLaVA it trains holds `encoder_dir`,
+    which sees no image; its LLM goes on to both.
     """
     root = cfg.out / "llava"
     print(f"[demo] LLaVA data and the tiny LLaMA's text stage ({cfg.vlm_text_steps} steps) ...", flush=True)
@@ -91,7 +94,6 @@ def train_llava(
     return train(stage2)
 
 
-TRAIN_SEED = 2  # the stage-2 scenes' dataset seed (stage 1 uses 0, the held-out sets their own)
 _OPTION_LINE = re.compile(r"^[A-E]\. ")
 SETS = ("vqav2", "mmbench", "pope", "scienceqa")
 
