@@ -43,6 +43,9 @@ class VLMRecipe:
     lora: LoraSettings = field(default_factory=LoraSettings)
     projector_lr: float = 0.0  # stage 2: the projector's own lr (LLaVA's mm_projector_lr); 0 = optim.lr
     train_vision: bool = False  # also train the vision tower (LLaVA-1.5 keeps it frozen)
+    # images whose mean tower feature the projector's first layer trains around (vlm.centred_projector; the model
+    # and its export are unchanged); 0 = off, as in LLaVA. For towers whose tokens share a large offset.
+    projector_centring: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

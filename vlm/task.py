@@ -3,7 +3,8 @@
 Stage 1 trains the projector alone; stage 2 the projector and the LLM (fully, or LoRA adapters on the LLM's
 linear layers with the projector at its own lr). The vision tower stays frozen unless `train_vision`. Frozen
 weights stay out of checkpoints (`checkpoint_frozen = False`): a resumed run rebuilds them from its sources.
-The export (`<run>/llava/`) is a standard HF LLaVA directory, with any LoRA adapter merged into the weights;
+The export (`<run>/llava/`) is a standard HF LLaVA directory, with any LoRA adapter merged into the weights and
+any centred projector (`vlm.centred_projector`) folded;
 stage 1 also writes the projector alone there as LLaVA's `mm_projector.bin` (`--pretrain_mm_mlp_adapter`).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlm.centred_projector import fold_centre
 from vlm.lora import LoraSettings, add_lora, has_lora, merge_lora_state
 
 EXPORT_DIR = "llava"
@@ -109,7 +111,7 @@ class LlavaTask(nn.Module):
 
     def export_artifact(self, run_dir: Path, state: dict[str, torch.Tensor], samples_seen: int) -> Path:
         """Write `<run>/llava/`: a standard HF LLaVA directory (LoRA merged) from the full task state dict."""
-        llava_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        llava_state = fold_centre({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
         if has_lora(llava_state):
             llava_state = merge_lora_state(llava_state, self.lora or LoraSettings())
         out = save_plain_llava(self.model.config, self.processor, Path(run_dir) / EXPORT_DIR, llava_state)

@@ -18,6 +18,7 @@ from pretrain.runtime.errors import ConfigError
 from pretrain.runtime.loop import Trainer, local_batch_size
 from pretrain.runtime.threads import use_cpu_threads
 from vlm.assemble import build_llava
+from vlm.centred_projector import centre_projector
 from vlm.data import LlavaBatches, LlavaSamples, format_skipped
 from vlm.llava_codebase import read_projector_bin
 from vlm.llava_dir import load_llava
@@ -63,6 +64,22 @@ def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any,
     return model, processor, recipe
 
 
+def centre_on_images(model: Any, samples: LlavaSamples, n: int, trained: bool) -> None:
+    """Centre the projector's first layer on the mean tower feature of the data's first `n` images (every rank
+    reads the same ones); a `trained` projector (init, projector bin) keeps its function."""
+    pixels = []
+    for index in (i for i, has in enumerate(samples.has_image) if has):
+        built = samples.build(index)
+        if not isinstance(built, str):
+            pixels.append(built.pixel_values)
+        if len(pixels) == n:
+            break
+    if not pixels:
+        raise ConfigError("projector_centring: the data has no readable image to take the tower features' mean from")
+    centre = centre_projector(model, pixels, keep_function=trained)
+    print(f"[vlm] projector centred on {len(pixels)} images' mean feature (norm {float(centre.norm()):.2f})")
+
+
 def train(recipe: VLMRecipe) -> Path:
     """Run a recipe to the end (resuming if asked); returns the exported LLaVA directory."""
     if recipe.stage not in (1, 2):
@@ -86,6 +103,8 @@ def train(recipe: VLMRecipe) -> Path:
             image_transform=lambda image: process_images(processor, [image], pad=pad)[0],
             cache_size=recipe.data.cache_samples,
         )  # fmt: skip
+        if recipe.projector_centring > 0:
+            centre_on_images(model, samples, recipe.projector_centring, bool(recipe.init or recipe.projector))
         run = recipe.run
         if run.steps <= 0 and run.total_samples <= 0:
             run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(samples))
