@@ -66,12 +66,12 @@ def options_for(question: Question, rng: random.Random, n: int = 4) -> list[str]
 PRESENCE_NEGATIVES = ("random", "popular", "adversarial")  # POPE's three ways of picking an absent object
 
 
-def presence_question(attributes: dict[str, Any], rng: random.Random) -> Question:
-    """POPE's question, "Is there a {colour} {shape} in the image?": yes or no with equal odds, the absent object
-    picked by one of POPE's three rules at random (`absent_question`)."""
-    if rng.random() < 0.5:
-        return present_question(attributes)
-    return absent_question(attributes, rng, rng.choice(PRESENCE_NEGATIVES))
+def presence_pair(attributes: dict[str, Any], rng: random.Random) -> list[Question]:
+    """POPE's two answers about one scene, in random order: "Is there a {colour} {shape} in the image?" about the
+    scene's object ("yes") and about an absent one picked by one of POPE's three rules at random ("no")."""
+    pair = [present_question(attributes), absent_question(attributes, rng, rng.choice(PRESENCE_NEGATIVES))]
+    rng.shuffle(pair)
+    return pair
 
 
 def present_question(attributes: dict[str, Any]) -> Question:

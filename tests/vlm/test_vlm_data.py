@@ -267,7 +267,7 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
     assert rows1[0]["conversations"][1]["value"] == make_sample(0, 0, 24).caption
     stage2 = write_synthetic_llava(tmp_path, 60, seed=0, image_size=24, stage=2)
     rows2 = json.loads(stage2.read_text())
-    text_only, option_counts = [r for r in rows2 if "image" not in r], set()
+    text_only, option_counts, first_kinds = [r for r in rows2 if "image" not in r], set(), set()
     assert len(text_only) == 60 // TEXT_ONLY_EVERY and len({len(r["conversations"]) for r in rows2}) > 1
     for r in rows2:
         humans = [t["value"] for t in r["conversations"][0::2]]
@@ -278,6 +278,10 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
             option_counts.add(len(letters))
         else:
             assert all(h.endswith("\n" + SHORT_ANSWER_PROMPT) for h in humans)
+            if "image" in r:  # POPE's pair (the scene's object: yes; an absent one: no) and maybe one more, shuffled
+                pair = [a for h, a in zip(humans, answers) if "Is there a" in h]
+                assert sorted(pair) == ["no", "yes"] and len(humans) in (2, 3)
+                first_kinds.add("Is there a" in humans[0])
         assert humans[0].startswith("<image>\n") == ("image" in r) and (tmp_path / r.get("image", "")).exists()
     for path, template in ((stage1, "plain"), (stage2, "vicuna_v1")):
         samples = LlavaSamples.from_json(path, tokenizer=tok, template=template, num_image_tokens=N_IMG,
@@ -288,6 +292,7 @@ def test_synthetic_writer_formats_load_without_skips(tmp_path, tok):
         assert loader.all_skipped == {} and len(samples) == len(json.loads(path.read_text()))
     assert sum(r["conversations"][0]["value"].endswith(LETTER_ANSWER_PROMPT) for r in rows2) == 15
     assert option_counts == {2, 3, 4}  # as ScienceQA's problems vary them, so no letter is always there
+    assert first_kinds == {True, False}  # a first answer is not always yes/no
     assert sum("pixel_values" not in b for b in batches) == 1  # the 3 text-only rows make one (wrapped) batch
 
 

@@ -3,7 +3,14 @@
 import random
 
 from pretrain.data.synthetic import make_sample
-from vlm.scene_questions import PRESENCE_NEGATIVES, absent_question, options_for, present_question, questions_for
+from vlm.scene_questions import (
+    PRESENCE_NEGATIVES,
+    absent_question,
+    options_for,
+    presence_pair,
+    present_question,
+    questions_for,
+)
 
 
 def _scenes(n=300):
@@ -28,3 +35,18 @@ def test_questions_are_true_of_the_scene_and_options_hold_the_answer():
             options = options_for(question, random.Random(index))
             assert question.answer in question.choices and question.answer in options
             assert len(set(options)) == len(options) == min(4, len(question.choices))
+
+
+def test_presence_pairs_ask_yes_and_no_about_the_same_scene_in_both_orders():
+    firsts, negatives = set(), set()
+    for index, attributes in enumerate(_scenes(100)):
+        present = {f"a {o['colour']} {o['shape']} in" for o in attributes["objects"]}
+        pair = presence_pair(attributes, random.Random(index))
+        assert sorted(q.answer for q in pair) == ["no", "yes"]
+        for q in pair:
+            assert any(p in q.text for p in present) == (q.answer == "yes"), (attributes, q)
+        no = next(q for q in pair if q.answer == "no")
+        same_colour, same_shape = attributes["colour"] in no.text, attributes["shape"] + " in" in no.text
+        negatives.add((same_colour, same_shape))  # popular: same colour; adversarial: same shape; random: neither
+        firsts.add(pair[0].answer)
+    assert firsts == {"yes", "no"} and negatives == {(True, False), (False, True), (False, False)}
