@@ -25,7 +25,10 @@ class DemoConfig:
     vlm_text_steps: int = 400  # the tiny LLaMA's text stage (once, shared by both encoders' LLaVAs)
     vlm_stage1_steps: int = 200  # LLaVA stage 1 (projector) steps per encoder
     vlm_stage2_steps: int = 600  # LLaVA stage 2 (projector + LLM) steps per encoder
-    vlm_multiple_choice_every: int = 2  # one stage-2 image row in N is a lettered question (the rest short answers)
+    vlm_multiple_choice_every: int = 4  # one stage-2 image row in N is a lettered question (the rest POPE's pair
+    # and maybe a short question); 2 halved the pairs and left the SuperClass POPE row at 50 (measured)
+    vlm_projector_centring: int = 256  # images whose mean tower feature both LLaVA stages centre the projector on
+    # (vlm.centred_projector): the tiny SuperClass tower's tokens share an offset of norm 58 of 59
     vlm_feature_layer: int = -1  # the tiny 2-layer tower's last block (LLaVA-1.5's -2 is its first of two)
     vlm_samples: int = 2000  # synthetic stage-2 conversations (stage 1 gets a third as many captions)
     vlm_eval_images: int = 150  # per set: VQAv2 images (4 questions each), MMBench questions (4 copies), POPE images

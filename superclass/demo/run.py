@@ -140,11 +140,11 @@ def _notes(cfg: DemoConfig, seconds: float) -> list[str]:
         f" words ({cfg.vlm_text_steps} text steps, once for both), scored by `superclass eval"
         " vqav2/mmbench/pope/scienceqa` code on synthetic files in the official formats; its baseline answers from"
         " the question alone (the most common training answer to the same question; POPE: always 'yes'), so beating"
-        " it means the model looks at the image. The MMBench, POPE and ScienceQA rows are reported outside the"
-        " verdict: their answers depend on the question and the image together (is the object asked about the one"
-        " shown? which option is it?); the LLaMA learns these comparisons on words (100% on held-out text) but barely"
-        " carries them over to image tokens within these steps (README: 'Why the MMBench, POPE and ScienceQA rows"
-        " are still outside the verdict'). A constant letter scores 0 under CircularEval.",
+        f" it means the model looks at the image. Both stages centre the projector on {cfg.vlm_projector_centring}"
+        " images' mean tower feature (`projector_centring`). The MMBench and ScienceQA rows are reported outside"
+        " the verdict: their lettered answers need the option that matches the image, which the LLaMA learns on words"
+        " (100% on held-out text) but not on image tokens within these steps (README: 'Why the VLM rows failed, and"
+        " what fixed them'). A constant letter scores 0 under CircularEval.",
         "- Chance levels: the SuperClass head's colour-word ranking is 6-way (1/6); retrieval is 1/N; probes are"
         " 1/#classes. The tiny 2-layer ViT learns colour within 300 steps; shape needs a larger model or longer.",
         f"- Held-out images come from a different synthetic seed than training. Total time: {seconds:.0f} s.",

@@ -40,6 +40,9 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
     assert len(report.rows) == 20 and all(math.isfinite(r.value) for r in report.rows)
     stages = {(r.stage, r.model) for r in report.rows}
     assert stages == {(s, m) for s in ("pretrain", "probe", "lit", "caption", "vlm") for m in ("superclass", "clip")}
+    in_verdict = {(r.model, r.metric.split("-format")[0]): r.required for r in report.rows if r.stage == "vlm"}
+    assert in_verdict == {(m, b): b in ("VQAv2", "POPE") for m in ("superclass", "clip")
+                          for b in ("VQAv2", "MMBench", "POPE", "ScienceQA")}  # fmt: skip
     assert (tmp_path / "superclass" / "lit").is_dir() and (
         tmp_path / "clip" / "caption" / "caption_demo.json"
     ).is_file()
