@@ -64,9 +64,10 @@ def build_model(recipe: VLMRecipe, json_path: Path, is_main: bool) -> tuple[Any,
     return model, processor, recipe
 
 
-def centre_on_images(model: Any, samples: LlavaSamples, n: int, trained: bool) -> None:
-    """Centre the projector's first layer on the mean tower feature of the data's first `n` images (every rank
-    reads the same ones); a `trained` projector (init, projector bin) keeps its function."""
+def centre_on_images(model: Any, samples: LlavaSamples, n: int, trained: bool) -> tuple[int, float]:
+    """Centre the projector's first layer on the mean tower feature of the data's first `n` readable images (every
+    rank reads the same ones); a `trained` projector (init, projector bin) keeps its function. Returns (images used,
+    the mean's norm)."""
     pixels = []
     for index in (i for i, has in enumerate(samples.has_image) if has):
         built = samples.build(index)
@@ -76,8 +77,7 @@ def centre_on_images(model: Any, samples: LlavaSamples, n: int, trained: bool) -
             break
     if not pixels:
         raise ConfigError("projector_centring: the data has no readable image to take the tower features' mean from")
-    centre = centre_projector(model, pixels, keep_function=trained)
-    print(f"[vlm] projector centred on {len(pixels)} images' mean feature (norm {float(centre.norm()):.2f})")
+    return len(pixels), float(centre_projector(model, pixels, keep_function=trained).norm())
 
 
 def train(recipe: VLMRecipe) -> Path:
@@ -104,7 +104,11 @@ def train(recipe: VLMRecipe) -> Path:
             cache_size=recipe.data.cache_samples,
         )  # fmt: skip
         if recipe.projector_centring > 0:
-            centre_on_images(model, samples, recipe.projector_centring, bool(recipe.init or recipe.projector))
+            used, norm = centre_on_images(
+                model, samples, recipe.projector_centring, bool(recipe.init or recipe.projector)
+            )
+            if dist_info.is_main:
+                print(f"[vlm] projector centred on {used} images' mean feature (norm {norm:.2f})")
         run = recipe.run
         if run.steps <= 0 and run.total_samples <= 0:
             run = dataclasses.replace(run, total_samples=max(1, recipe.data.epochs) * len(samples))

@@ -11,6 +11,7 @@ from torch import nn
 from vlm_fixtures import tiny_llm
 
 from pretrain.runtime.config import resolve
+from pretrain.runtime.errors import ConfigError
 from vlm.assemble import build_llava
 from vlm.centred_projector import CENTRE, CentredLinear, centre_projector, fold_centre, projector_inputs
 from vlm.data import LlavaBatches, LlavaSamples
@@ -18,7 +19,7 @@ from vlm.llava_dir import load_llava
 from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
-from vlm.synthetic_llava import write_synthetic_llava
+from vlm.synthetic_llava import write_scene_text_llava, write_synthetic_llava
 from vlm.task import LlavaTask
 from vlm.train import train
 
@@ -121,3 +122,10 @@ def test_a_centred_run_exports_plain_weights_and_resumes_exactly(parts, tmp_path
     assert straight.keys() == resumed.keys() and not any(k.endswith(CENTRE) for k in straight)
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_centring_on_text_only_data_is_a_one_line_error(parts, tmp_path):
+    text = write_scene_text_llava(tmp_path / "text", 8, seed=1)
+    recipe = resolve(_recipe(parts, tmp_path / "run", 2), None, ["data.kind=llava_json", f"data.json={text}"])
+    with pytest.raises(ConfigError, match="projector_centring: the data has no readable image"):
+        train(recipe)
