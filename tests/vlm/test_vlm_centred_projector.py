@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_fixtures import tiny_encoder
 from safetensors.torch import load_file
 from torch import nn
-from vlm_fixtures import tiny_llm
+from vlm_fixtures import llava_parts
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.errors import ConfigError
@@ -19,17 +18,14 @@ from vlm.llava_dir import load_llava
 from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
-from vlm.synthetic_llava import write_scene_text_llava, write_synthetic_llava
+from vlm.synthetic_llava import write_scene_text_llava
 from vlm.task import LlavaTask
 from vlm.train import train
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("centred")
-    encoder, llm = tiny_encoder(root / "enc"), tiny_llm(root / "lm")
-    data = write_synthetic_llava(root / "data", 16, seed=0, image_size=32, stage=2)
-    return {"root": root, "encoder": encoder, "llm": llm, "data": data}
+    return llava_parts(tmp_path_factory.mktemp("centred"), 16)
 
 
 def _model_and_batch(parts):

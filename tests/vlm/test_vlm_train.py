@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_fixtures import tiny_encoder
 from safetensors.torch import load_file
-from vlm_fixtures import tiny_llm
+from vlm_fixtures import llava_parts
 
 from pretrain.runtime.config import resolve
 from pretrain.runtime.optim import OptimConfig, build_optimizer
@@ -23,17 +22,13 @@ from vlm.lora import LoraSettings, merge_lora_state
 from vlm.model_config import VLMModelConfig
 from vlm.processor import num_image_tokens, process_images
 from vlm.recipes import get_recipe
-from vlm.synthetic_llava import write_synthetic_llava
 from vlm.task import LlavaTask
 from vlm.train import train
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vlm_train")
-    encoder, llm = tiny_encoder(root / "enc"), tiny_llm(root / "lm")
-    data = write_synthetic_llava(root / "data", 24, seed=0, image_size=32, stage=2)
-    return {"root": root, "encoder": encoder, "llm": llm, "data": data}
+    return llava_parts(tmp_path_factory.mktemp("vlm_train"), 24)
 
 
 def _llava(parts, aspect="pad"):

@@ -1,4 +1,5 @@
-"""Helpers for the vlm tests: tiny LLaMA directories (with and without `<image>`/`<pad>`) and test images."""
+"""Helpers for the vlm tests: tiny LLaMA directories (with and without `<image>`/`<pad>`), test images, and a
+training test's inputs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from eval_fixtures import tiny_encoder
 from PIL import Image
 
+from vlm.synthetic_llava import write_synthetic_llava
 from vlm.templates import VICUNA_SYSTEM
 from vlm.tiny_llama import build_tiny_llama, sentencepiece_tokenizer
 
@@ -22,6 +25,13 @@ TEXTS = [
 def tiny_llm(path: Path) -> Path:
     """`vlm.tiny_llama.build_tiny_llama` (width 64, 2 layers), its tokenizer already holding `<image>` and `<pad>`."""
     return build_tiny_llama(TEXTS, path, width=64, layers=2, heads=4, vocab=300)
+
+
+def llava_parts(root: Path, rows: int) -> dict[str, Path]:
+    """A tiny encoder, a tiny LLaMA and `rows` synthetic stage-2 LLaVA rows (32 px) under `root`: training inputs."""
+    encoder, llm = tiny_encoder(root / "enc"), tiny_llm(root / "lm")
+    data = write_synthetic_llava(root / "data", rows, seed=0, image_size=32, stage=2)
+    return {"root": root, "encoder": encoder, "llm": llm, "data": data}
 
 
 def tiny_vicuna_like(path: Path) -> Path:
