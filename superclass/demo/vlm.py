@@ -64,7 +64,8 @@ def prepare_llava(cfg: DemoConfig, encoder_dir: str | Path) -> LlavaInputs:
     data1 = write_synthetic_llava(root / "data" / "stage1", cfg.vlm_samples // 3, 0, IMAGE_SIZE, stage=1)
     every = cfg.vlm_multiple_choice_every
     data2 = write_synthetic_llava(root / "data" / "stage2", cfg.vlm_samples, TRAIN_SEED, IMAGE_SIZE, 2, every)
-    text = write_scene_text_llava(root / "data" / "text", cfg.vlm_samples, TRAIN_SEED, every)
+    # lettered in one row in four (the module's default): the text stage is where the LLaMA learns that form
+    text = write_scene_text_llava(root / "data" / "text", cfg.vlm_samples, TRAIN_SEED)
     built = build_tiny_llama(tiny_llm_texts(data1, data2, text), root / "lm_init", width=64, layers=2, vocab=1500)
     text_stage = resolve(get_recipe("llava_tiny_stage2"), None, [
         f"model.llm={built}", f"model.encoder={encoder_dir}", "run.device=cpu", "data.kind=llava_json",
