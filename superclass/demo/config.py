@@ -24,8 +24,8 @@ class DemoConfig:
     caption_steps: int = 400  # ClipCap steps per encoder (fewer collapse to one caption for every image)
     vlm_text_steps: int = 400  # the tiny LLaMA's text stage (once, shared by both encoders' LLaVAs)
     vlm_stage1_steps: int = 200  # LLaVA stage 1 (projector) steps per encoder
-    vlm_stage2_steps: int = 900  # LLaVA stage 2 (projector + LLM) steps per encoder (600 left SuperClass POPE at
-    # 51-58 over seeds: within noise of always-yes on some machines, measured)
+    vlm_stage2_steps: int = 900  # LLaVA stage 2 (projector + LLM) steps per encoder (with 1 row in 8 lettered,
+    # SuperClass POPE over 3 seeds was 52-59 at 600 steps and 56-62 at 900, measured)
     vlm_multiple_choice_every: int = 8  # one stage-2 image row in N is a lettered question (the rest POPE's pair
     # and maybe a short question); 4 left SuperClass POPE at 51-52 over 4 runs, 2 at 50 (measured). Lettered image
     # rows teach no held-out choice in this budget (README: 'Why the VLM rows failed'): they keep the letter form
