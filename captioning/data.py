@@ -4,7 +4,7 @@ The split comes from `dataset_coco.json`'s own per-image `split` field (train + 
 never re-sampled; the file is read by `pretrain.data.karpathy` (the reader LiT's retrieval uses too). Images
 are `image_root/filepath/filename`; missing ones are counted and skipped.
 
-Encoder features come from `pretrain.features`' cache (`cached_feature_set`): one directory per encoder, image
+Encoder features come from `pretrain.feature_cache.cached_feature_set`: one directory per encoder, image
 set and precision under the cache root, resumable chunk by chunk, computed on rank 0; pooled features are
 float32, all tokens (the transformer mapper's input) float16.
 
@@ -26,7 +26,8 @@ from pretrain.data.karpathy import karpathy_split
 from pretrain.data.labelled import LabelledImages
 from pretrain.data.synthetic import make_sample, synthetic_references
 from pretrain.encoder import Encoder
-from pretrain.features import TOKEN_POOL, cached_feature_set
+from pretrain.feature_cache import cached_feature_set
+from pretrain.features import TOKEN_POOL
 from pretrain.runtime.errors import DataError
 
 SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}

@@ -6,7 +6,7 @@ image, so the tower runs once over the training data and LiT trains the projecti
 stored features. It needs random-access data (`data.kind` list or synthetic).
 
 The cache is `pretrain.features`' (`manifest.json` + `chunk-NNNNNN.safetensors`, pool `default` = the encoder's own
-pooling, float32, resumable chunk by chunk) in `CACHE_DIR/<key>/` (`pretrain.features.cached_feature_set`). The key
+pooling, float32, resumable chunk by chunk) in `CACHE_DIR/<key>/` (`pretrain.feature_cache.cached_feature_set`). The key
 digests everything the features depend on: the encoder's config (architecture and preprocessing, i.e. the eval
 transform) and its weights, the training items (list: every image's absolute path, size and mtime; synthetic: the
 pixels) and the precision. Another encoder, other data or another precision therefore gets another directory, and
@@ -32,7 +32,7 @@ from pretrain.data.lists import read_list
 from pretrain.data.stream import BatchLoader, BatchStream, DataConfig, EncodeText, IndexedSource, build_loader
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import load_encoder
-from pretrain.features import cached_feature_set
+from pretrain.feature_cache import cached_feature_set
 from pretrain.runtime.errors import ConfigError
 
 POOL = "default"  # the encoder's own pooling: what LiTModel.image_features computes live

@@ -14,9 +14,7 @@ finished one. A cache refuses (UserError) to continue or serve a different encod
 Pools: `default` is the encoder's own pooling (`forward_head`, what it was trained with; SuperClass: mean of
 patch tokens after the final norm), `cls` the class token, `patch_mean` the mean of the patch tokens, and
 `tokens` every output token [T, D] stored in float16 (ClipCap's transformer mapper reads them; probes do not).
-Trainers keep their caches under a root with `cached_feature_set`, which names each cache by `cache_key`: a
-digest of the encoder (config and weights), the items (and the files' sizes and mtimes), the pools and the
-precision, so a changed input gets a new directory instead of a stale cache.
+Trainers keep such caches under a root, one per input, with `pretrain.feature_cache.cached_feature_set`.
 The encoder runs in bf16 autocast on a GPU and fp32 on the CPU (`precision`). Decoding (`decode`): `cpu` lets
 the DataLoader workers decode and preprocess with PIL; `gpu` has them read file bytes only and decodes JPEGs
 in batches on the encoder's device with nvJPEG, then resizes there (`pretrain.data.gpu_decode`).
@@ -43,7 +41,7 @@ from pretrain.data.gpu_decode import DevicePreprocess, EncodedImages, check_deco
 from pretrain.data.labelled import LabelledImages
 from pretrain.encoder import MODEL_FILE, Encoder, load_encoder
 from pretrain.runtime.atomic import plain_tensors, write_file_atomically
-from pretrain.runtime.distributed import barrier, pick_device
+from pretrain.runtime.distributed import pick_device
 from pretrain.runtime.errors import ConfigError, UserError
 from pretrain.runtime.jsonl import read_json_file
 from pretrain.runtime.precision import autocast, resolve_precision
@@ -54,7 +52,6 @@ MANIFEST = "manifest.json"
 POOLS = ("default", "cls", "patch_mean")  # [D] per image: what the probes read
 TOKEN_POOL = "tokens"  # [T, D] per image, float16
 EXTRACT_POOLS = (*POOLS, TOKEN_POOL)
-CACHE_KEY_VERSION = 1
 DECODERS = ("cpu", "gpu")
 
 
@@ -189,7 +186,7 @@ def iter_inputs(
     Yields {"images": [b, 3, H, W] float on the encoder's device (None: nothing decoded), "labels", "indices",
     "skipped"}. decode="cpu": the workers decode and preprocess; "gpu": they read bytes, the device decodes.
     """
-    device = _device(encoder)
+    device = encoder_device(encoder)
     num_workers = min(num_workers, os.cpu_count() or 1)  # more workers than cores only adds contention
     if decode == "gpu":
         check_decoder(device)
@@ -228,7 +225,7 @@ def iter_batches(
     out once batch k+1 is decoded and its forward queued, and waiting for it waits for its own forward only (an
     event after its copy to the host), so on a GPU the decode of batch k+1 overlaps the forward of batch k.
     """
-    device = _device(encoder)
+    device = encoder_device(encoder)
     precision = resolve_precision(precision, device)
     inputs = iter_inputs(encoder, dataset, batches, num_workers, decode)
     quiet = not progress or not sys.stderr.isatty()
@@ -298,13 +295,14 @@ def compute_features(
     stream = iter_batches(encoder, dataset, batches, pools, num_workers, precision, progress, decode)
     parts: list[dict[str, Any]] = list(stream)
     skipped = [int(i) for p in parts for i in p["skipped"]]
-    meta = _meta(dataset, encoder_identity(encoder), pools, resolve_precision(precision, _device(encoder)))
+    meta = _meta(dataset, encoder_identity(encoder), pools, resolve_precision(precision, encoder_device(encoder)))
     counts = dict(Counter(dataset.skip_reason(i) for i in skipped))
     meta.update(skipped=counts, skipped_indices=skipped, complete=True)
     return _assemble(parts, pools, dataset.keys(), meta, encoder.num_features)
 
 
-def _device(encoder: Encoder) -> torch.device:
+def encoder_device(encoder: Encoder) -> torch.device:
+    """The device the encoder's weights are on."""
     return next(encoder.parameters()).device
 
 
@@ -391,7 +389,7 @@ def extract_features(
     out = Path(out)
     encoder = _as_encoder(encoder, device)
     pools = list(dict.fromkeys(pools))
-    precision = resolve_precision(precision, _device(encoder))
+    precision = resolve_precision(precision, encoder_device(encoder))
     new = _meta(dataset, encoder_identity(encoder), pools, precision)
     if (out / MANIFEST).is_file():
         manifest = read_manifest(out)
@@ -466,55 +464,3 @@ def load_features(path: str | Path) -> tuple[dict[str, torch.Tensor], torch.Tens
     """(features by pool, labels, meta) of a complete cache; meta also holds `indices` and `keys` tensors."""
     fs = read_feature_set(path)
     return fs.features, fs.labels, {**fs.meta, "indices": fs.indices, "keys": fs.keys}
-
-
-# ------------------------------------------------------------------------------------- caches kept by trainers
-
-
-def _file_stamp(path: str) -> bytes:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return b"missing\n"
-    return f"{stat.st_size}:{stat.st_mtime_ns}\n".encode()
-
-
-def cache_key(encoder: Encoder, images: LabelledImages, precision: str, pools: Sequence[str] = ("default",)) -> str:
-    """16 hex digits naming the cache of `images` under `encoder` (config incl. preprocessing, and weights) at
-    `precision` for `pools`; an image file replaced in place keeps its path but changes its size or mtime."""
-    identity = encoder_identity(encoder)
-    parts = {
-        "version": CACHE_KEY_VERSION,
-        "config": identity["config_hash"],
-        "weights": identity["weights_hash"],
-        "items": images.signature(),
-        "precision": precision,
-        "pools": sorted(set(pools)),
-    }
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
-    for item in images.items:
-        if isinstance(item, str):
-            digest.update(_file_stamp(item))
-    return digest.hexdigest()[:16]
-
-
-def cached_feature_set(
-    encoder: Encoder,
-    images: LabelledImages,
-    cache_root: str | Path,
-    pools: Sequence[str] = ("default",),
-    precision: str = "auto",
-    device: str | torch.device | None = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    is_main: bool = True,
-) -> tuple[FeatureSet, Path]:
-    """The features of `images` from `cache_root/<cache_key>/`: computed (or finished) on the main rank, reused when
-    present, read by every rank after a barrier. Returns the set and its directory."""
-    precision = resolve_precision(precision, pick_device(str(device)) if device is not None else _device(encoder))
-    out = Path(cache_root).expanduser() / cache_key(encoder, images, precision, pools)
-    features: FeatureSet | None = None
-    if is_main:
-        features = extract_features(encoder, images, out, pools, batch_size, num_workers, device, precision)
-    barrier()
-    return (features if features is not None else read_feature_set(out)), out

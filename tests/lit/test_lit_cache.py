@@ -18,7 +18,7 @@ from lit.train import train
 from pretrain.data.stream import DataConfig
 from pretrain.data.synthetic import make_sample
 from pretrain.encoder import load_encoder
-from pretrain.features import cache_key
+from pretrain.feature_cache import cache_key
 from pretrain.runtime.config import resolve
 
 
