@@ -67,12 +67,12 @@ def centre_projector(
     """Replace the projector's first layer with a `CentredLinear` at the mean feature of these images (the same
     function as before with `keep_function`, else a fresh layer's weights in centred coordinates); returns the
     mean. Every rank must pass the same images."""
+    projector = model.model.multi_modal_projector
+    if isinstance(projector.linear_1, CentredLinear):
+        raise ValueError("the projector is centred already")  # before the tower runs over the images
     features = [projector_inputs(model, torch.stack(list(pixel_values[i : i + batch_size])))
                 for i in range(0, len(pixel_values), batch_size)]  # fmt: skip
     centre = torch.cat(features).mean(dim=0)
-    projector = model.model.multi_modal_projector
-    if isinstance(projector.linear_1, CentredLinear):
-        raise ValueError("the projector is centred already")
     projector.linear_1 = CentredLinear(projector.linear_1, centre, keep_function)
     return centre
 

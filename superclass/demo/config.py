@@ -27,8 +27,9 @@ class DemoConfig:
     vlm_stage2_steps: int = 900  # LLaVA stage 2 (projector + LLM) steps per encoder (with 1 row in 8 lettered,
     # SuperClass POPE over 3 seeds was 52-59 at 600 steps and 56-62 at 900, measured)
     vlm_multiple_choice_every: int = 8  # one stage-2 image row in N is a lettered question (the rest POPE's pair
-    # and maybe a short question); 4 left SuperClass POPE at 51-52 over 4 runs, 2 at 50 (measured). Lettered image
-    # rows teach no held-out choice in this budget (README: 'Why the VLM rows failed'): they keep the letter form
+    # and maybe a short question); at 600 steps, 4 left SuperClass POPE at 51-52 over 4 runs, 2 at 50 (measured).
+    # Lettered image rows teach no held-out choice in this budget (README: 'Why the VLM rows failed'): they keep the
+    # letter form
     vlm_projector_centring: int = 256  # images whose mean tower feature both LLaVA stages centre the projector on
     # (vlm.centred_projector): the tiny SuperClass tower's tokens share an offset of norm 58 of 59
     vlm_feature_layer: int = -1  # the tiny 2-layer tower's last block (LLaVA-1.5's -2 is its first of two)
