@@ -57,6 +57,7 @@ from pretrain.runtime.train_evals import EvalEntry, TrainingEvals
 @dataclass
 class RunConfig:
     out_dir: str = "runs/pretrain"  # run directory: metrics.jsonl, checkpoints/, the artifact
+    name: str = ""  # the progress lines' label ("": the run directory's last two parts, e.g. "demo/superclass")
     total_samples: int = 0  # samples to train on (steps = total_samples / global_batch_size)
     steps: int = 0  # if > 0, the number of optimizer steps (overrides total_samples)
     global_batch_size: int = 256  # samples per optimizer step over all ranks
@@ -359,7 +360,9 @@ class Trainer:
         and then raises StopRequested, so a scheduler's preemption ends in a resumable state and a non-zero exit.
         """
         self._start()
-        logger = MetricsLogger(self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard)
+        logger = MetricsLogger(
+            self.run_dir, self.total_steps, self.step, self.dist.is_main, self.run.tensorboard, self.run.name
+        )
         if self.step > 0:  # resumed: an evaluation due at this checkpoint that a kill cut off runs now
             self._refresh_stale_artifact()
             self._evaluate(logger)

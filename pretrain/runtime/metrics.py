@@ -43,14 +43,16 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 class MetricsLogger:
     """Rank-0 logger: appends to `metrics.jsonl`, drives the progress bar, mirrors to TensorBoard."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, enabled: bool, tensorboard: bool) -> None:
+    def __init__(
+        self, run_dir: Path, total_steps: int, start_step: int, enabled: bool, tensorboard: bool, label: str = ""
+    ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.bar = None
         self.writer: Any = _NoWriter()
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.bar = Progress(total_steps, start_step, label="/".join(Path(run_dir).parts[-2:]))
+            self.bar = Progress(total_steps, start_step, label=label or "/".join(Path(run_dir).parts[-2:]))
             if tensorboard:
                 self.writer = _tensorboard_writer(Path(run_dir) / "tensorboard")
 

@@ -83,14 +83,16 @@ def train_llava(
     `overrides`: key=value recipe overrides for both stages (e.g. "optim.lr=2e-3", "model.feature_layer=-1").
     """
     out = Path(out_dir)
+    label = "/".join(out.parts[-2:])  # the progress lines name the encoder: "superclass/llava/stage2"
     common = [f"model.llm={inputs.lm}", "run.device=cpu", "data.kind=llava_json", *overrides]
     stage1 = resolve(get_recipe("llava_tiny_stage1"), None, [
         *common, f"model.encoder={encoder_dir}", f"data.json={inputs.stage1}", f"run.out_dir={out / 'stage1'}",
-        f"run.steps={stage1_steps}",
+        f"run.steps={stage1_steps}", f"run.name={label}/stage1",
     ])  # fmt: skip
     stage2 = resolve(get_recipe("llava_tiny_stage2"), None, [
         *common, f"init={train(stage1)}", f"data.json={inputs.stage2}", f"run.out_dir={out / 'stage2'}",
-        f"run.steps={stage2_steps}", "run.evals=[]",  # the demo scores it on every synthetic benchmark
+        f"run.steps={stage2_steps}", f"run.name={label}/stage2",
+        "run.evals=[]",  # the demo scores it on every synthetic benchmark
     ])  # fmt: skip
     return train(stage2)
 

@@ -37,6 +37,18 @@ def test_a_trainer_log_names_its_run(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("[demo/superclass] 1/5 steps (")
 
 
+def test_a_named_run_labels_its_lines_by_name(tmp_path, capsys):
+    logger = MetricsLogger(
+        tmp_path / "llava" / "stage2", total_steps=5, start_step=0, enabled=True, tensorboard=False,
+        label="clip/llava/stage2",
+    )  # fmt: skip
+    logger.bar.every = 0.0
+    logger.log({"step": 1, "loss": 2.0, "lr": 1e-3})
+    logger.advance()
+    logger.close()
+    assert capsys.readouterr().err.startswith("[clip/llava/stage2] 1/5 steps (")
+
+
 def test_an_evaluation_row_keeps_the_training_loss_on_the_line(tmp_path, capsys):
     logger = MetricsLogger(tmp_path / "run", total_steps=5, start_step=0, enabled=True, tensorboard=False)
     logger.bar.every = 0.0

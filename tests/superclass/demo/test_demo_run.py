@@ -16,7 +16,7 @@ from superclass.demo.config import DemoConfig
 from superclass.demo.run import clear_previous_demo, run_demo
 
 
-def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
+def test_short_demo_writes_report_plot_and_artifacts(tmp_path, capsys):
     cfg = DemoConfig(
         out=tmp_path,
         steps=40,
@@ -33,6 +33,9 @@ def test_short_demo_writes_report_plot_and_artifacts(tmp_path):
         gallery_images=3,
     )
     report = run_demo(cfg)
+    err = capsys.readouterr().err
+    for method in ("superclass", "clip"):  # each LLaVA stage's progress names its encoder
+        assert f"[{method}/llava/stage1] 3/3 steps (" in err and f"[{method}/llava/stage2] 6/6 steps (" in err
     assert (tmp_path / "report.md").read_text().startswith("# SuperClass toolkit demo")
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
     for method in ("superclass", "clip"):
