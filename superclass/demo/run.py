@@ -142,9 +142,9 @@ def _notes(cfg: DemoConfig, seconds: float) -> list[str]:
         " the question alone (the most common training answer to the same question; POPE: always 'yes'), so beating"
         f" it means the model looks at the image. Both stages centre the projector on {cfg.vlm_projector_centring}"
         " images' mean tower feature (`projector_centring`). The MMBench and ScienceQA rows are reported outside"
-        " the verdict: their lettered answers need the option that matches the image, which the LLaMA learns on words"
-        " (100% on held-out text) but not on image tokens within these steps (README: 'Why the VLM rows failed, and"
-        " what fixed them'). A constant letter scores 0 under CircularEval.",
+        " the verdict: their lettered answers need the letter of the option that matches the image, and the tiny"
+        " LLaMA does not learn that option-to-letter lookup within these steps, even on scenes told in words (README:"
+        " 'Why the VLM rows failed, and what fixed them'). A constant letter scores 0 under CircularEval.",
         "- Chance levels: the SuperClass head's colour-word ranking is 6-way (1/6); retrieval is 1/N; probes are"
         " 1/#classes. The tiny 2-layer ViT learns colour within 300 steps; shape needs a larger model or longer.",
         f"- Held-out images come from a different synthetic seed than training. Total time: {seconds:.0f} s.",

@@ -54,10 +54,10 @@ def prepare_llava(cfg: DemoConfig, encoder_dir: str | Path) -> LlavaInputs:
     """Write the LLaVA data once and teach the tiny LLaMA the questions' language on the scenes told in words.
 
     The text stage stands in for what Vicuna knew before LLaVA: a stage-2 run (`llava_tiny_stage2`) on text-only
-    rows, so the LLaMA learns on words to compare a question with a scene (is the object asked about there? which
-    option is it?). Trained from scratch on images alone, it stayed at chance on those comparisons (README: 'Why
-    the VLM rows failed, and what fixed them'). The LLaVA it trains holds `encoder_dir`,
-    which sees no image; its LLM goes on to both.
+    rows: the questions' language and the comparison of a question with a scene (is the object asked about there?
+    which option is it?). Trained from scratch on images alone, the LLaMA ignored the object asked about; in the
+    demo's 400 steps it learns the form but little of the comparison on words (README: 'Why the VLM rows failed,
+    and what fixed them'). The LLaVA it trains holds `encoder_dir`, which sees no image; its LLM goes on to both.
     """
     root = cfg.out / "llava"
     print(f"[demo] LLaVA data and the tiny LLaMA's text stage ({cfg.vlm_text_steps} steps) ...", flush=True)
@@ -202,8 +202,8 @@ def vlm_stage(report: Report, method: str, artifact: Path, cfg: DemoConfig, inpu
     scores = score_synthetic_vlm(model_dir, out / "scores", inputs.stage2, num_images=cfg.vlm_eval_images)
     vqa, mmb = "VQAv2-format accuracy vs text-only (%)", "MMBench-format CircularEval vs random letters (%)"
     report.add(Row("vlm", method, vqa, scores["vqav2_accuracy"], scores["vqav2_text_only_accuracy"]))
-    # The lettered answers hinge on matching an option with the image: the LLaMA learns that on words in its text
-    # stage but not on image tokens in the demo's steps (README: 'Why the VLM rows failed, and what fixed them').
+    # The lettered answers hinge on the letter of the option that matches the image: the tiny LLaMA does not learn
+    # that lookup in the demo's steps, even on words (README: 'Why the VLM rows failed, and what fixed them').
     report.add(Row("vlm", method, mmb, scores["mmbench_accuracy"], scores["mmbench_random_chance"], required=False))
     pope, sqa = "POPE-format accuracy vs always 'yes' (%)", "ScienceQA-format accuracy vs text-only (%)"
     report.add(Row("vlm", method, pope, scores["pope_accuracy"], scores["pope_always_yes_accuracy"]))
