@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # usage: bash bench/gpu_acceptance.sh [gpu_acceptance.py args]     (PYTHON=.venv/bin/python ... --dry-run here)
 #
-# On a lent H200, after `bash bench/stage_wheels.sh` here, one device call runs every check:
+# On a lent H100 or H200 (a plain `run` gets the H100 kind), after `bash bench/stage_wheels.sh` here, one device
+# call runs every check:
 #   run(command="bash bench/gpu_acceptance.sh", carry=[".whl"], timeout_s=540)
 # It installs the carried wheels into /tmp/site (nothing can be fetched there), puts the repository and them on
 # PYTHONPATH (the package is not installed on that image), runs bench/gpu_acceptance.py with unbuffered output and

@@ -8,7 +8,8 @@ import torch
 
 from pretrain.runtime.loop import Trainer
 
-H200_MEASURED = 790e12  # bf16 dense matmul measured on the lent H200 (TFLOP/s ceiling for MFU)
+H200_MEASURED = 790e12  # bf16 dense matmul measured on the lent H200 (TFLOP/s ceiling for MFU); the H100
+# kind measured 798 (the device tool's KINDS.md, 2026-11-13): one ceiling for both cards, within 1%
 H200_DATASHEET = 989e12
 
 

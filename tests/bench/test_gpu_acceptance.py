@@ -78,3 +78,16 @@ def test_a_failing_slow_or_unaffordable_check_is_a_row_and_the_run_goes_on():
     finally:
         signal.signal(signal.SIGALRM, previous)
     assert "| P2 | " in ga.table(rows + [ga.Row("P2", "a | b", "t", "m", "error")])
+
+
+def test_full_fine_tuning_is_an_optional_skip_on_a_card_too_small_for_it(monkeypatch):
+    ga = _acceptance_module()
+    ctx = ga.Context(ga.parse_args([]), ga.torch.device("cpu"), ga.DRY)  # not a dry run: the real decision
+    built = []
+    monkeypatch.setattr(ga, "_vlm_train", lambda ctx, row_id, mode: built.append(mode) or [])
+    monkeypatch.setattr(ga, "card_gib", lambda device: 79.2)  # the H100 kind
+    (row,) = ga.check_full(ctx)
+    assert (row.id, row.result, built) == ("P5f", "skipped", [])  # decided before a 7B model is built
+    assert row.details["optional"] is True and "this card has 79" in row.measured
+    monkeypatch.setattr(ga, "card_gib", lambda device: 139.8)  # the H200 kind: it runs
+    assert ga.check_full(ctx) == [] and built == ["full"]
